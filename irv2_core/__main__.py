@@ -1,0 +1,3 @@
+from irv2_core.cli import main
+
+raise SystemExit(main())

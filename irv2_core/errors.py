@@ -1,0 +1,7 @@
+"""The project's error type: raised for bad input or environment, with what/where/how-to-fix."""
+
+from __future__ import annotations
+
+
+class Irv2Error(Exception):
+    """A user-facing failure; the CLI prints its message (no traceback) and exits with status 2."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the project with its test extra into ./.venv and run the whole test suite.
+# Tests run from a temporary working directory: MindSpore's image decoder may drop
+# ./abnormal_image.jpg into the current one.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test]"
+export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
+export MS_COMPILER_CACHE_ENABLE=1
+export MS_COMPILER_CACHE_PATH="${MS_COMPILER_CACHE_PATH:-$repo/.cache/ms-compile}"
+.venv/bin/ruff check "$repo"
+work="$(mktemp -d)"
+cd "$work"
+"$repo/.venv/bin/python" -m pytest "$repo/tests" -p no:cacheprovider "$@"

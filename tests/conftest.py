@@ -1,0 +1,92 @@
+"""Shared fixtures: a temporary working directory, MindSpore's compile cache, tiny image sets,
+and a real S3 HTTP endpoint (moto in server mode) on localhost."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Before MindSpore is imported anywhere in the session: one compile cache for every test process
+# (in-process and subprocesses inherit it), so each distinct graph is compiled ~once per session.
+os.environ.setdefault(
+    "MS_COMPILER_CACHE_PATH", str(Path(os.environ.get("TMPDIR", "/tmp")) / "irv2-test-compile-cache")
+)
+os.environ.setdefault("MS_COMPILER_CACHE_ENABLE", "1")
+os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on stderr
+
+CLASS_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 210, 40), (160, 60, 200)]
+
+
+@pytest.fixture(autouse=True)
+def _tmp_cwd(tmp_path, monkeypatch):
+    """Run every test in its own cwd: MindSpore's decoder may drop ./abnormal_image.jpg."""
+    monkeypatch.chdir(tmp_path)
+
+
+def make_image(label: int, rng: np.random.Generator, size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A small learnable RGB image: class colour plus noise and a class-dependent stripe."""
+    w, h = size
+    base = np.array(CLASS_COLOURS[label % len(CLASS_COLOURS)], dtype=np.float32)
+    arr = base + rng.normal(0, 25, size=(h, w, 3))
+    stripe = (label * 13) % max(h - 8, 1)
+    arr[stripe : stripe + 8, :, :] = 255 - base
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def write_image_tree(
+    root: Path, classes: int = 3, per_class: int = 8, seed: int = 0, split: str | None = None
+) -> Path:
+    """Write ``root/[split/]class_k/img_i.jpg`` JPEGs; return the folder that holds the classes."""
+    rng = np.random.default_rng(seed)
+    top = root / split if split else root
+    for c in range(classes):
+        d = top / f"class_{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            make_image(c, rng).save(d / f"img_{i:03d}.jpg", quality=90)
+    return top
+
+
+@pytest.fixture
+def image_tree(tmp_path) -> Path:
+    """3 classes x 8 JPEGs as plain class folders (no train/val split)."""
+    return write_image_tree(tmp_path / "images")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP endpoint on localhost (moto server); yields its URL.
+
+    Fake credentials are set for the whole session so boto3 never looks for real ones.
+    """
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing-key-id",
+        AWS_SECRET_ACCESS_KEY="testing-secret-key",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_client(s3_server):
+    """A boto3 S3 client talking HTTP to the moto server."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
