@@ -34,8 +34,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="irv2",
         description="Inception-ResNet-v2 train-eval-export pipeline on MindSpore.",
-        epilog="commands: "
-        + "; ".join(f"{name}: {text}" for name, (_, text) in COMMANDS.items()),
+        epilog="commands: " + "; ".join(f"{name}: {text}" for name, (_, text) in COMMANDS.items()),
     )
     parser.add_argument("--version", action="version", version=f"irv2 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from irv2_core.errors import Irv2Error
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from irv2_core.errors import Irv2Error
 
 __all__ = [
     "Config",
@@ -94,7 +95,8 @@ class Config(BaseModel):
             raise ValueError(f"lr_end ({self.lr_end}) must not exceed lr_max ({self.lr_max})")
         if self.warmup_epochs > self.epoch_size:
             raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs}) must not exceed epoch_size ({self.epoch_size})"
+                f"warmup_epochs ({self.warmup_epochs}) must not exceed "
+                f"epoch_size ({self.epoch_size})"
             )
         if self.start_epoch > self.epoch_size:
             raise ValueError(
@@ -104,7 +106,8 @@ class Config(BaseModel):
             raise ValueError(
                 "loss_scale_type 'dynamic' is not supported on device_target CPU: MindSpore's CPU "
                 "backend accepts only a fixed loss scale without overflow-drop. "
-                "Use loss_scale_type=fixed (supported on CPU: fixed; on GPU/Ascend: fixed, dynamic)."
+                "Use loss_scale_type=fixed "
+                "(supported on CPU: fixed; on GPU/Ascend: fixed, dynamic)."
             )
         return self
 

@@ -14,7 +14,8 @@ from PIL import Image
 # Before MindSpore is imported anywhere in the session: one compile cache for every test process
 # (in-process and subprocesses inherit it), so each distinct graph is compiled ~once per session.
 os.environ.setdefault(
-    "MS_COMPILER_CACHE_PATH", str(Path(os.environ.get("TMPDIR", "/tmp")) / "irv2-test-compile-cache")
+    "MS_COMPILER_CACHE_PATH",
+    str(Path(os.environ.get("TMPDIR", "/tmp")) / "irv2-test-compile-cache"),
 )
 os.environ.setdefault("MS_COMPILER_CACHE_ENABLE", "1")
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on stderr
@@ -28,7 +29,9 @@ def _tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def make_image(label: int, rng: np.random.Generator, size: tuple[int, int] = (96, 80)) -> Image.Image:
+def make_image(
+    label: int, rng: np.random.Generator, size: tuple[int, int] = (96, 80)
+) -> Image.Image:
     """A small learnable RGB image: class colour plus noise and a class-dependent stripe."""
     w, h = size
     base = np.array(CLASS_COLOURS[label % len(CLASS_COLOURS)], dtype=np.float32)

@@ -34,7 +34,9 @@ def test_import_sets_avx2_when_unset():
 
 
 def test_user_choice_is_respected():
-    out = _run("import irv2_core, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])", ONEDNN_MAX_CPU_ISA="SSE41")
+    out = _run(
+        "import irv2_core, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])", ONEDNN_MAX_CPU_ISA="SSE41"
+    )
     assert out.stdout.strip() == "SSE41"
 
 
