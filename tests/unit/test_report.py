@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from irv2_core.cli import main
 from irv2_core.errors import Irv2Error
 from irv2_core.report import PIPELINE_FILE, build_report, load_metrics
