@@ -1,0 +1,120 @@
+"""The flow's parameters, validated by pydantic before any stage runs.
+
+Errors name the field (``overrides.batch_size``, ``export_formats`` ...), and the training config
+is resolved here (preset + overrides + device target) so that a bad value never reaches a worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from irv2_core.config import PRESETS, Config, ConfigError, load_config
+from irv2_core.errors import Irv2Error
+
+__all__ = ["FlowParams", "validate_params"]
+
+ExportFormat = Literal["MINDIR", "ONNX", "AIR"]
+
+
+class FlowParams(BaseModel):
+    """Parameters of ``train-eval-export`` (the Prefect UI shows the flow's own signature)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, description="s3://bucket/prefix or a local folder")
+    workdir: str = Field("./irv2-work", min_length=1)
+    preset: str = "cpu-smoke"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    endpoint_url: str | None = None
+    device_target: Literal["CPU", "GPU", "Ascend"] | None = None
+    device_num: int = Field(1, ge=1, le=4096)
+    export_formats: list[ExportFormat] = Field(default_factory=lambda: ["MINDIR", "ONNX"])
+    num_nodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    shards: int = Field(1, ge=1, le=1000)
+    train_timeout_s: float | None = Field(None, gt=0)
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            if len(value) <= len("s3://") or value[len("s3://") :].startswith("/"):
+                raise ValueError(f"expected s3://bucket[/prefix], got {value!r}")
+            return value
+        folder = Path(value.removeprefix("file://")).expanduser()
+        if not folder.is_dir():
+            raise ValueError(
+                f"{value!r} is neither an s3:// URI nor an existing local folder; "
+                "pass s3://bucket/prefix or the folder that holds the class folders"
+            )
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; choose one of: {', '.join(PRESETS)}")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value
+
+    @field_validator("export_formats")
+    @classmethod
+    def _unique_formats(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a format twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FlowParams:
+        if self.node_rank >= self.num_nodes:
+            raise ValueError(f"node_rank ({self.node_rank}) must be < num_nodes ({self.num_nodes})")
+        cfg = self.resolve_config()
+        if "AIR" in self.export_formats and cfg.device_target != "Ascend":
+            raise ValueError(
+                "export_formats: AIR needs device_target Ascend (MindSpore exports AIR only "
+                f"there), but it is {cfg.device_target}; drop AIR or run on Ascend"
+            )
+        return self
+
+    def resolve_config(self) -> Config:
+        """The training config: preset, then overrides, then device_target if given."""
+        overrides = dict(self.overrides)
+        if self.device_target is not None:
+            overrides["device_target"] = self.device_target
+        try:
+            return load_config(self.preset, overrides=overrides)
+        except ConfigError as exc:
+            raise ValueError(f"overrides: {exc}") from None
+
+    def launch(self) -> dict[str, Any]:
+        """How training is started: device and node counts for msrun."""
+        return {
+            "device_num": self.device_num,
+            "num_nodes": self.num_nodes,
+            "node_rank": self.node_rank,
+            "master_addr": self.master_addr,
+        }
+
+
+def validate_params(**values: Any) -> FlowParams:
+    """Build FlowParams or raise Irv2Error listing each bad field with its message."""
+    try:
+        return FlowParams(**values)
+    except ValidationError as err:
+        lines = ["invalid flow parameters:"]
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"]) or "(parameters)"
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {field}: {msg}")
+        raise Irv2Error("\n".join(lines)) from None

@@ -1,0 +1,135 @@
+"""Content-keyed cache keys that can never hand back a stale path.
+
+Prefect reuses a task's stored result whenever the cache key matches, even if the files that result
+points at were deleted or changed since (a known pitfall). Each heavy task therefore keys on a
+digest of its *content* inputs (fingerprints, options, code version) and checks a small stamp that
+the task wrote next to its output when it last completed: the stamp holds the exact cache key the
+output was produced under and the size and mtime of every output file. While the stamp matches the
+digest and the files, the key is the stamped one (a cache hit); otherwise the key gets a fresh
+suffix, which no stored result has, so the task recomputes and re-stamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from irv2_core.io import atomic_write_json, read_json, sha256_json
+
+__all__ = [
+    "cache_key",
+    "code_version",
+    "current_cache_key",
+    "file_digest",
+    "files_state",
+    "stamp_path",
+    "stamped_key",
+    "write_stamp",
+]
+
+_TRAINING_MODULES = ("train.py", "recipe.py", "transforms.py", "datasets.py", "distributed.py")
+_DIGEST_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def stamp_path(anchor: str | os.PathLike[str]) -> Path:
+    """Where the stamp of the output *anchor* (a folder or file) lives: a hidden sibling file.
+
+    A sibling, not a file inside the output, so that a stage that mirrors or lists its folder never
+    sees it, and deleting the output folder is detected (its files are gone).
+    """
+    anchor = Path(anchor)
+    return anchor.parent / f".{anchor.name}.cache.json"
+
+
+def files_state(paths: Iterable[str | os.PathLike[str]]) -> dict[str, list[int]]:
+    """``{path: [size, mtime_ns]}`` of existing files: a cheap witness that they are unchanged."""
+    state: dict[str, list[int]] = {}
+    for p in paths:
+        st = Path(p).stat()
+        state[str(Path(p))] = [st.st_size, st.st_mtime_ns]
+    return state
+
+
+def stamped_key(anchor: str | os.PathLike[str], digest: str) -> str | None:
+    """The key the output at *anchor* was produced under, if it still stands for *digest*.
+
+    None when the stamp is missing or unreadable, was written for other inputs, or any stamped file
+    is missing or has a different size or mtime.
+    """
+    path = stamp_path(anchor)
+    try:
+        stamp = read_json(path)
+        key, files = stamp["key"], stamp["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(key, str) or not key.startswith(digest) or not files:
+        return None
+    for name, (size, mtime_ns) in files.items():
+        try:
+            st = Path(name).stat()
+        except OSError:
+            return None
+        if st.st_size != size or st.st_mtime_ns != mtime_ns:
+            return None
+    return key
+
+
+def cache_key(anchor: str | os.PathLike[str], content: Any) -> str:
+    """Cache key for producing *anchor* from *content* (any JSON-safe description of the inputs).
+
+    Returns the stamped key while the output is intact, else a new never-used key.
+    """
+    digest = sha256_json(content)
+    return stamped_key(anchor, digest) or f"{digest}-{uuid.uuid4().hex[:16]}"
+
+
+def write_stamp(
+    anchor: str | os.PathLike[str], key: str | None, files: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Record that *files* (the output at *anchor*) were produced under cache *key*.
+
+    Without a key (the task was called outside a Prefect transaction) there is nothing to protect,
+    so an old stamp is removed instead.
+    """
+    path = stamp_path(anchor)
+    if not key:
+        path.unlink(missing_ok=True)
+        return
+    atomic_write_json(path, {"key": key, "files": files_state(files)})
+
+
+def current_cache_key() -> str | None:
+    """The cache key of the running task (the key of its Prefect transaction), if any."""
+    from prefect.transactions import get_transaction
+
+    txn = get_transaction()
+    return txn.key if txn is not None else None
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, memoised on (path, size, mtime) so cache keys do not re-hash 200 MB."""
+    from irv2_core.io import sha256_file
+
+    st = Path(path).stat()
+    memo_key = (str(path), st.st_size, st.st_mtime_ns)
+    if memo_key not in _DIGEST_MEMO:
+        _DIGEST_MEMO[memo_key] = sha256_file(path)
+    return _DIGEST_MEMO[memo_key]
+
+
+def code_version() -> str:
+    """Digest of the training code (package version plus the sources that shape a trained model)."""
+    import irv2_core
+
+    root = Path(irv2_core.__file__).parent
+    h = hashlib.sha256(irv2_core.__version__.encode())
+    sources = [root / name for name in _TRAINING_MODULES] + sorted((root / "models").rglob("*.py"))
+    for src in sources:
+        if src.exists():
+            h.update(src.name.encode())
+            h.update(src.read_bytes())
+    return h.hexdigest()

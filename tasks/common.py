@@ -1,0 +1,99 @@
+"""Settings shared by every stage task: JSON-persisted results and retry conditions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from irv2_core.errors import Irv2Error
+
+__all__ = [
+    "PERSIST",
+    "exception_of",
+    "is_transient_network_error",
+    "is_user_error",
+    "retry_transient_only",
+    "retry_unless_user_error",
+]
+
+# Results are small JSON-safe dicts (paths, fingerprints, metrics); never pickle them.
+PERSIST: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
+
+_TRANSIENT_S3_CODES = {
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+
+
+def exception_of(state: Any) -> BaseException | None:
+    """The exception a failed Prefect state holds (None if it holds none)."""
+    try:
+        value = state.result(raise_on_failure=False)
+    except Exception as exc:  # a result that cannot be loaded is itself the failure
+        return exc
+    return value if isinstance(value, BaseException) else None
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        # `raise ... from None` hides the context on purpose: so do we
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return seen
+
+
+def is_transient_network_error(exc: BaseException | None) -> bool:
+    """True for errors worth retrying: connection drops, timeouts, S3 throttling and 5xx.
+
+    Authentication failures and missing buckets/keys are not transient: retrying cannot fix them.
+    """
+    for err in _chain(exc):
+        name = type(err).__name__
+        if isinstance(err, ConnectionError | TimeoutError):
+            return True
+        if name in {
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ReadTimeoutError",
+            "ConnectionClosedError",
+            "ProtocolError",
+            "IncompleteReadError",
+            "ResponseStreamingError",
+        }:
+            return True
+        response = getattr(err, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in _TRANSIENT_S3_CODES or status in _TRANSIENT_S3_CODES:
+                return True
+    return False
+
+
+def is_user_error(exc: BaseException | None) -> bool:
+    """True when the failure is bad input (Irv2Error or the CLI's exit status 2): do not retry."""
+    for err in _chain(exc):
+        if isinstance(err, Irv2Error):
+            return True
+        if getattr(err, "returncode", None) == 2:
+            return True
+    return False
+
+
+def retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only transient network failures."""
+    return is_transient_network_error(exception_of(state))
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry crashes and kills, not bad input."""
+    return not is_user_error(exception_of(state))

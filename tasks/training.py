@@ -1,0 +1,159 @@
+"""Prefect task for ``train``: a supervised subprocess (``python -m irv2_core train`` or msrun).
+
+The run folder is named after the cache digest (MindRecord fingerprint + resolved config + code
+version + launch), so a retry of the same task finds its own checkpoints and resumes (``--resume``
+is always passed; it is a no-op without a checkpoint), while new data or a new config starts a new
+folder. Rank 0's log lines stream into the Prefect run log and ``progress.json`` drives a progress
+artifact; a timeout, cancellation or crash of the flow process kills the whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.context import TaskRunContext
+
+from irv2_core.io import read_json, sha256_json
+from tasks.caching import cache_key, code_version, current_cache_key, stamped_key, write_stamp
+from tasks.common import PERSIST, retry_unless_user_error
+from tasks.launch import run_supervised
+
+__all__ = ["run_dir_for", "train_command", "train_task"]
+
+_OUTPUTS = ("final.ckpt", "train_summary.json", "config.yaml")
+
+
+def _train_content(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task": "train",
+        "data_fingerprint": params["data_fingerprint"],
+        "config": params["config"],
+        "code": code_version(),
+        "launch": params.get("launch") or {},
+    }
+
+
+def run_dir_for(runs_dir: str | os.PathLike[str], params: dict[str, Any]) -> Path:
+    """The run folder of these training inputs: ``RUNS_DIR/run-<12 hex of the content digest>``."""
+    return Path(runs_dir) / f"run-{sha256_json(_train_content(params))[:12]}"
+
+
+def _train_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    return cache_key(run_dir_for(params["runs_dir"], params), _train_content(params))
+
+
+def train_command(
+    data_dir: str, run_dir: Path, config_file: Path, launch: dict[str, Any]
+) -> tuple[list[str], Path | None]:
+    """argv of the training process, and rank 0's log file when msrun writes one.
+
+    One device runs ``python -m irv2_core train``; ``device_num`` > 1 (or several nodes) wraps the
+    same arguments in ``msrun --worker_num=N --local_worker_num=n``.
+    """
+    args = ["train", "--data", str(data_dir), "--out", str(run_dir)]
+    args += ["--config", str(config_file), "--resume"]
+    device_num = int(launch.get("device_num", 1))
+    num_nodes = int(launch.get("num_nodes", 1))
+    if device_num <= 1 and num_nodes <= 1:
+        return [sys.executable, "-m", "irv2_core", *args], None
+    from irv2_core.distributed import msrun_command
+
+    log_dir = run_dir / "msrun_log"
+    command = msrun_command(
+        device_num,
+        args,
+        master_addr=launch.get("master_addr", "127.0.0.1"),
+        node_rank=int(launch.get("node_rank", 0)),
+        n_nodes=num_nodes,
+        log_dir=str(log_dir),
+    )
+    return command, log_dir / "worker_0.log"
+
+
+class _Progress:
+    """Keeps one progress artifact per training task run up to date."""
+
+    def __init__(self, key: str) -> None:
+        self.artifact_id = create_progress_artifact(
+            0.0, key=key, description="training: waiting for the first step"
+        )
+
+    def __call__(self, progress: dict[str, Any]) -> None:
+        total = progress.get("total_steps") or 0
+        step = progress.get("step") or 0
+        pct = min(100.0, 100.0 * step / total) if total else 0.0
+        text = (
+            f"step {step}/{total}, epoch {progress.get('epoch')}, "
+            f"loss {_fmt(progress.get('loss'))}, {_fmt(progress.get('img_per_s'))} img/s"
+        )
+        update_progress_artifact(self.artifact_id, pct, description=text)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "-"
+
+
+def _result(run_dir: Path) -> dict[str, Any]:
+    summary = read_json(run_dir / "train_summary.json")
+    keep = ("global_step", "total_steps", "epochs", "wall_s", "img_per_s", "last_loss", "rank_size")
+    out = {k: summary.get(k) for k in keep}
+    out.update(run_dir=str(run_dir), final_checkpoint=str(run_dir / "final.ckpt"))
+    return out
+
+
+@task(
+    name="train",
+    cache_key_fn=_train_key,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_user_error,
+    **PERSIST,
+)
+def train_task(
+    data_dir: str,
+    data_fingerprint: str,
+    config: dict[str, Any],
+    runs_dir: str,
+    launch: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Train on the MindRecord folder *data_dir* with the resolved *config*; return its summary.
+
+    *launch* holds ``device_num``, ``num_nodes``, ``node_rank``, ``master_addr``. A retry resumes
+    from the run folder's last checkpoint (weights, optimizer, step).
+    """
+    logger = get_run_logger()
+    params = {"data_fingerprint": data_fingerprint, "config": config, "launch": launch or {}}
+    run_dir = run_dir_for(runs_dir, params)
+    digest = sha256_json(_train_content(params))
+    if stamped_key(run_dir, digest):  # intact outputs, only Prefect's record was lost
+        write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
+        return _result(run_dir)
+    if (run_dir / "train_summary.json").exists():
+        logger.warning("%s finished earlier but its outputs changed: training again", run_dir)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "requested_config.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=True), encoding="utf-8")
+    command, rank0_log = train_command(data_dir, run_dir, config_file, launch or {})
+    logger.info("launching: %s", " ".join(command))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("GLOG_v", "3")  # MindSpore: errors only, so the run log shows training lines
+    run_supervised(
+        command,
+        on_line=logger.info,
+        progress_file=run_dir / "progress.json",
+        on_progress=_Progress(key="train-progress"),
+        rank0_log=rank0_log,
+        env=env,
+        timeout_s=timeout_s,
+    )
+    write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
+    return _result(run_dir)
