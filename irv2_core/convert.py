@@ -1,0 +1,279 @@
+"""``convert``: class folders of images -> sharded MindRecord (``train`` / ``val``) for training.
+
+Layouts: ``train/<class>/*`` (+ ``val/<class>/*``) as in ImageNet, or bare class folders, which
+get a seeded, deterministic per-class split. Every image is checked (see ``irv2_core.images``);
+awkward ones are normalised to RGB JPEG, broken ones are skipped and listed. Output is built in a
+temporary sibling folder and renamed into place, so a half-written folder never looks complete,
+and a folder already holding the same conversion (same fingerprint) is returned without work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from irv2_core.errors import Irv2Error
+from irv2_core.image_folders import DataSplit, discover_layout, input_fingerprint, mindrecord_sizes
+from irv2_core.io import atomic_write_json, read_json, sha256_json
+
+__all__ = ["CONVERTER_VERSION", "convert", "add_cli"]
+
+log = logging.getLogger(__name__)
+
+CONVERTER_VERSION = 1
+RECORD_NAME = "conversion.json"
+SCHEMA = {"file_name": {"type": "string"}, "label": {"type": "int32"}, "image": {"type": "bytes"}}
+WRITE_BATCH = 64
+MAX_SHARDS = 1000  # MindRecord's own limit on shard_num
+
+
+def _check_options(shards: int, val_fraction: float) -> None:
+    if not 1 <= int(shards) <= MAX_SHARDS:
+        raise Irv2Error(f"--shards must be between 1 and {MAX_SHARDS}, got {shards}")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise Irv2Error(
+            f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}; "
+            "it sets the share of each class held out for val when there is no val/ folder"
+        )
+
+
+def _reusable(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The existing record if *out_dir* already holds this exact conversion, complete."""
+    path = out_dir / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if record.get("fingerprint") != fingerprint:
+        return None
+    for name, size in record.get("files", {}).items():
+        f = out_dir / name
+        if not f.is_file() or f.stat().st_size != size:
+            return None
+    return record
+
+
+def _prepare_all(split: DataSplit, full_decode: bool, workers: int):
+    """Yield ``(item, jpeg_bytes | None, how_or_reason)`` in input order, checked in parallel."""
+    from irv2_core.images import BadImage, prepare_file
+
+    def one(item):
+        try:
+            data, how = prepare_file(item.path, full_decode)
+            return item, data, how
+        except BadImage as exc:
+            return item, None, str(exc)
+        except OSError as exc:
+            return item, None, f"cannot read file: {exc.strerror or exc}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # map() keeps input order (deterministic output); chunks bound the bytes held in memory.
+        for start in range(0, len(split.items), 512):
+            yield from pool.map(one, split.items[start : start + 512])
+
+
+def _write_split(split: DataSplit, tmp_dir: Path, shards: int, full_decode: bool, stats: dict):
+    """Write ``<split>.mindrecord*``; return per-class counts and the header/page sizes used."""
+    from mindspore.mindrecord import FileWriter
+
+    if not split.items:
+        raise Irv2Error(
+            f"the {split.name} split is empty: no image files for it under {split.root}; "
+            "add images (or, without a val/ folder, at least 2 images per class)"
+        )
+    header_size, page_size = mindrecord_sizes(split, shards)
+    writer = FileWriter(str(tmp_dir / f"{split.name}.mindrecord"), shard_num=shards, overwrite=True)
+    writer.set_header_size(header_size)
+    writer.set_page_size(page_size)
+    writer.add_schema(SCHEMA, "irv2")
+    writer.add_index(["label"])
+    counts = {name: 0 for name in split.class_names}
+    batch: list[dict[str, Any]] = []
+    for item, data, how in _prepare_all(split, full_decode, stats["workers"]):
+        if data is None:
+            stats["skipped"].append({"path": item.rel, "reason": how})
+            continue
+        if len(data) > page_size // 2:  # re-encoding can grow a small PNG past the page size
+            reason = f"re-encoded JPEG is {len(data)} bytes, over the {page_size // 2} byte limit"
+            stats["skipped"].append({"path": item.rel, "reason": reason})
+            continue
+        stats["stored"][how] = stats["stored"].get(how, 0) + 1
+        counts[item.class_name] += 1
+        batch.append({"file_name": item.rel, "label": item.label, "image": data})
+        if len(batch) >= WRITE_BATCH:
+            writer.write_raw_data(batch)
+            batch = []
+    if batch:
+        writer.write_raw_data(batch)
+    if not any(counts.values()):
+        raise Irv2Error(
+            f"no usable image in the {split.name} split of {split.root}: every candidate file "
+            "was skipped (see the reasons above); fix or remove the broken files"
+        )
+    writer.commit()
+    return counts, {"header_size": header_size, "page_size": page_size}
+
+
+def _publish(tmp_dir: Path, out_dir: Path) -> None:
+    """Swap *tmp_dir* into *out_dir*; an old *out_dir* is removed only after the new one is in."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out_dir, old)
+    os.replace(tmp_dir, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_stale(out_dir: Path) -> None:
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def convert(
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    shards: int = 1,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    full_decode: bool = False,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Convert an image folder into ``train``/``val`` MindRecord shards plus ``classes.json``.
+
+    Returns the conversion record that is also written as ``OUT_DIR/conversion.json``: counts per
+    split and class, the ``skipped`` files with reasons, the MindRecord header/page sizes, the
+    ``input_fingerprint`` and the output ``fingerprint`` (the cache key). If *out_dir* already
+    holds a complete conversion with the same fingerprint, it is returned and nothing is written.
+    *full_decode* also decodes good JPEGs (slower); *workers* defaults to the CPU count.
+    """
+    _check_options(shards, val_fraction)
+    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()
+    if not data_dir.is_dir():
+        raise Irv2Error(
+            f"data folder not found: {data_dir} (give the folder that holds the images)"
+        )
+    if out_dir == data_dir or data_dir in out_dir.parents:
+        raise Irv2Error(
+            f"the output folder {out_dir} must not be inside the data folder {data_dir}"
+        )
+    started = time.perf_counter()
+    layout = discover_layout(data_dir, val_fraction, seed)
+    in_fp, in_fp_source = input_fingerprint(data_dir, layout.all_items())
+    options = {"shards": int(shards), "val_fraction": float(val_fraction), "seed": int(seed)}
+    options["full_decode"] = bool(full_decode)
+    fingerprint = sha256_json(
+        {"input": in_fp, "options": options, "layout": layout.kind, "version": CONVERTER_VERSION}
+    )
+    existing = _reusable(out_dir, fingerprint)
+    if existing is not None:
+        log.info(
+            "convert: %s already holds this conversion (%s); nothing to do",
+            out_dir,
+            fingerprint[:12],
+        )
+        return existing
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out_dir)
+    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp_dir.mkdir()
+    stats: dict[str, Any] = {"skipped": [], "stored": {}, "workers": workers or os.cpu_count() or 1}
+    try:
+        counts, sizes = {}, {}
+        for split in layout.splits:
+            counts[split.name], sizes[split.name] = _write_split(
+                split, tmp_dir, int(shards), full_decode, stats
+            )
+        atomic_write_json(tmp_dir / "classes.json", layout.class_index)
+        wall = time.perf_counter() - started
+        total = sum(sum(c.values()) for c in counts.values())
+        record = {
+            "fingerprint": fingerprint,
+            "input_fingerprint": in_fp,
+            "input_fingerprint_source": in_fp_source,
+            "converter_version": CONVERTER_VERSION,
+            "data_dir": str(data_dir),
+            "layout": layout.kind,
+            "options": options,
+            "num_classes": len(layout.class_index),
+            "counts": counts,
+            "totals": {name: sum(c.values()) for name, c in counts.items()},
+            "skipped": stats["skipped"],
+            "stored": stats["stored"],
+            "ignored_files": layout.ignored,
+            "mindrecord": {"shards": int(shards), "sizes": sizes},
+            "files": {p.name: p.stat().st_size for p in sorted(tmp_dir.iterdir())},
+            "wall_s": round(wall, 3),
+            "img_per_s": round(total / wall, 1) if wall > 0 else None,
+        }
+        atomic_write_json(tmp_dir / RECORD_NAME, record)
+        _publish(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    log.info(
+        "convert: wrote %s (%s images, %d skipped)",
+        out_dir,
+        record["totals"],
+        len(stats["skipped"]),
+    )
+    return record
+
+
+def _run(args) -> int:
+    record = convert(
+        args.data_dir,
+        args.out_dir,
+        shards=args.shards,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        full_decode=args.full_decode,
+        workers=args.workers,
+    )
+    for item in record["skipped"]:
+        print(f"skipped {item['path']}: {item['reason']}")
+    summary = {k: record[k] for k in ("totals", "num_classes", "fingerprint")}
+    summary["skipped"] = len(record["skipped"])
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``irv2 convert DATA_DIR OUT_DIR [--shards N] [--val-fraction F]``."""
+    p = subparsers.add_parser(
+        "convert",
+        help="convert class folders of images into sharded MindRecord",
+        description="Check every image and write train/val MindRecord shards, classes.json and "
+        "conversion.json into OUT_DIR (built aside, renamed into place; reruns are free).",
+    )
+    p.add_argument(
+        "data_dir", metavar="DATA_DIR", help="train/<class>/* [+ val/<class>/*] or <class>/*"
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (replaced when done)")
+    p.add_argument("--shards", type=int, default=1, help="MindRecord files per split (default 1)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of each class held out for val when there is no val/ folder (default 0.2)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of that split (default 0)")
+    p.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="also decode good JPEGs when checking them (catches damage inside the data; slower)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="checking threads (default: CPUs)")
+    p.set_defaults(func=_run)

@@ -1,0 +1,254 @@
+"""The S3 side of ``stage``: client, listing, parallel verified downloads, readable errors.
+
+Works with AWS S3, MinIO and Huawei OBS (S3 API): endpoint from the argument or
+``AWS_ENDPOINT_URL``; credentials and region from the standard AWS chain. Transient failures
+(5xx, throttling, dropped connections) are retried by botocore's ``standard`` mode with bounded
+attempts, and broken response streams by the transfer manager. Every message is scrubbed of the
+secret key and session token before it can reach a log or the user.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from irv2_core.errors import Irv2Error
+from irv2_core.stage_sources import (
+    PLAIN_MD5,
+    Done,
+    Fail,
+    SourceObject,
+    hash_file,
+    redact_url,
+    temp_path,
+)
+
+MAX_ATTEMPTS = 6  # botocore standard mode: exponential backoff with jitter, capped at 20 s
+MULTIPART_THRESHOLD = 64 << 20
+_CRED_HINTS = {
+    "InvalidAccessKeyId": "the access key id is not known to this endpoint",
+    "SignatureDoesNotMatch": "the secret access key does not match the access key id",
+    "InvalidClientTokenId": "the access key id is not known to this endpoint",
+    "ExpiredToken": "the session token has expired",
+    "InvalidToken": "the session token is invalid",
+    "TokenRefreshRequired": "the session token must be refreshed",
+}
+# Checksums we can recompute without extra packages (CRC32C/CRC64NVME need awscrt).
+_CHECKSUMS = ("ChecksumSHA256", "ChecksumSHA1", "ChecksumCRC32")
+
+
+class S3Source:
+    """``s3://bucket/prefix`` through one boto3 client shared by the listing and the downloads."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, workers: int):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix, self.workers = bucket, prefix, workers
+        self.endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        self.session = boto3.session.Session()
+        cfg = Config(
+            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+            max_pool_connections=workers + 4,
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self.client = self.session.client("s3", endpoint_url=self.endpoint, config=cfg)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    # ----- errors -------------------------------------------------------------------------
+    def _secrets(self) -> list[str]:
+        creds = self.session.get_credentials()
+        if creds is None:
+            return []
+        frozen = creds.get_frozen_credentials()
+        return [s for s in (frozen.secret_key, frozen.token) if s]
+
+    def scrub(self, text: str) -> str:
+        """*text* with the secret key and session token replaced by ``***``."""
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def explain(self, exc: Exception, what: str) -> Irv2Error:
+        """A user-facing error for a boto3 failure while doing *what*; names the cause."""
+        from botocore.exceptions import (
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        where = f"{self.describe()} (endpoint {redact_url(self.endpoint) or 'AWS default'})"
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            msg = (
+                f"no usable S3 credentials for {where}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where an instance role is available"
+            )
+        elif isinstance(exc, EndpointConnectionError):
+            msg = f"cannot reach the S3 endpoint for {where}: check --endpoint-url and the network"
+        elif isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _CRED_HINTS:
+                msg = (
+                    f"S3 rejected the credentials while {what} {where}: {_CRED_HINTS[code]} "
+                    f"({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile"
+                )
+            elif code == "NoSuchBucket" or (status == 404 and what == "listing"):
+                msg = f"bucket {self.bucket!r} does not exist at {where}; check the bucket name"
+            elif code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
+                msg = (
+                    f"access denied while {what} {where}: the credentials were accepted but lack "
+                    "permission (s3:ListBucket on the bucket, s3:GetObject on the keys)"
+                )
+            elif code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301"):
+                msg = f"bucket {self.bucket!r} is in another region: set AWS_DEFAULT_REGION"
+            else:
+                msg = f"S3 error while {what} {where}: {code or status} {err.get('Message', '')}"
+        else:
+            msg = f"failed while {what} {where}: {type(exc).__name__}: {exc}"
+        return Irv2Error(self.scrub(msg))
+
+    # ----- listing ------------------------------------------------------------------------
+    def list(self) -> list[SourceObject]:
+        """Every object under the prefix (folder markers included; the caller filters keys)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        out = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for o in page.get("Contents", []):
+                    rel = o["Key"][len(self.prefix) :]
+                    out.append(SourceObject(o["Key"], rel, int(o["Size"]), o["ETag"].strip('"')))
+        except (ClientError, BotoCoreError) as exc:
+            raise self.explain(exc, "listing") from None
+        return out
+
+    def top_level(self) -> list[str]:
+        """Up to 10 top-level prefixes of the bucket (to suggest one when a prefix is empty)."""
+        try:
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Delimiter="/", MaxKeys=10)
+        except Exception:  # only a hint for an error message already being raised
+            return []
+        return [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+
+    # ----- verification -------------------------------------------------------------------
+    def _checksum(self, obj: SourceObject, path: Path) -> str | None:
+        """Compare a full-object S3 checksum if the object has one we can compute; return its name.
+
+        Raises Irv2Error on a mismatch. Composite (per-part) checksums are not compared.
+        """
+        head = self.client.head_object(Bucket=self.bucket, Key=obj.key, ChecksumMode="ENABLED")
+        for field in _CHECKSUMS:
+            want = head.get(field)
+            if not want or "-" in want:
+                continue
+            algo = field.removeprefix("Checksum").lower()
+            if algo == "crc32":
+                crc = 0
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        crc = zlib.crc32(chunk, crc)
+                raw = crc.to_bytes(4, "big")
+            else:
+                raw = bytes.fromhex(hash_file(path, algo)[algo])
+            if base64.b64encode(raw).decode() != want:
+                raise Irv2Error(f"{algo} checksum mismatch against S3's {field}")
+            return algo
+        return None
+
+    def verify(self, obj: SourceObject, path: Path) -> dict[str, Any]:
+        """Check the file at *path* against *obj*; return its manifest entry or raise Irv2Error.
+
+        Size always; MD5 when the ETag is a plain MD5 (single-part, not KMS-encrypted);
+        otherwise a full-object S3 checksum when the object has one; else size only.
+        """
+        size = path.stat().st_size
+        if size != obj.size:
+            raise Irv2Error(f"size mismatch: got {size} bytes, S3 lists {obj.size}")
+        digests = hash_file(path, "md5", "sha256")
+        method = None
+        if PLAIN_MD5.match(obj.etag):
+            if digests["md5"] == obj.etag:
+                method = "md5"
+            else:
+                head = self.client.head_object(Bucket=self.bucket, Key=obj.key)
+                # SSE-KMS / SSE-C ETags look like MD5s but are not; only then fall through.
+                if head.get("ServerSideEncryption") != "aws:kms" and not head.get(
+                    "SSECustomerAlgorithm"
+                ):
+                    raise Irv2Error(f"MD5 mismatch: local {digests['md5']}, ETag {obj.etag}")
+        if method is None:
+            method = self._checksum(obj, path) or "size"
+        return {"size": size, "etag": obj.etag, "sha256": digests["sha256"], "verified": method}
+
+    def verify_in_place(self, obj: SourceObject, path: Path) -> dict[str, Any] | None:
+        """The manifest entry if *path* (left by an interrupted run) already holds *obj*."""
+        if not PLAIN_MD5.match(obj.etag):
+            return None  # without an MD5 ETag, proving it costs as much as downloading again
+        try:
+            return self.verify(obj, path)
+        except Irv2Error:
+            return None
+
+    # ----- downloads ----------------------------------------------------------------------
+    def fetch(self, items: Iterable[tuple[SourceObject, Path]], done: Done, fail: Fail) -> None:
+        """Download each object to a temporary name, verify it, rename it to its final path.
+
+        boto3's transfer manager runs the downloads (``workers`` at a time, ranged parts for big
+        objects); verification runs on a separate pool so hashing overlaps the network.
+        """
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+        from s3transfer.subscribers import BaseSubscriber
+
+        source = self
+
+        class _Finish(BaseSubscriber):
+            def __init__(self, obj: SourceObject, final: Path, pool: ThreadPoolExecutor):
+                self.obj, self.final, self.pool = obj, final, pool
+
+            def on_done(self, future, **kwargs):
+                self.pool.submit(source._finish, future, self.obj, self.final, done, fail)
+
+        cfg = TransferConfig(
+            max_concurrency=self.workers,
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=16 << 20,
+            num_download_attempts=MAX_ATTEMPTS,
+            preferred_transfer_client="classic",
+        )
+        # Exit order matters: the manager finishes (queuing verifications) before the pool.
+        with (
+            ThreadPoolExecutor(max_workers=self.workers) as pool,
+            create_transfer_manager(self.client, cfg) as manager,
+        ):
+            for obj, final in items:
+                subscriber = _Finish(obj, final, pool)
+                manager.download(self.bucket, obj.key, str(temp_path(final)), None, [subscriber])
+
+    def _finish(self, future, obj: SourceObject, final: Path, done: Done, fail: Fail) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        tmp = temp_path(final)
+        try:
+            future.result()
+            entry = self.verify(obj, tmp)
+            os.replace(tmp, final)
+        except (ClientError, BotoCoreError) as exc:
+            tmp.unlink(missing_ok=True)
+            fail(obj, str(self.explain(exc, "downloading")))
+        except Exception as exc:  # any failure of one object is reported, never fatal to others
+            tmp.unlink(missing_ok=True)
+            fail(obj, self.scrub(f"{type(exc).__name__}: {exc}"))
+        else:
+            done(obj, entry)

@@ -1,0 +1,163 @@
+"""Where ``stage`` reads from: an S3-compatible bucket (boto3) or a local folder.
+
+Each source lists its objects as :class:`SourceObject` (key relative to the prefix, size, etag),
+fetches a batch into the destination (temporary name, verify, rename) and can check that a file
+already in place holds an object's bytes. Error messages never carry credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from irv2_core.errors import Irv2Error
+
+TEMP_PREFIX = ".irv2part-"  # in-progress files; never a final name, swept at the next run
+PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    """One object to mirror: full key (or local path), key relative to the prefix, size, etag."""
+
+    key: str
+    rel: str
+    size: int
+    etag: str
+
+
+# done(obj, entry) for a verified file in place; fail(obj, reason) otherwise.
+Done = Callable[[SourceObject, dict[str, Any]], None]
+Fail = Callable[[SourceObject, str], None]
+
+
+def temp_path(final: Path) -> Path:
+    """The in-progress name for *final*: same folder, fixed-length, hidden."""
+    digest = hashlib.sha1(final.name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return final.with_name(f"{TEMP_PREFIX}{digest}")
+
+
+def hash_file(path: Path, *names: str) -> dict[str, str]:
+    """Hex digests of *path* for each hashlib algorithm in *names*, in one read."""
+    hs = {n: hashlib.new(n) for n in names}
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            for h in hs.values():
+                h.update(chunk)
+    return {n: h.hexdigest() for n, h in hs.items()}
+
+
+def redact_url(url: str | None) -> str | None:
+    """*url* without any user:password part (endpoints may embed credentials)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+class LocalSource:
+    """A local folder; the etag of a file is ``mtime-<ns>`` (cheap, no read needed).
+
+    Touching a file changes its fingerprint (a harmless cache miss); rewriting a file with the
+    same size and mtime is not noticed, which only a deliberate act can do.
+    """
+
+    def __init__(self, root: Path, workers: int):
+        self.root, self.workers = root, workers
+        if not root.is_dir():
+            raise Irv2Error(
+                f"source folder not found: {root} (give an existing folder or s3://...)"
+            )
+
+    def describe(self) -> str:
+        return self.root.as_uri()
+
+    def list(self) -> list[SourceObject]:
+        """Every regular file under the folder (hidden in-progress files excepted), sorted."""
+        out = []
+        for root, dirs, files in os.walk(self.root):
+            dirs.sort()
+            for name in sorted(files):
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(root) / name
+                st = path.stat()
+                rel = path.relative_to(self.root).as_posix()
+                out.append(SourceObject(str(path), rel, st.st_size, f"mtime-{st.st_mtime_ns}"))
+        return out
+
+    def _copy(self, obj: SourceObject, final: Path) -> dict[str, Any]:
+        tmp = temp_path(final)
+        h = hashlib.sha256()
+        try:
+            with open(obj.key, "rb") as src, open(tmp, "wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    h.update(chunk)
+                    dst.write(chunk)
+            st = os.stat(obj.key)
+            if st.st_size != obj.size or f"mtime-{st.st_mtime_ns}" != obj.etag:
+                raise Irv2Error("the source file changed while it was copied; run stage again")
+            got = hash_file(tmp, "sha256")["sha256"]
+            if tmp.stat().st_size != obj.size or got != h.hexdigest():
+                raise Irv2Error("the copy does not match the source (size or sha256); disk error?")
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return {"size": obj.size, "etag": obj.etag, "sha256": got, "verified": "sha256"}
+
+    def fetch(self, items: Iterable[tuple[SourceObject, Path]], done: Done, fail: Fail) -> None:
+        """Copy each object to its final path via a temporary name, verified by size + sha256."""
+
+        def one(pair):
+            obj, final = pair
+            try:
+                done(obj, self._copy(obj, final))
+            except (OSError, Irv2Error) as exc:
+                fail(obj, str(exc))
+
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            list(pool.map(one, items))
+
+    def verify_in_place(self, obj: SourceObject, path: Path) -> dict[str, Any] | None:
+        """The manifest entry if *path* already holds the source file's bytes, else None."""
+        src = hash_file(Path(obj.key), "sha256")["sha256"]
+        if hash_file(path, "sha256")["sha256"] != src:
+            return None
+        return {"size": obj.size, "etag": obj.etag, "sha256": src, "verified": "sha256"}
+
+
+def parse_source(src: str) -> tuple[str, str, str]:
+    """Split *src* into ``("s3", bucket, prefix)`` or ``("local", path, "")``.
+
+    The prefix is treated as a folder: ``s3://b/data`` mirrors the keys under ``data/``.
+    """
+    text = str(src)
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[5:].partition("/")
+        if not bucket:
+            raise Irv2Error(f"bad source {text!r}: expected s3://bucket[/prefix]")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return "s3", bucket, prefix
+    if text.startswith("file://"):
+        parts = urlsplit(text)
+        if parts.netloc not in ("", "localhost"):
+            raise Irv2Error(f"bad source {text!r}: file:// URIs must name a local path")
+        from urllib.request import url2pathname
+
+        return "local", url2pathname(parts.path), ""
+    if "://" in text:
+        raise Irv2Error(
+            f"unsupported source {text!r}: use s3://bucket/prefix, file://path or a path"
+        )
+    return "local", text, ""
