@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from irv2_core.errors import Irv2Error
-from irv2_core.io import sha256_file
+from irv2_core.io import atomic_write_bytes, sha256_file
 
 # timm BatchNorm suffix -> MindSpore BatchNorm suffix; every other key is identical.
 BN_RENAMES = {
@@ -126,8 +126,6 @@ def write_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike[st
         offset += len(data)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # the format aligns the data start to 8 bytes
-    from irv2_core.io import atomic_write_bytes
-
     return atomic_write_bytes(path, len(head).to_bytes(8, "little") + head + b"".join(chunks))
 
 
