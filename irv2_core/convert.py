@@ -91,7 +91,10 @@ def _write_split(split: DataSplit, tmp_dir: Path, shards: int, full_decode: bool
             "add images (or, without a val/ folder, at least 2 images per class)"
         )
     header_size, page_size = mindrecord_sizes(split, shards)
-    writer = FileWriter(str(tmp_dir / f"{split.name}.mindrecord"), shard_num=shards, overwrite=True)
+    # FileWriter names one shard "<name>" but several "<name>0..N-1"; naming the single shard
+    # "...0" ourselves makes "<split>.mindrecord0" the first file whatever the shard count.
+    name = f"{split.name}.mindrecord" + ("0" if shards == 1 else "")
+    writer = FileWriter(str(tmp_dir / name), shard_num=shards, overwrite=True)
     writer.set_header_size(header_size)
     writer.set_page_size(page_size)
     writer.add_schema(SCHEMA, "irv2")
