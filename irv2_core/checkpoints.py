@@ -1,0 +1,127 @@
+"""Resumable training checkpoints of a run folder, and pretrained-weight loading.
+
+A checkpoint holds the whole train cell: network weights and BN statistics, the optimizer's
+moments, its ``global_step`` (which indexes the per-step LR) and the loss-scale state. Files are
+written under a temporary name, made writable (MindSpore writes 0400), renamed, and only then
+``latest.json`` is replaced, so a crash never leaves a half checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from irv2_core.config import Config
+from irv2_core.distributed import DistInfo
+from irv2_core.errors import Irv2Error
+from irv2_core.io import atomic_write_json, read_json
+
+__all__ = ["LATEST", "CheckpointStore", "load_pretrained"]
+
+LATEST = "checkpoints/latest.json"
+_NAME = re.compile(r"^irv2-e(\d+)-s(\d+)\.ckpt$")
+
+
+def _save(obj, target: Path) -> Path:
+    import mindspore as ms
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{target.name}")  # keeps the .ckpt suffix MindSpore insists on
+    ms.save_checkpoint(obj, str(tmp))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    return target
+
+
+class CheckpointStore:
+    """The checkpoints of one rank: rank 0 in ``checkpoints/``; other ranks in
+    ``checkpoints/rank{r}/`` unless ``is_save_on_master`` (then they write nothing)."""
+
+    def __init__(self, run_dir: str | Path, cfg: Config, world: DistInfo) -> None:
+        self.run_dir = Path(run_dir)
+        self.keep = cfg.keep_checkpoint_max
+        self.world = world
+        base = self.run_dir / "checkpoints"
+        self.writes = world.is_master or not cfg.is_save_on_master
+        self.dir = base if world.is_master or cfg.is_save_on_master else base / f"rank{world.rank}"
+        for stale in self.dir.glob(".tmp-*"):  # left by a crash mid-save
+            if self.writes:
+                stale.unlink(missing_ok=True)
+
+    def latest_path(self) -> Path | None:
+        """The checkpoint ``latest.json`` points to, or None when there is none yet."""
+        latest = self.dir / "latest.json"
+        if not latest.is_file():
+            return None
+        path = Path(read_json(latest)["path"])
+        return path if path.is_absolute() else self.run_dir / path
+
+    def save(self, cell, epoch: int, step: int) -> Path | None:
+        """Write ``irv2-e{epoch}-s{step}.ckpt``, point latest.json at it, keep the newest N."""
+        if not self.writes:
+            return None
+        target = _save(cell, self.dir / f"irv2-e{epoch}-s{step}.ckpt")
+        rel = target.relative_to(self.run_dir).as_posix()
+        atomic_write_json(self.dir / "latest.json", {"path": rel, "epoch": epoch, "step": step})
+        found = sorted(
+            (int(m.group(2)), p) for p in self.dir.iterdir() if (m := _NAME.match(p.name))
+        )
+        for _, old in found[: max(0, len(found) - self.keep)]:
+            old.unlink(missing_ok=True)
+        return target
+
+    def restore(self, cell) -> int:
+        """Load the latest checkpoint into *cell* (weights + optimizer); return its global step,
+        or 0 when the run folder has no checkpoint yet."""
+        import mindspore as ms
+
+        path = self.latest_path()
+        if path is None:
+            return 0
+        if not path.is_file():
+            raise Irv2Error(
+                f"{self.dir / 'latest.json'} points to {path}, which is missing; restore it or "
+                "start a new run folder without --resume"
+            )
+        try:
+            params = ms.load_checkpoint(str(path))
+        except ValueError as exc:
+            raise Irv2Error(f"cannot read checkpoint {path}: {exc}") from None
+        missing, _ = ms.load_param_into_net(cell, params)
+        if missing or "global_step" not in params:
+            raise Irv2Error(
+                f"checkpoint {path} does not match this run's network/optimizer "
+                f"({len(missing)} parameters missing, e.g. {missing[:3]}); resume with the "
+                "run's own config.yaml or start a new run folder"
+            )
+        return int(params["global_step"].asnumpy().reshape(-1)[0])
+
+    def save_final(self, net) -> Path | None:
+        """Write the network-only ``final.ckpt`` (rank 0); return its path."""
+        if not self.world.is_master:
+            return None
+        return _save(net, self.run_dir / "final.ckpt")
+
+
+def load_pretrained(net, path: str | Path) -> list[str]:
+    """Load weights from *path* into *net* for fine-tuning, leaving out tensors whose shape does
+    not fit (a classifier of another width); return the names left out."""
+    import mindspore as ms
+
+    path = Path(path)
+    if not path.is_file():
+        raise Irv2Error(f"pretrained checkpoint not found: {path} (config key 'pretrained')")
+    params = ms.load_checkpoint(str(path))
+    own = {p.name: p for p in net.get_parameters()}
+    skipped = [k for k, v in params.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    for k in skipped:
+        params.pop(k)
+    missing, _ = ms.load_param_into_net(net, params)
+    left = [m for m in missing if m not in skipped]
+    if left:
+        raise Irv2Error(
+            f"pretrained checkpoint {path} lacks {len(left)} of the network's parameters, "
+            f"e.g. {left[:3]}; is it an Inception-ResNet-v2 with the same residual_bias?"
+        )
+    return skipped

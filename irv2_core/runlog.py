@@ -1,0 +1,105 @@
+"""What a training run tells the outside world: log lines, ``metrics.jsonl``, ``progress.json``.
+
+Only the writer (rank 0) writes; other ranks get a disabled log. Lines go to stdout with flush so
+a parent process (the Prefect task) can stream them; ``progress.json`` is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from irv2_core.io import atomic_write_json, atomic_write_text
+
+__all__ = ["RunLog"]
+
+PREFIX = "[irv2 train]"
+
+
+class RunLog:
+    """Writer of one run folder's log line, metrics rows and progress snapshot."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.metrics = self.run_dir / "metrics.jsonl"
+        self.progress = self.run_dir / "progress.json"
+
+    def line(self, message: str) -> None:
+        """Print one flushed log line (rank 0 only)."""
+        if self.enabled:
+            print(f"{PREFIX} {message}", flush=True)
+
+    def _append(self, row: dict[str, Any]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.metrics.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def train_step(
+        self,
+        step: int,
+        total: int,
+        epoch: int,
+        loss: float,
+        lr: float,
+        step_time: float,
+        img_per_s: float,
+        every: int = 1,
+        force: bool = False,
+    ) -> None:
+        """Record step *step* if it is a multiple of *every* (or *force*): line, row, progress."""
+        if not self.enabled or not (force or step % every == 0):
+            return
+        self.line(
+            f"step {step}/{total} epoch {epoch} loss {loss:.4f} lr {lr:.4g} img/s {img_per_s:.2f}"
+        )
+        self._append(
+            {
+                "kind": "train",
+                "step": step,
+                "epoch": epoch,
+                "loss": loss,
+                "lr": lr,
+                "step_time": round(step_time, 4),
+                "img_per_s": round(img_per_s, 3),
+            }
+        )
+        snapshot = {
+            "step": step,
+            "total_steps": total,
+            "epoch": epoch,
+            "loss": loss,
+            "lr": lr,
+            "img_per_s": round(img_per_s, 3),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        atomic_write_json(self.progress, snapshot)
+
+    def eval(self, step: int, epoch: int, result: dict[str, Any]) -> None:
+        """Record an evaluation result (top1, top5, loss, count) after *step*."""
+        if not self.enabled:
+            return
+        self.line(
+            f"eval after step {step} epoch {epoch}: top1 {result['top1']:.4f} "
+            f"top5 {result['top5']:.4f} loss {result['loss']:.4f} on {result['count']} images"
+        )
+        row = {"kind": "eval", "step": step, "epoch": epoch}
+        row.update({k: result[k] for k in ("top1", "top5", "loss", "count")})
+        self._append(row)
+
+    def trim_after(self, step: int) -> None:
+        """Drop rows logged after *step* by an interrupted attempt, so a resumed run's log has no
+        duplicate steps."""
+        if not self.enabled or not self.metrics.is_file():
+            return
+        kept = []
+        for raw in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the crash
+            if row.get("step", 0) <= step:
+                kept.append(json.dumps(row, sort_keys=True))
+        atomic_write_text(self.metrics, "".join(k + "\n" for k in kept))

@@ -1,0 +1,261 @@
+"""``irv2 train``: the zoo recipe in a plain Python loop over a GRAPH-mode train cell.
+
+The run folder (see docs/contracts.md) receives the resolved config, resumable checkpoints
+(network + optimizer state + global step), ``metrics.jsonl``, ``progress.json`` and, written
+last, ``train_summary.json``. ``--resume`` continues from ``checkpoints/latest.json`` with the
+same LR position and data order (each epoch's shuffle is seeded by ``seed + epoch`` and the
+batches already consumed are skipped), and starts fresh when no checkpoint exists yet, so a
+retried job can always pass it. Under msrun every rank trains its shard with averaged gradients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from irv2_core import checkpoints as ckpts
+from irv2_core.config import PRESETS, Config, load_config, parse_overrides, save_config
+from irv2_core.distributed import DistInfo, init_distributed
+from irv2_core.errors import Irv2Error
+from irv2_core.io import atomic_write_json
+from irv2_core.runlog import RunLog
+
+__all__ = ["add_cli", "resolve_num_classes", "setup_context", "train"]
+
+
+def setup_context(cfg: Config) -> None:
+    """GRAPH (or PyNative) mode on ``cfg.device_target``; a clear error if that device is absent."""
+    import mindspore as ms
+    import numpy as np
+
+    mode = ms.GRAPH_MODE if cfg.mode == "graph" else ms.PYNATIVE_MODE
+    ms.set_context(mode=mode)
+    try:
+        ms.set_device(cfg.device_target)
+        (ms.Tensor(np.ones(1, np.float32)) + 1).asnumpy()  # the device fails on first use
+    except (RuntimeError, ValueError) as exc:
+        raise Irv2Error(
+            f"device_target {cfg.device_target!r} cannot run here ({str(exc).splitlines()[0]}); "
+            "use --set device_target=CPU (or --preset cpu-smoke) on a machine without it"
+        ) from None
+
+
+def resolve_num_classes(cfg: Config, classes: dict[str, int]) -> Config:
+    """Fill ``num_classes`` from classes.json, or fail if an explicit value disagrees with it."""
+    if cfg.num_classes is None:
+        return cfg.model_copy(update={"num_classes": len(classes)})
+    if cfg.num_classes != len(classes):
+        raise Irv2Error(
+            f"num_classes is {cfg.num_classes} in the config but classes.json lists "
+            f"{len(classes)} classes; set num_classes to {len(classes)} or null (= from the data)"
+        )
+    return cfg
+
+
+def _steps_per_epoch(cfg: Config, data_dir: Path, world: DistInfo) -> int:
+    from irv2_core.datasets import dataset_size
+
+    images = dataset_size(data_dir, "train", world.rank, world.size)
+    steps = images // cfg.batch_size
+    if steps == 0:
+        raise Irv2Error(
+            f"the train split of {data_dir} gives {images} images to this worker, fewer than "
+            f"batch_size {cfg.batch_size}; lower batch_size (--set batch_size=N) or add images"
+        )
+    return min(steps, cfg.max_steps_per_epoch or steps)
+
+
+def _build(cfg: Config, lr):
+    import mindspore as ms
+
+    from irv2_core.models import create_model
+    from irv2_core.recipe import build_train_cell, create_optimizer
+
+    ms.set_seed(cfg.seed)  # identical initial weights on every rank
+    net = create_model(
+        cfg.model,
+        num_classes=cfg.num_classes,
+        residual_bias=cfg.residual_bias,
+        drop_rate=cfg.drop_rate,
+    )
+    if cfg.pretrained:
+        ckpts.load_pretrained(net, cfg.pretrained)
+    opt = create_optimizer(cfg, net, lr)
+    return net, opt, build_train_cell(cfg, net, opt)
+
+
+def _prepare_run_dir(cfg: Config, run_dir: Path, data_dir: Path, resume: bool, world) -> None:
+    from irv2_core.datasets import read_classes
+
+    if not resume and (run_dir / ckpts.LATEST).is_file():
+        raise Irv2Error(
+            f"{run_dir} already holds a training run ({run_dir / ckpts.LATEST}); pass --resume "
+            "to continue it or choose a new --out folder"
+        )
+    if world.is_master:
+        save_config(cfg, run_dir)
+        atomic_write_json(run_dir / "classes.json", read_classes(data_dir))
+
+
+def _epoch_batches(cfg: Config, data_dir: Path, world: DistInfo, epoch: int, skip: int):
+    import mindspore.dataset as ds
+
+    from irv2_core.datasets import create_dataset
+
+    ds.config.set_seed(cfg.seed + epoch)  # same order on a resumed run as on a straight one
+    data = create_dataset(data_dir, "train", cfg, True, world.rank, world.size)
+    if skip:
+        data = data.skip(skip)
+    return data.create_tuple_iterator(num_epochs=1)
+
+
+def _evaluate(cfg: Config, net, data_dir: Path) -> dict[str, Any] | None:
+    from irv2_core.datasets import has_split
+    from irv2_core.evaluate import eval_batches, evaluate_network
+
+    if not has_split(data_dir, "val"):
+        return None
+    batches, batch_size = eval_batches(data_dir, "val", cfg)
+    return evaluate_network(net, batches, batch_size)
+
+
+def train(
+    cfg: Config,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train on *data_dir* (train split; val for evals) into *run_dir*; return the summary.
+
+    *resume* continues from the run folder's latest checkpoint (weights, optimizer moments,
+    global step) and is safe when there is none. *stop_after_steps* stops cleanly after that
+    global step with a resumable checkpoint and no ``train_summary.json`` (the run is incomplete).
+    """
+    from irv2_core.datasets import read_classes
+    from irv2_core.recipe import check_amp_supported, lr_schedule
+
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    started = time.perf_counter()
+    cfg = resolve_num_classes(cfg, read_classes(data_dir))
+    check_amp_supported(cfg)
+    setup_context(cfg)
+    world = init_distributed()
+    log = RunLog(run_dir, enabled=world.is_master)
+    _prepare_run_dir(cfg, run_dir, data_dir, resume, world)
+
+    spe = _steps_per_epoch(cfg, data_dir, world)
+    epochs = cfg.epoch_size - cfg.start_epoch + 1
+    total = spe * epochs
+    lr = lr_schedule(cfg, spe)
+    net, opt, cell = _build(cfg, lr)
+    store = ckpts.CheckpointStore(run_dir, cfg, world)
+    step = store.restore(cell) if resume else 0
+    if resume and step == 0:
+        log.line("resume: no checkpoint in the run folder yet, starting from step 0")
+    elif resume:
+        log.line(f"resume: restored step {step}/{total} from {store.latest_path()}")
+        log.trim_after(step)
+
+    global_batch = cfg.batch_size * world.size
+    last_loss, speeds, last_eval = None, [], None
+    first_epoch = step // spe
+    for epoch in range(first_epoch, epochs):
+        batches = _epoch_batches(cfg, data_dir, world, epoch, step - epoch * spe)
+        for images, labels in batches:
+            if step >= (epoch + 1) * spe:
+                break
+            t0 = time.perf_counter()
+            last_loss = float(cell(images, labels).asnumpy())
+            dt = time.perf_counter() - t0
+            step += 1
+            speeds.append(global_batch / dt)
+            log.train_step(
+                step,
+                total,
+                cfg.start_epoch + epoch,
+                last_loss,
+                float(lr[step - 1]),
+                dt,
+                global_batch / dt,
+                force=step % spe == 0 or cfg.log_every_steps == 1,
+                every=cfg.log_every_steps,
+            )
+            if stop_after_steps is not None and step >= stop_after_steps:
+                break
+        del batches
+        stopped = stop_after_steps is not None and step >= stop_after_steps and step < total
+        epoch_done = step == (epoch + 1) * spe
+        if stopped or (
+            epoch_done and ((epoch + 1) % cfg.save_checkpoint_epochs == 0 or epoch + 1 == epochs)
+        ):
+            store.save(cell, cfg.start_epoch + epoch, step)
+        if stopped:
+            return _partial_summary(step, total, spe, epochs, started, speeds, last_loss, world)
+        if epoch_done and world.is_master and _eval_due(cfg, epoch, epochs):
+            last_eval = _evaluate(cfg, net, data_dir)
+            if last_eval is not None:
+                log.eval(step, cfg.start_epoch + epoch, last_eval)
+
+    final = store.save_final(net)
+    summary = _partial_summary(step, total, spe, epochs, started, speeds, last_loss, world)
+    summary.update(final_checkpoint=str(final) if final else None, eval=last_eval)
+    summary.pop("stopped")
+    if world.is_master:
+        atomic_write_json(run_dir / "train_summary.json", summary)
+    log.line(f"done: {step}/{total} steps, final checkpoint {final}")
+    return summary
+
+
+def _eval_due(cfg: Config, epoch: int, epochs: int) -> bool:
+    if epoch + 1 == epochs:
+        return True
+    return cfg.eval_every_epochs > 0 and (epoch + 1) % cfg.eval_every_epochs == 0
+
+
+def _partial_summary(step, total, spe, epochs, started, speeds, last_loss, world) -> dict:
+    steady = speeds[1:] or speeds  # the first step of a process includes graph compilation
+    return {
+        "global_step": step,
+        "total_steps": total,
+        "epochs": epochs,
+        "steps_per_epoch": spe,
+        "wall_s": round(time.perf_counter() - started, 3),
+        "img_per_s": round(sum(steady) / len(steady), 3) if steady else None,
+        "last_loss": last_loss,
+        "rank_size": world.size,
+        "stopped": step < total,
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = parse_overrides(args.set)
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and not (args.preset or args.config) and saved.is_file():
+        cfg = load_config(path=saved, overrides=overrides)
+    else:
+        cfg = load_config(args.preset, args.config, overrides)
+    train(cfg, args.data, args.out, resume=args.resume, stop_after_steps=args.stop_after_steps)
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``irv2 train --data MR_DIR --out RUN_DIR [--preset P] [--config F] [--set k=v]
+    [--resume]``."""
+    p = subparsers.add_parser("train", help="train Inception-ResNet-v2 on a MindRecord folder")
+    p.add_argument("--data", required=True, help="MindRecord folder (irv2 convert output)")
+    p.add_argument("--out", required=True, help="run folder (created)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="config preset")
+    p.add_argument("--config", help="YAML config file (applied after the preset)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the run folder's latest checkpoint (starts fresh if none)",
+    )
+    p.add_argument(
+        "--stop-after-steps", type=int, help="stop after this global step (resumable checkpoint)"
+    )
+    p.set_defaults(func=_run)
