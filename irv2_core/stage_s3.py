@@ -10,8 +10,8 @@ secret key and session token before it can reach a log or the user.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,11 +19,14 @@ from typing import Any
 
 from irv2_core.errors import Irv2Error
 from irv2_core.stage_sources import (
+    MULTIPART_ETAG,
     PLAIN_MD5,
     Done,
     Fail,
     SourceObject,
     hash_file,
+    new_hasher,
+    part_digests,
     redact_url,
     temp_path,
 )
@@ -74,7 +77,8 @@ class S3Source:
     def scrub(self, text: str) -> str:
         """*text* with the secret key and session token replaced by ``***``."""
         for secret in self._secrets():
-            text = text.replace(secret, "***")
+            if len(secret) >= 4:  # a 1-3 character "secret" would shred the message instead
+                text = text.replace(secret, "***")
         return text
 
     def explain(self, exc: Exception, what: str) -> Irv2Error:
@@ -143,58 +147,95 @@ class S3Source:
         return [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
 
     # ----- verification -------------------------------------------------------------------
-    def _checksum(self, obj: SourceObject, path: Path) -> str | None:
-        """Compare a full-object S3 checksum if the object has one we can compute; return its name.
+    def _encrypted(self, obj: SourceObject) -> bool:
+        """True for SSE-KMS / SSE-C objects, whose ETags are not MD5s of the bytes."""
+        head = self.client.head_object(Bucket=self.bucket, Key=obj.key)
+        return head.get("ServerSideEncryption") == "aws:kms" or bool(
+            head.get("SSECustomerAlgorithm")
+        )
 
-        Raises Irv2Error on a mismatch. Composite (per-part) checksums are not compared.
+    def _part_sizes(self, obj: SourceObject, count: int, exact: bool = False) -> list[int]:
+        """Sizes of the upload parts: uniform parts from part 1's size, or (exact) every part's."""
+        first = self.client.head_object(Bucket=self.bucket, Key=obj.key, PartNumber=1)
+        size = int(first["ContentLength"])
+        last = obj.size - size * (count - 1)
+        if not exact and 0 < last <= size:
+            return [size] * (count - 1) + [last]
+        return [size] + [
+            int(
+                self.client.head_object(Bucket=self.bucket, Key=obj.key, PartNumber=i)[
+                    "ContentLength"
+                ]
+            )
+            for i in range(2, count + 1)
+        ]
+
+    def _multipart_md5(self, obj: SourceObject, path: Path, count: int) -> list[int] | None:
+        """Part sizes if the multipart ETag (MD5 of the parts' MD5s) matches the file, else None."""
+        for exact in (False, True):
+            sizes = self._part_sizes(obj, count, exact)
+            digest = hashlib.md5(b"".join(part_digests(path, sizes, "md5"))).hexdigest()
+            if f"{digest}-{count}" == obj.etag:
+                return sizes
+        return None
+
+    def _checksum(self, obj: SourceObject, path: Path, parts: list[int] | None) -> str | None:
+        """Compare an S3 checksum (whole-object, or per part given *parts*); return its name.
+
+        Raises Irv2Error on a mismatch; None if the object has no checksum we can compute.
         """
         head = self.client.head_object(Bucket=self.bucket, Key=obj.key, ChecksumMode="ENABLED")
         for field in _CHECKSUMS:
             want = head.get(field)
-            if not want or "-" in want:
+            if not want:
                 continue
             algo = field.removeprefix("Checksum").lower()
-            if algo == "crc32":
-                crc = 0
-                with open(path, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        crc = zlib.crc32(chunk, crc)
-                raw = crc.to_bytes(4, "big")
+            value = want.split("-")[0]
+            composite = head.get("ChecksumType") != "FULL_OBJECT" and (
+                "-" in want or (parts is not None and len(parts) > 1)
+            )
+            if composite and not parts:
+                continue
+            if composite:
+                raw = new_hasher(algo, b"".join(part_digests(path, parts, algo))).digest()
             else:
-                raw = bytes.fromhex(hash_file(path, algo)[algo])
-            if base64.b64encode(raw).decode() != want:
+                raw = part_digests(path, [obj.size], algo)[0]
+            if base64.b64encode(raw).decode() != value:
                 raise Irv2Error(f"{algo} checksum mismatch against S3's {field}")
-            return algo
+            return algo + ("-composite" if composite else "")
         return None
 
     def verify(self, obj: SourceObject, path: Path) -> dict[str, Any]:
         """Check the file at *path* against *obj*; return its manifest entry or raise Irv2Error.
 
-        Size always; MD5 when the ETag is a plain MD5 (single-part, not KMS-encrypted);
-        otherwise a full-object S3 checksum when the object has one; else size only.
+        Size always; then the ETag when it is an MD5 (single-part: the MD5 of the bytes;
+        multipart: the MD5 of the parts' MD5s, part sizes from HEAD ?partNumber); for SSE-KMS /
+        SSE-C objects or other ETags, an S3 checksum when the object has one; else size only.
         """
         size = path.stat().st_size
         if size != obj.size:
             raise Irv2Error(f"size mismatch: got {size} bytes, S3 lists {obj.size}")
         digests = hash_file(path, "md5", "sha256")
-        method = None
+        method, parts = None, None
+        multipart = MULTIPART_ETAG.match(obj.etag)
         if PLAIN_MD5.match(obj.etag):
             if digests["md5"] == obj.etag:
                 method = "md5"
-            else:
-                head = self.client.head_object(Bucket=self.bucket, Key=obj.key)
-                # SSE-KMS / SSE-C ETags look like MD5s but are not; only then fall through.
-                if head.get("ServerSideEncryption") != "aws:kms" and not head.get(
-                    "SSECustomerAlgorithm"
-                ):
-                    raise Irv2Error(f"MD5 mismatch: local {digests['md5']}, ETag {obj.etag}")
+            elif not self._encrypted(obj):
+                raise Irv2Error(f"MD5 mismatch: local {digests['md5']}, ETag {obj.etag}")
+        elif multipart:
+            parts = self._multipart_md5(obj, path, int(multipart.group(1)))
+            if parts is not None:
+                method = "md5-multipart"
+            elif not self._encrypted(obj):
+                raise Irv2Error(f"multipart ETag mismatch: ETag {obj.etag}")
         if method is None:
-            method = self._checksum(obj, path) or "size"
+            method = self._checksum(obj, path, parts) or "size"
         return {"size": size, "etag": obj.etag, "sha256": digests["sha256"], "verified": method}
 
     def verify_in_place(self, obj: SourceObject, path: Path) -> dict[str, Any] | None:
         """The manifest entry if *path* (left by an interrupted run) already holds *obj*."""
-        if not PLAIN_MD5.match(obj.etag):
+        if not (PLAIN_MD5.match(obj.etag) or MULTIPART_ETAG.match(obj.etag)):
             return None  # without an MD5 ETag, proving it costs as much as downloading again
         try:
             return self.verify(obj, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from irv2_core.errors import Irv2Error
 
 TEMP_PREFIX = ".irv2part-"  # in-progress files; never a final name, swept at the next run
 PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,40 @@ def hash_file(path: Path, *names: str) -> dict[str, str]:
             for h in hs.values():
                 h.update(chunk)
     return {n: h.hexdigest() for n, h in hs.items()}
+
+
+class _Crc32:
+    """hashlib-style CRC32 (big-endian digest, as S3 encodes ChecksumCRC32)."""
+
+    def __init__(self, data: bytes = b""):
+        self.value = zlib.crc32(data)
+
+    def update(self, data: bytes) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+def new_hasher(algo: str, data: bytes = b""):
+    """A hasher for *algo* (``crc32`` or any hashlib name) primed with *data*."""
+    return _Crc32(data) if algo == "crc32" else hashlib.new(algo, data)
+
+
+def part_digests(path: Path, sizes: list[int], algo: str) -> list[bytes]:
+    """Raw *algo* digests of consecutive byte ranges of *path* with the given *sizes*."""
+    out = []
+    with open(path, "rb") as fh:
+        for size in sizes:
+            h, left = new_hasher(algo), size
+            while left > 0:
+                chunk = fh.read(min(1 << 20, left))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+            out.append(h.digest())
+    return out
 
 
 def redact_url(url: str | None) -> str | None:

@@ -273,3 +273,45 @@ def test_stage_local_folder_mirrors_incrementally_via_cli(tmp_path, capsys):
     assert main(["stage", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
     assert "source folder not found" in capsys.readouterr().err
     assert main(["stage", str(src), str(src / "inside")]) == 2
+
+
+def test_stage_verifies_multipart_etags_and_s3_checksums(s3_server, s3_client, bucket, tmp_path):
+    import io
+
+    from boto3.s3.transfer import TransferConfig
+
+    from irv2_core.stage_s3 import S3Source
+    from irv2_core.stage_sources import SourceObject
+
+    big = bytes(range(256)) * (6 << 12)  # 6 MiB: two upload parts of 5 + 1 MiB
+    parts = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    s3_client.upload_fileobj(
+        io.BytesIO(big),
+        bucket,
+        "mp/big.bin",
+        Config=parts,
+        ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+    )
+    small = b"abc" * 1000
+    s3_client.put_object(Bucket=bucket, Key="mp/small.bin", Body=small, ChecksumAlgorithm="SHA256")
+    dest = tmp_path / "mp"
+    stage(f"s3://{bucket}/mp", dest, endpoint_url=s3_server)
+    objects = read_json(dest / "manifest.json")["objects"]
+    assert objects["big.bin"]["verified"] == "md5-multipart"
+    assert (dest / "big.bin").read_bytes() == big
+
+    # ETags that are not MD5s (SSE-KMS) fall back to S3's whole-object or per-part checksums.
+    source = S3Source(bucket, "mp/", s3_server, workers=1)
+    opaque_small = SourceObject("mp/small.bin", "small.bin", len(small), "not-an-md5")
+    assert source.verify(opaque_small, dest / "small.bin")["verified"] == "sha256"
+    opaque_big = SourceObject("mp/big.bin", "big.bin", len(big), "kms-etag-2")
+    sizes = [5 << 20, len(big) - (5 << 20)]
+    assert source._checksum(opaque_big, dest / "big.bin", sizes) == "sha256-composite"
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(small[:-1] + b"X")
+    with pytest.raises(Irv2Error, match="sha256 checksum mismatch"):
+        source.verify(opaque_small, bad)
+    bad.write_bytes(big[:-1] + b"X")
+    real_big = SourceObject("mp/big.bin", "big.bin", len(big), objects["big.bin"]["etag"])
+    with pytest.raises(Irv2Error, match="multipart ETag mismatch"):
+        source.verify(real_big, bad)
