@@ -167,7 +167,8 @@ def build_train_cell(cfg: Config, net: nn.Cell, optimizer: nn.Optimizer) -> nn.C
     Returns a cell called as ``cell(images, labels) -> loss``. Uses MindSpore's
     ``amp.build_train_network`` so O2 keeps BN and the loss in fp32 and O3 casts everything.
     """
-    check_amp_supported(cfg)
+    # The device really in use decides, not only the config's claim.
+    check_amp_supported(cfg, ms.get_context("device_target"))
     num_classes = cfg.num_classes
     if num_classes is None:
         raise ConfigError("num_classes must be resolved (from classes.json) before training")

@@ -33,7 +33,9 @@ def setup_context(cfg: Config) -> None:
     mode = ms.GRAPH_MODE if cfg.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     try:
-        ms.set_device(cfg.device_target)
+        # set_device refuses any call once ops have run, even with the same target.
+        if ms.get_context("device_target") != cfg.device_target:
+            ms.set_device(cfg.device_target)
         (ms.Tensor(np.ones(1, np.float32)) + 1).asnumpy()  # the device fails on first use
     except (RuntimeError, ValueError) as exc:
         raise Irv2Error(
