@@ -1,0 +1,212 @@
+"""The ``export`` stage: checkpoint -> MINDIR / ONNX / AIR, each verified by reloading it.
+
+An export is only published after the written file has been loaded back and run on a fixed
+input, and its output compared with the network's: MINDIR through ``nn.GraphCell``, ONNX through
+onnxruntime (when installed). This is the guard against silent exporter bugs such as
+MindSpore's mis-ordered ONNX pads (see the model's docstring). MINDIR keeps a dynamic batch
+dimension; ONNX (the exporter refuses dynamic shapes) and AIR have a static batch of 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irv2_core.errors import Irv2Error
+from irv2_core.io import sha256_file
+
+FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+TOLERANCE = 1e-3  # max |exported - network| per logit, relative to max(1, |logit| scale)
+VERIFY_SEED = 0
+
+
+@contextlib.contextmanager
+def compile_cache_disabled() -> Iterator[None]:
+    """Compile without MindSpore's compile cache inside the block, then restore the setting.
+
+    The cache files are numbered by compile order in a process and validated only by a hash of
+    the entry script's local imports, so two processes with the same entry script (two pytest
+    runs, two `irv2` commands) that compile graphs in a different order load each other's
+    graphs. An export and its verification must compile what they are given.
+    """
+    import mindspore as ms
+
+    before = ms.get_context("enable_compile_cache")
+    if before is None:  # unset: the environment variable decides
+        before = os.environ.get("MS_COMPILER_CACHE_ENABLE", "0") == "1"
+    ms.set_context(enable_compile_cache=False)
+    try:
+        yield
+    finally:
+        ms.set_context(enable_compile_cache=bool(before))
+
+
+def _check_format(fmt: str) -> str:
+    fmt = str(fmt).upper()
+    if fmt not in FORMATS:
+        raise Irv2Error(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "AIR":
+        import mindspore as ms
+
+        target = ms.get_context("device_target")
+        if target != "Ascend":
+            raise Irv2Error(
+                "AIR export needs an Ascend device (device_target Ascend with CANN); this "
+                f"process runs on {target}. Export MINDIR or ONNX here, or run the export on an "
+                "Ascend machine."
+            )
+    return fmt
+
+
+def output_path(out: str | os.PathLike[str], fmt: str) -> Path:
+    """Where the export lands: *out* as given if it has the format's extension, else + it."""
+    out = Path(out)
+    ext = FORMATS[fmt]
+    return out if out.suffix.lower() == ext else out.with_name(out.name + ext)
+
+
+def verification_input(image_size: int, batch: int = 1) -> np.ndarray:
+    """The fixed NCHW float32 input that every export is checked on."""
+    rng = np.random.default_rng(VERIFY_SEED)
+    return rng.standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
+
+
+def _run_exported(path: Path, fmt: str, x: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Run the exported file on *x*; return (output or None, what verified it)."""
+    if fmt == "MINDIR":
+        import mindspore as ms
+        from mindspore import nn
+
+        return nn.GraphCell(ms.load(str(path)))(ms.Tensor(x)).asnumpy(), "mindspore.GraphCell"
+    if fmt == "ONNX":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None, "not verified (onnxruntime is not installed: pip install onnxruntime)"
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        return session.run(None, feed)[0], f"onnxruntime {ort.__version__}"
+    return None, "not verified (AIR runs only on Ascend through CANN/ACL)"
+
+
+def _ms_export(net, fmt: str, image_size: int, tmp_base: Path) -> Path:
+    import mindspore as ms
+
+    # ONNX refuses dynamic shapes and AIR is fixed-shape on Ascend; MINDIR keeps batch dynamic.
+    if fmt == "MINDIR":
+        spec = ms.Tensor(shape=[None, 3, image_size, image_size], dtype=ms.float32)
+    else:
+        spec = ms.Tensor(verification_input(image_size))
+    ms.export(net, spec, file_name=str(tmp_base), file_format=fmt)
+    written = tmp_base.with_name(tmp_base.name + FORMATS[fmt])
+    if not written.is_file():
+        raise Irv2Error(f"MindSpore reported no error but wrote no {fmt} file at {written}")
+    return written
+
+
+def export_model(
+    ckpt: str | os.PathLike[str],
+    fmt: str,
+    out: str | os.PathLike[str],
+    num_classes: int | None = None,
+    image_size: int = 299,
+    residual_bias: bool | None = None,
+) -> dict[str, Any]:
+    """Export a checkpoint to MINDIR, ONNX or AIR at *image_size*, verify it, publish it atomically.
+
+    ``num_classes``/``residual_bias`` default to what the checkpoint holds. The file goes to a
+    temp name in *out*'s folder, is reloaded and compared with the network on a fixed input, and
+    is renamed to *out* (the format's extension is appended if missing) only if the max abs
+    difference is within tolerance. Returns ``{format, path, bytes, sha256, verified_with,
+    max_abs_diff, image_size, num_classes, batch, input_shape}``.
+    """
+    from irv2_core.models import check_image_size
+    from irv2_core.weights import load_model
+
+    fmt = _check_format(fmt)
+    check_image_size(int(image_size))
+    final = output_path(out, fmt)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    net, info = load_model(ckpt, num_classes=num_classes, residual_bias=residual_bias)
+    tmp_base = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    written = None
+    try:
+        with compile_cache_disabled():
+            written = _ms_export(net, fmt, int(image_size), tmp_base)
+            result = _verify(net, written, fmt, int(image_size))
+        os.replace(written, final)
+    finally:
+        if written is not None and written.exists():
+            written.unlink()
+    return {
+        "format": fmt,
+        "path": str(final),
+        "bytes": final.stat().st_size,
+        "sha256": sha256_file(final),
+        "image_size": int(image_size),
+        "num_classes": info["num_classes"],
+        "checkpoint": str(ckpt),
+        **result,
+    }
+
+
+def _verify(net, path: Path, fmt: str, image_size: int) -> dict[str, Any]:
+    """Compare the exported file's output with the network's; raise Irv2Error if they differ."""
+    import mindspore as ms
+
+    # Batch 2 proves MINDIR's dynamic batch works; ONNX/AIR are static at batch 1.
+    batch = 2 if fmt == "MINDIR" else 1
+    x = verification_input(image_size, batch)
+    expected = net(ms.Tensor(x)).asnumpy()
+    got, verified_with = _run_exported(path, fmt, x)
+    shape = [None if fmt == "MINDIR" else 1, 3, image_size, image_size]
+    result = {"verified_with": verified_with, "max_abs_diff": None, "input_shape": shape}
+    result["batch"] = "dynamic" if fmt == "MINDIR" else "static 1"
+    if got is None:
+        return result
+    if got.shape != expected.shape:
+        raise Irv2Error(f"exported {fmt} gives output shape {got.shape}, expected {expected.shape}")
+    diff = float(np.abs(got - expected).max())
+    limit = TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    if not diff <= limit:
+        raise Irv2Error(
+            f"exported {fmt} differs from the network by {diff:.3g} (tolerance {limit:.3g}) "
+            f"under {verified_with}; the export is wrong and was not written"
+        )
+    result["max_abs_diff"] = diff
+    return result
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    result = export_model(
+        args.ckpt,
+        args.format,
+        args.out,
+        num_classes=args.num_classes,
+        image_size=args.image_size,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``irv2 export --ckpt CKPT --format MINDIR|ONNX|AIR --out PATH``."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to MINDIR, ONNX or AIR (verified)",
+        description="Export a checkpoint and verify the file by reloading it (MINDIR: "
+        "GraphCell; ONNX: onnxruntime). MINDIR has a dynamic batch; ONNX and AIR batch 1.",
+    )
+    p.add_argument("--ckpt", required=True, help="network checkpoint (e.g. a run's final.ckpt)")
+    p.add_argument("--format", type=str.upper, choices=list(FORMATS), default="MINDIR")
+    p.add_argument("--out", required=True, help="output file (the extension is added if missing)")
+    p.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument("--image-size", type=int, default=299, help="input height/width (>= 75)")
+    p.set_defaults(func=_cmd_export)
