@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import random
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -246,20 +248,39 @@ class S3Source:
     def fetch(self, items: Iterable[tuple[SourceObject, Path]], done: Done, fail: Fail) -> None:
         """Download each object to a temporary name, verify it, rename it to its final path.
 
-        boto3's transfer manager runs the downloads (``workers`` at a time, ranged parts for big
-        objects); verification runs on a separate pool so hashing overlaps the network.
+        Objects under the multipart threshold (every image) are fetched by ``workers`` threads
+        with one GET each; big ones go through boto3's transfer manager (parallel ranged GETs).
+        Measured against moto on 2 cores, the manager's per-object machinery costs ~2x the CPU
+        of a plain GET and ran small files ~1.8x slower than this pool.
         """
+        items = list(items)
+        small = [(o, f) for o, f in items if o.size < MULTIPART_THRESHOLD]
+        large = [(o, f) for o, f in items if o.size >= MULTIPART_THRESHOLD]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            list(pool.map(lambda pair: self._complete(self._get, pair, done, fail), small))
+        if large:
+            self._fetch_large(large, done, fail)
+
+    def _get(self, obj: SourceObject, tmp: Path) -> None:
+        """One GET streamed into *tmp*; a body cut off mid-way is fetched again (bounded)."""
+        from botocore.exceptions import FlexibleChecksumError
+        from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
+
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=obj.key)["Body"]
+                with open(tmp, "wb") as fh:
+                    for chunk in body.iter_chunks(1 << 20):
+                        fh.write(chunk)
+                return
+            except (*S3_RETRYABLE_DOWNLOAD_ERRORS, FlexibleChecksumError):
+                # botocore retries failed requests itself, but not a body that breaks off.
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, min(2.0, 0.1 * 2**attempt)))
+
+    def _fetch_large(self, items: list, done: Done, fail: Fail) -> None:
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
-        from s3transfer.subscribers import BaseSubscriber
-
-        source = self
-
-        class _Finish(BaseSubscriber):
-            def __init__(self, obj: SourceObject, final: Path, pool: ThreadPoolExecutor):
-                self.obj, self.final, self.pool = obj, final, pool
-
-            def on_done(self, future, **kwargs):
-                self.pool.submit(source._finish, future, self.obj, self.final, done, fail)
 
         cfg = TransferConfig(
             max_concurrency=self.workers,
@@ -268,21 +289,22 @@ class S3Source:
             num_download_attempts=MAX_ATTEMPTS,
             preferred_transfer_client="classic",
         )
-        # Exit order matters: the manager finishes (queuing verifications) before the pool.
-        with (
-            ThreadPoolExecutor(max_workers=self.workers) as pool,
-            create_transfer_manager(self.client, cfg) as manager,
-        ):
+        with create_transfer_manager(self.client, cfg) as manager:
             for obj, final in items:
-                subscriber = _Finish(obj, final, pool)
-                manager.download(self.bucket, obj.key, str(temp_path(final)), None, [subscriber])
 
-    def _finish(self, future, obj: SourceObject, final: Path, done: Done, fail: Fail) -> None:
+                def run(obj: SourceObject, tmp: Path) -> None:
+                    manager.download(self.bucket, obj.key, str(tmp)).result()
+
+                self._complete(run, (obj, final), done, fail)
+
+    def _complete(self, get, pair: tuple[SourceObject, Path], done: Done, fail: Fail) -> None:
+        """Run ``get(obj, tmp)``, verify, rename into place; report success or the reason."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        obj, final = pair
         tmp = temp_path(final)
         try:
-            future.result()
+            get(obj, tmp)
             entry = self.verify(obj, tmp)
             os.replace(tmp, final)
         except (ClientError, BotoCoreError) as exc:

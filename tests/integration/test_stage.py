@@ -275,7 +275,9 @@ def test_stage_local_folder_mirrors_incrementally_via_cli(tmp_path, capsys):
     assert main(["stage", str(src), str(src / "inside")]) == 2
 
 
-def test_stage_verifies_multipart_etags_and_s3_checksums(s3_server, s3_client, bucket, tmp_path):
+def test_stage_verifies_multipart_etags_and_s3_checksums(
+    s3_server, s3_client, bucket, tmp_path, monkeypatch
+):
     import io
 
     from boto3.s3.transfer import TransferConfig
@@ -295,6 +297,9 @@ def test_stage_verifies_multipart_etags_and_s3_checksums(s3_server, s3_client, b
     small = b"abc" * 1000
     s3_client.put_object(Bucket=bucket, Key="mp/small.bin", Body=small, ChecksumAlgorithm="SHA256")
     dest = tmp_path / "mp"
+    from irv2_core import stage_s3
+
+    monkeypatch.setattr(stage_s3, "MULTIPART_THRESHOLD", 4 << 20)  # big.bin: transfer manager
     stage(f"s3://{bucket}/mp", dest, endpoint_url=s3_server)
     objects = read_json(dest / "manifest.json")["objects"]
     assert objects["big.bin"]["verified"] == "md5-multipart"

@@ -1,0 +1,245 @@
+"""Data-stage throughput: staging vs. baselines, conversion and the train input pipeline.
+
+Builds ImageNet-like photos (~500x375 JPEG, q90, from scikit-learn's two sample photos with random
+crops, flips and colour jitter), puts them in S3 (a local moto server in its own process unless
+--endpoint-url names a real one, e.g. MinIO), then measures and prints one table:
+
+- staging: ``irv2_core.stage.stage`` (verified, parallel) against a plain sequential boto3 loop
+  (no verification) and ``aws s3 sync`` when the AWS CLI is installed, on the same objects;
+- conversion: ``irv2_core.convert.convert`` with one checking thread, default and --full-decode;
+- the train pipeline: MindDataset -> decode -> random-resized-crop 299 -> flip -> normalise ->
+  CHW -> batch 32 (``irv2_core.datasets.create_dataset``) with one worker.
+
+"per core" is images per CPU-second of the whole process (all threads), so it does not depend on
+how many cores the machine has. Targets (issue 4): staging >= baseline; conversion >= 1000
+img/s per core; train pipeline >= 500 img/s per core.
+
+    python bench/data_throughput.py [--images 600] [--workers 8] [--endpoint-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+import irv2_core  # noqa: F401  (sets the oneDNN ISA before MindSpore runs an op)
+
+BUCKET = "irv2-bench"
+PREFIX = "imagenet-like/"
+
+
+def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0) -> int:
+    """Write *n* ~500x375 JPEGs into ``root/class_k/``; return the total bytes."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    total = 0
+    for i in range(n):
+        src = photos[i % len(photos)]
+        w, h = src.size
+        scale = rng.uniform(0.5, 1.0)
+        cw, ch = int(w * scale), int(h * scale)
+        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        img = src.crop((x, y, x + cw, y + ch)).resize((500, 375) if i % 4 else (375, 500))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
+        # Sensor-like noise brings the files to ImageNet's ~110 KB (clean crops compress to ~50).
+        noisy = np.asarray(img, np.float32) + rng.normal(0, 12, (img.height, img.width, 3))
+        img = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        path = root / f"class_{i % classes}" / f"img_{i:05d}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, "JPEG", quality=90)
+        total += path.stat().st_size
+    return total
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """A moto S3 server in a separate process (so it does not share our GIL); returns its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto server did not start")
+
+
+def upload(client, root: Path) -> None:
+    import contextlib
+
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=BUCKET)
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda p: client.put_object(
+                    Bucket=BUCKET,
+                    Key=PREFIX + p.relative_to(root).as_posix(),
+                    Body=p.read_bytes(),
+                ),
+                files,
+            )
+        )
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``fn()``."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def boto3_loop(client, dest: Path) -> None:
+    """The baseline: list, then get and write each object in turn; no verification."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            path = dest / obj["Key"][len(PREFIX) :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
+
+
+def bench_stage(endpoint: str, work: Path, n: int, mb: float, workers: int) -> list[tuple]:
+    import boto3
+
+    from irv2_core.stage import stage
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    rows = []
+    wall, cpu = timed(lambda: boto3_loop(client, work / "loop"))
+    rows.append(("stage baseline: boto3 loop, sequential, unverified", n, wall, mb, cpu))
+    aws = shutil.which("aws")
+    if aws:
+        cmd = [aws, "s3", "sync", f"s3://{BUCKET}/{PREFIX}", str(work / "sync")]
+        cmd += ["--endpoint-url", endpoint, "--only-show-errors"]
+        wall, _ = timed(lambda: subprocess.run(cmd, check=True))  # CPU is in the child
+        rows.append(("stage baseline: aws s3 sync (10 threads, unverified)", n, wall, mb, None))
+    src = f"s3://{BUCKET}/{PREFIX}"
+    wall, cpu = timed(lambda: stage(src, work / "staged", endpoint_url=endpoint, workers=workers))
+    rows.append((f"irv2 stage, {workers} workers, MD5+sha256 verified", n, wall, mb, cpu))
+    wall, cpu = timed(lambda: stage(src, work / "staged", endpoint_url=endpoint, workers=workers))
+    rows.append(("irv2 stage again (incremental: nothing to fetch)", n, wall, None, cpu))
+    return rows
+
+
+def bench_convert(data: Path, work: Path, n: int) -> list[tuple]:
+    import mindspore.mindrecord  # noqa: F401  (its ~2 s import is not conversion time)
+
+    from irv2_core.convert import convert
+
+    rows = []
+    for label, kw in [
+        ("convert, 1 checking thread", dict(workers=1)),
+        ("convert, default threads", dict()),
+        ("convert --full-decode, 1 checking thread", dict(workers=1, full_decode=True)),
+    ]:
+        out = work / f"mr-{len(rows)}"
+        wall, cpu = timed(lambda out=out, kw=kw: convert(data, out, **kw))
+        rows.append((label, n, wall, None, cpu))
+    return rows
+
+
+def bench_pipeline(mr: Path, epochs: int) -> list[tuple]:
+    """The real train pipeline, and the same without colour jitter (the costliest op)."""
+    import mindspore as ms
+    import mindspore.dataset as ds
+    from mindspore.dataset import transforms, vision
+
+    from irv2_core.config import load_config
+    from irv2_core.datasets import create_dataset
+    from irv2_core.transforms import train_transforms
+
+    ds.config.set_seed(0)
+    cfg = load_config("cpu-smoke", overrides={"image_size": 299, "work_nums": 1, "batch_size": 32})
+    real = create_dataset(mr, "train", cfg, training=True)
+    ops = [op for op in train_transforms(299) if not isinstance(op, vision.RandomColorAdjust)]
+    lean = ds.MindDataset(str(mr / "train.mindrecord0"), columns_list=["image", "label"])
+    lean = lean.map(operations=ops, input_columns="image", num_parallel_workers=1)
+    lean = lean.map(operations=transforms.TypeCast(ms.int32), input_columns="label").batch(32)
+    rows = []
+    for label, data in [
+        ("train pipeline (datasets.create_dataset), 1 worker", real),
+        ("same without RandomColorAdjust, 1 worker", lean),
+    ]:
+        count = 0
+
+        def run(data=data):
+            nonlocal count
+            batches = data.create_tuple_iterator(output_numpy=True, num_epochs=epochs)
+            for _epoch in range(epochs):  # each pass over the iterator is one epoch
+                for images, _ in batches:
+                    assert images.shape[1:] == (3, 299, 299)
+                    count += images.shape[0]
+
+        wall, cpu = timed(run)
+        rows.append((label, count, wall, None, cpu))
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=600, help="ImageNet-like JPEGs to generate")
+    p.add_argument("--workers", type=int, default=8, help="stage workers")
+    p.add_argument("--endpoint-url", default=None, help="real S3-compatible endpoint (else moto)")
+    p.add_argument("--epochs", type=int, default=4, help="passes of the train pipeline")
+    args = p.parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench-key")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    work = Path(tempfile.mkdtemp(prefix="irv2-bench-"))
+    proc = None
+    try:
+        total = make_photos(work / "src", args.images)
+        mb = total / 1e6
+        endpoint = args.endpoint_url
+        if endpoint is None:
+            proc, endpoint = start_moto()
+        import boto3
+
+        upload(boto3.client("s3", endpoint_url=endpoint), work / "src")
+        rows = bench_stage(endpoint, work, args.images, mb, args.workers)
+        rows += bench_convert(work / "staged", work, args.images)
+        rows += bench_pipeline(work / "mr-0", args.epochs)
+    finally:
+        if proc is not None:
+            proc.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\n{args.images} JPEGs, {mb:.1f} MB ({total / args.images / 1e3:.0f} KB avg), "
+        f"{os.cpu_count()} CPUs, S3: {'moto server (local process)' if proc else endpoint}\n"
+    )
+    print("| measurement | images | wall s | CPU s | MB/s | files/s | img/s per core |")
+    print("|---|---|---|---|---|---|---|")
+    for label, n, wall, mbytes, cpu in rows:
+        mbps = f"{mbytes / wall:.1f}" if mbytes else "-"
+        cpu_s = f"{cpu:.2f}" if cpu else "-"
+        per_core = f"{n / cpu:.0f}" if cpu else "-"
+        print(f"| {label} | {n} | {wall:.2f} | {cpu_s} | {mbps} | {n / wall:.0f} | {per_core} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
