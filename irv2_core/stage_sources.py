@@ -8,6 +8,7 @@ already in place holds an object's bytes. Error messages never carry credentials
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import zlib
@@ -19,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from irv2_core.errors import Irv2Error
+
+log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".irv2part-"  # in-progress files; never a final name, swept at the next run
 PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -126,7 +129,11 @@ class LocalSource:
                 if name.startswith(TEMP_PREFIX):
                     continue
                 path = Path(root) / name
-                st = path.stat()
+                try:
+                    st = path.stat()
+                except OSError:  # a dangling symlink or a file removed meanwhile: nothing to copy
+                    log.warning("stage: skipping unreadable %s", path)
+                    continue
                 rel = path.relative_to(self.root).as_posix()
                 out.append(SourceObject(str(path), rel, st.st_size, f"mtime-{st.st_mtime_ns}"))
         return out
