@@ -146,10 +146,9 @@ def run_supervised(
         stdout_open = True
         while stdout_open or proc.poll() is None:
             try:
-                line = lines.get(timeout=poll_s)
+                batch = [lines.get(timeout=poll_s)]
             except queue.Empty:
-                line = ""
-            batch = [line] if line else []
+                batch = []
             while True:
                 try:
                     batch.append(lines.get_nowait())

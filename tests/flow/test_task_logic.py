@@ -1,0 +1,181 @@
+"""The tasks' own logic, tested directly where the Prefect engine adds nothing: cache keys that
+notice changed outputs, the supervised training process group, retry conditions, parameters."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from flows.params import validate_params
+from irv2_core.errors import Irv2Error
+from irv2_core.serve import build_deployments, load_deployment_specs
+from tasks.caching import cache_key, stamp_path, write_stamp
+from tasks.common import is_transient_network_error, is_user_error
+from tasks.launch import TrainingProcessError, run_supervised
+from tasks.training import train_command
+
+
+def _output(tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "mindrecord"
+    out.mkdir()
+    f = out / "train.mindrecord0"
+    f.write_bytes(b"x" * 100)
+    return out, f
+
+
+def test_cache_key_is_stable_only_while_the_stamped_output_is_intact(tmp_path):
+    out, f = _output(tmp_path)
+    inputs = {"fingerprint": "abc", "shards": 1}
+    first = cache_key(out, inputs)
+    assert cache_key(out, inputs) != first  # nothing stamped yet: every call must recompute
+    write_stamp(out, first, [f])
+
+    assert cache_key(out, inputs) == first  # intact output: the stored result may be reused
+    assert cache_key(out, {**inputs, "shards": 2}) != first  # other inputs
+    f.write_bytes(b"y" * 101)
+    assert cache_key(out, inputs) != first  # changed output
+    write_stamp(out, first, [f])
+    f.unlink()
+    assert cache_key(out, inputs) != first  # deleted output
+    assert stamp_path(out).name == ".mindrecord.cache.json" and stamp_path(out).parent == tmp_path
+
+
+def test_garbage_stamp_means_recompute(tmp_path):
+    out, _ = _output(tmp_path)
+    stamp_path(out).write_text("{not json")
+    assert "-" in cache_key(out, {"a": 1})
+
+
+def _script(tmp_path: Path, body: str) -> list[str]:
+    path = tmp_path / "child.py"
+    path.write_text(body)
+    return [sys.executable, str(path)]
+
+
+def test_supervised_run_streams_lines_and_progress(tmp_path):
+    progress = tmp_path / "progress.json"
+    cmd = _script(
+        tmp_path,
+        "import json, os, sys, time\n"
+        f"p = {str(progress)!r}\n"
+        "for step in (1, 2):\n"
+        "    print(f'step {step}', flush=True)\n"
+        "    json.dump({'step': step, 'total_steps': 2}, open(p + '.t', 'w'))\n"
+        "    os.replace(p + '.t', p); time.sleep(0.3)\n",
+    )
+    lines, seen = [], []
+    assert (
+        run_supervised(
+            cmd, on_line=lines.append, progress_file=progress, on_progress=seen.append, poll_s=0.05
+        )
+        == 0
+    )
+    assert lines == ["step 1", "step 2"]
+    assert seen and seen[-1] == {"step": 2, "total_steps": 2}
+
+
+def test_failure_reports_the_last_lines(tmp_path):
+    cmd = _script(
+        tmp_path, "import sys\nfor i in range(50): print(f'line {i}')\nsys.exit('boom: bad data')\n"
+    )
+    with pytest.raises(TrainingProcessError, match=r"(?s)status 1.*line 49.*boom: bad data") as exc:
+        run_supervised(cmd, on_line=lambda _: None)
+    assert "line 10\n" not in str(exc.value)  # only the tail, not the whole log
+    assert exc.value.returncode == 1
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    cmd = _script(
+        tmp_path,
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "print('started', flush=True); time.sleep(120)\n",
+    )
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="exceeded its 3 s limit"):
+        run_supervised(cmd, on_line=lambda _: None, timeout_s=3, poll_s=0.1)
+    assert time.monotonic() - start < 30
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(grandchild):
+        time.sleep(0.1)
+    assert not _alive(grandchild), "a worker of the training group survived the timeout"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as dead
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_msrun_command_for_several_devices(tmp_path):
+    single, log = train_command("mr", tmp_path / "run", tmp_path / "c.yaml", {"device_num": 1})
+    assert single[:4] == [sys.executable, "-m", "irv2_core", "train"] and log is None
+    assert "--resume" in single
+    launch = {"device_num": 8, "num_nodes": 2, "node_rank": 1, "master_addr": "10.0.0.1"}
+    multi, log = train_command("mr", tmp_path / "run", tmp_path / "c.yaml", launch)
+    assert Path(multi[0]).name == "msrun"
+    assert "--worker_num=16" in multi and "--local_worker_num=8" in multi
+    assert "--master_addr=10.0.0.1" in multi and "--node_rank=1" in multi
+    assert log == tmp_path / "run" / "msrun_log" / "worker_0.log"
+
+
+def test_only_transient_network_errors_are_retried():
+    def client_error(code: str, status: int) -> ClientError:
+        body = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(body, "GetObject")
+
+    assert is_transient_network_error(EndpointConnectionError(endpoint_url="http://x"))
+    assert is_transient_network_error(client_error("SlowDown", 503))
+    assert not is_transient_network_error(client_error("AccessDenied", 403))
+    assert not is_transient_network_error(client_error("NoSuchBucket", 404))
+    try:  # a stage that wraps a dropped connection keeps it visible through the cause
+        raise Irv2Error("download failed") from ConnectionResetError()
+    except Irv2Error as exc:
+        assert is_transient_network_error(exc)
+    assert is_user_error(Irv2Error("bad")) and is_user_error(TrainingProcessError("x", 2))
+    assert not is_user_error(TrainingProcessError("killed", -9))
+
+
+def test_invalid_parameters_name_the_field(tmp_path):
+    with pytest.raises(Irv2Error) as exc:
+        validate_params(
+            source=str(tmp_path / "missing"),
+            overrides={"batch_size": 0},
+            export_formats=["ONNX", "PNG"],
+            device_num=0,
+        )
+    text = str(exc.value)
+    assert "source:" in text and "neither an s3:// URI nor an existing local folder" in text
+    assert "export_formats.1:" in text and "device_num:" in text
+    with pytest.raises(Irv2Error, match=r"overrides: .*batch_size"):
+        validate_params(source=str(tmp_path), overrides={"batch_size": 0})
+    with pytest.raises(Irv2Error, match="AIR needs device_target Ascend"):
+        validate_params(source="s3://b/p", export_formats=["AIR"])
+    ok = validate_params(source="s3://bucket/prefix", overrides={"batch_size": 2})
+    assert ok.resolve_config().batch_size == 2 and ok.export_formats == ["MINDIR", "ONNX"]
+
+
+def test_deployments_file_defines_the_three_deployments():
+    specs = load_deployment_specs()
+    assert [s["name"] for s in specs] == ["local", "nightly-retrain", "ascend-8p"]
+    for spec in specs:  # every deployment's parameters pass the flow's validation
+        validate_params(**{"source": "s3://bucket/prefix", **spec["parameters"]})
+    deployments = {d.name: d for d in build_deployments(specs)}
+    assert deployments["nightly-retrain"].schedules[0].schedule.cron == "0 2 * * *"
+    assert deployments["ascend-8p"].parameters["device_num"] == 8
+    assert deployments["ascend-8p"].parameters["preset"] == "zoo-ascend-8p"
+    assert deployments["local"].entrypoint.endswith("train_eval_export.py:train_eval_export")
+    with pytest.raises(Irv2Error, match="no deployment named nope"):
+        load_deployment_specs(names=["nope"])
