@@ -1,0 +1,191 @@
+"""``irv2 predict``: classify image files with a checkpoint, MINDIR or ONNX model.
+
+Images go through exactly the evaluation preprocessing (``irv2_core.transforms``), so a
+prediction here agrees with what ``evaluate`` measured. Class names come from a
+``classes.json`` (``{name: index}``, as ``convert`` writes it); by default the one next to the
+model file is used, which is where a run folder keeps it beside ``final.ckpt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irv2_core.errors import Irv2Error
+from irv2_core.io import read_json
+
+SUFFIXES = (".ckpt", ".mindir", ".onnx")
+
+
+def load_class_names(classes: str | os.PathLike[str] | None, model: Path) -> list[str] | None:
+    """Index -> name list from *classes* or the model's sibling classes.json (None if neither)."""
+    path = Path(classes) if classes else model.parent / "classes.json"
+    if not path.is_file():
+        if classes:
+            raise Irv2Error(f"classes file not found: {path}")
+        return None
+    try:
+        mapping = read_json(path)
+        names = {int(i): str(n) for n, i in mapping.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise Irv2Error(f"{path} is not a classes.json ({{name: index}}): {exc}") from None
+    if sorted(names) != list(range(len(names))):
+        raise Irv2Error(f"{path}: class indices must be 0..{len(names) - 1} without gaps")
+    return [names[i] for i in range(len(names))]
+
+
+def _ckpt_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
+    import mindspore as ms
+
+    from irv2_core.weights import load_model
+
+    net, _ = load_model(path)
+    return (lambda x: net(ms.Tensor(x)).asnumpy()), True
+
+
+def _mindir_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
+    import mindspore as ms
+    from mindspore import nn
+
+    try:
+        cell = nn.GraphCell(ms.load(str(path)))
+    except (RuntimeError, ValueError) as exc:
+        raise Irv2Error(f"cannot load MINDIR {path}: {str(exc).splitlines()[0]}") from None
+    return (lambda x: cell(ms.Tensor(x)).asnumpy()), False
+
+
+def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise Irv2Error(
+            "predicting with .onnx needs onnxruntime: pip install onnxruntime"
+        ) from None
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise Irv2Error(f"cannot load ONNX model {path}: {exc}") from None
+    name = session.get_inputs()[0].name
+    return (lambda x: session.run(None, {name: x})[0]), False
+
+
+def _runner(model: Path):
+    """(run(x) -> logits, accepts_a_batch) for the model file, chosen by its extension."""
+    if not model.is_file():
+        raise Irv2Error(f"model file not found: {model}")
+    suffix = model.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise Irv2Error(f"{model}: unknown model type {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    return {".ckpt": _ckpt_runner, ".mindir": _mindir_runner, ".onnx": _onnx_runner}[suffix](model)
+
+
+def onnx_image_size(model: Path) -> int | None:
+    """The fixed input height of an ONNX model (exports are static), or None if not fixed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    shape = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    size = shape.shape[2] if len(shape.shape) == 4 else None
+    return size if isinstance(size, int) else None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable for large logits)."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(
+    model: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    classes: str | os.PathLike[str] | None = None,
+    top_k: int = 5,
+    image_size: int | None = None,
+    protocol: str = "zoo",
+) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image, as ``[{image, top: [{index, name,
+    probability}]}]``; *image_size* defaults to an ONNX model's fixed input size, else 299."""
+    from irv2_core.export import compile_cache_disabled
+    from irv2_core.models import check_image_size
+    from irv2_core.transforms import preprocess_image
+
+    model = Path(model)
+    if not images:
+        raise Irv2Error("no images given to predict")
+    if top_k < 1:
+        raise Irv2Error(f"--top-k must be at least 1, got {top_k}")
+    if image_size is None:
+        image_size = (onnx_image_size(model) if model.suffix.lower() == ".onnx" else None) or 299
+    check_image_size(image_size)
+    names = load_class_names(classes, model)
+    batch = np.stack([preprocess_image(p, protocol, image_size) for p in images])
+    with compile_cache_disabled():
+        run, batched = _runner(model)
+        try:
+            logits = run(batch) if batched else np.concatenate([run(x[None]) for x in batch])
+        except (RuntimeError, ValueError) as exc:
+            raise Irv2Error(
+                f"{model} could not run on {image_size}x{image_size} inputs "
+                f"({str(exc).splitlines()[0]}); pass the --image-size it was exported with"
+            ) from None
+    if names is not None and len(names) != logits.shape[1]:
+        raise Irv2Error(
+            f"the classes file lists {len(names)} classes but {model} outputs "
+            f"{logits.shape[1]}; use the classes.json of the run that trained this model"
+        )
+    probs = softmax(logits)
+    results = []
+    for path, row in zip(images, probs, strict=True):
+        order = np.argsort(-row, kind="stable")[: min(top_k, row.size)]
+        top = [
+            {
+                "index": int(i),
+                "name": names[i] if names else f"class_{i}",
+                "probability": float(row[i]),
+            }
+            for i in order
+        ]
+        results.append({"image": str(path), "top": top})
+    return results
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    results = predict(
+        args.model, args.images, args.classes, args.top_k, args.image_size, args.protocol
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for item in results:
+        print(item["image"])
+        for entry in item["top"]:
+            print(f"  {entry['probability']:.4f}  {entry['name']}")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``irv2 predict --model FILE IMAGE... [--classes] [--top-k] [--image-size]``."""
+    p = subparsers.add_parser(
+        "predict",
+        help="classify images with a ckpt, MINDIR or ONNX model",
+        description="Print the top-k classes and probabilities of each image, using the "
+        "evaluation preprocessing of --protocol.",
+    )
+    p.add_argument("--model", required=True, help="a .ckpt, .mindir or .onnx model")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP)")
+    p.add_argument("--classes", help="classes.json {name: index}; default: next to the model")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument(
+        "--image-size", type=int, default=None, help="default: the ONNX input size, else 299"
+    )
+    p.add_argument("--protocol", choices=["zoo", "inception"], default="zoo")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=_cmd_predict)
