@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from irv2_core.dirlock import folder_lock
 from irv2_core.errors import Irv2Error
 from irv2_core.image_folders import DataSplit, discover_layout, input_fingerprint, mindrecord_sizes
 from irv2_core.io import atomic_write_json, read_json, sha256_json
@@ -144,6 +145,28 @@ def _clean_stale(out_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _build(layout, tmp_dir: Path, shards: int, full_decode: bool, workers: int | None) -> dict:
+    """Write every split, ``classes.json``; return the record's data part (counts, skipped...)."""
+    stats: dict[str, Any] = {"skipped": [], "stored": {}, "workers": workers or os.cpu_count() or 1}
+    counts, sizes = {}, {}
+    for split in layout.splits:
+        counts[split.name], sizes[split.name] = _write_split(
+            split, tmp_dir, shards, full_decode, stats
+        )
+    atomic_write_json(tmp_dir / "classes.json", layout.class_index)
+    return {
+        "layout": layout.kind,
+        "num_classes": len(layout.class_index),
+        "counts": counts,
+        "totals": {name: sum(c.values()) for name, c in counts.items()},
+        "skipped": stats["skipped"],
+        "stored": stats["stored"],
+        "ignored_files": layout.ignored,
+        "mindrecord": {"shards": shards, "sizes": sizes},
+        "files": {p.name: p.stat().st_size for p in sorted(tmp_dir.iterdir())},
+    }
+
+
 def convert(
     data_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -188,49 +211,34 @@ def convert(
         )
         return existing
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out_dir)
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp_dir.mkdir()
-    stats: dict[str, Any] = {"skipped": [], "stored": {}, "workers": workers or os.cpu_count() or 1}
-    try:
-        counts, sizes = {}, {}
-        for split in layout.splits:
-            counts[split.name], sizes[split.name] = _write_split(
-                split, tmp_dir, int(shards), full_decode, stats
+    with folder_lock(out_dir, "convert"):
+        _clean_stale(out_dir)
+        tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp_dir.mkdir()
+        try:
+            record = _build(layout, tmp_dir, int(shards), full_decode, workers)
+            wall = time.perf_counter() - started
+            total = sum(record["totals"].values())
+            record.update(
+                fingerprint=fingerprint,
+                input_fingerprint=in_fp,
+                input_fingerprint_source=in_fp_source,
+                converter_version=CONVERTER_VERSION,
+                data_dir=str(data_dir),
+                options=options,
+                wall_s=round(wall, 3),
+                img_per_s=round(total / wall, 1) if wall > 0 else None,
             )
-        atomic_write_json(tmp_dir / "classes.json", layout.class_index)
-        wall = time.perf_counter() - started
-        total = sum(sum(c.values()) for c in counts.values())
-        record = {
-            "fingerprint": fingerprint,
-            "input_fingerprint": in_fp,
-            "input_fingerprint_source": in_fp_source,
-            "converter_version": CONVERTER_VERSION,
-            "data_dir": str(data_dir),
-            "layout": layout.kind,
-            "options": options,
-            "num_classes": len(layout.class_index),
-            "counts": counts,
-            "totals": {name: sum(c.values()) for name, c in counts.items()},
-            "skipped": stats["skipped"],
-            "stored": stats["stored"],
-            "ignored_files": layout.ignored,
-            "mindrecord": {"shards": int(shards), "sizes": sizes},
-            "files": {p.name: p.stat().st_size for p in sorted(tmp_dir.iterdir())},
-            "wall_s": round(wall, 3),
-            "img_per_s": round(total / wall, 1) if wall > 0 else None,
-        }
-        atomic_write_json(tmp_dir / RECORD_NAME, record)
-        _publish(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+            atomic_write_json(tmp_dir / RECORD_NAME, record)
+            _publish(tmp_dir, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
     log.info(
         "convert: wrote %s (%s images, %d skipped)",
         out_dir,
         record["totals"],
-        len(stats["skipped"]),
+        len(record["skipped"]),
     )
     return record
 

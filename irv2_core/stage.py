@@ -22,6 +22,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from irv2_core.dirlock import folder_lock
 from irv2_core.errors import Irv2Error
 from irv2_core.io import atomic_write_json, read_json
 from irv2_core.stage_sources import (
@@ -194,28 +195,9 @@ def _remove_deleted(dest: Path, old: dict, keep: set[str]) -> int:
     return removed
 
 
-def stage(
-    src: str, dest: str | os.PathLike[str], endpoint_url: str | None = None, workers: int = 8
-) -> dict[str, Any]:
-    """Mirror *src* (``s3://bucket/prefix``, ``file://`` URI or folder) into *dest*, verified.
-
-    Returns ``{dest, fingerprint, objects, downloaded, unchanged, removed, rejected, bytes,
-    bytes_downloaded, folder_markers, wall_s}`` where ``rejected`` lists ``{key, reason}`` for
-    keys never written (hostile or reserved) and ``bytes`` is the size of the mirrored set.
-    Raises Irv2Error (missing bucket, empty prefix, bad credentials, objects that still fail
-    after retries); then no manifest is written and the next run resumes.
-    """
-    if not 1 <= int(workers) <= 256:
-        raise Irv2Error(f"--workers must be between 1 and 256, got {workers}")
-    started = time.perf_counter()
-    source = _open_source(src, endpoint_url, int(workers))
-    dest = Path(dest).expanduser().resolve()
-    if isinstance(source, LocalSource) and (
-        dest == source.root or source.root in dest.parents or dest in source.root.parents
-    ):
-        raise Irv2Error(f"source {source.root} and destination {dest} must not contain each other")
-    objects, rejected, markers = _list(source)
-    dest.mkdir(parents=True, exist_ok=True)
+def _mirror(source, objects: list[SourceObject], dest: Path):
+    """Fetch what changed, drop what the source deleted; return the manifest (without the
+    rejected keys), the unchanged count, the fetched objects and the removed count."""
     _resolves_inside.cache_clear()  # folders may have changed since the last call
     _sweep_temps(dest)
     old = _load_manifest(dest)
@@ -239,12 +221,38 @@ def stage(
         "endpoint": redact_url(getattr(source, "endpoint", None)),
         "fingerprint": fingerprint(objects),
         "objects": {rel: entries[rel] for rel in sorted(entries)},
-        "rejected": rejected,
-        "folder_markers": markers,
     }
-    path = dest / MANIFEST
-    if not path.is_file() or read_json(path) != manifest:
-        atomic_write_json(path, manifest)
+    return manifest, n_unchanged, todo, removed
+
+
+def stage(
+    src: str, dest: str | os.PathLike[str], endpoint_url: str | None = None, workers: int = 8
+) -> dict[str, Any]:
+    """Mirror *src* (``s3://bucket/prefix``, ``file://`` URI or folder) into *dest*, verified.
+
+    Returns ``{dest, fingerprint, objects, downloaded, unchanged, removed, rejected, bytes,
+    bytes_downloaded, folder_markers, wall_s}`` where ``rejected`` lists ``{key, reason}`` for
+    keys never written (hostile or reserved) and ``bytes`` is the size of the mirrored set.
+    Raises Irv2Error (missing bucket, empty prefix, bad credentials, objects that still fail
+    after retries); then no manifest is written and the next run resumes.
+    """
+    if not 1 <= int(workers) <= 256:
+        raise Irv2Error(f"--workers must be between 1 and 256, got {workers}")
+    started = time.perf_counter()
+    source = _open_source(src, endpoint_url, int(workers))
+    dest = Path(dest).expanduser().resolve()
+    if isinstance(source, LocalSource) and (
+        dest == source.root or source.root in dest.parents or dest in source.root.parents
+    ):
+        raise Irv2Error(f"source {source.root} and destination {dest} must not contain each other")
+    objects, rejected, markers = _list(source)
+    with folder_lock(dest, "stage"):
+        dest.mkdir(parents=True, exist_ok=True)
+        manifest, n_unchanged, todo, removed = _mirror(source, objects, dest)
+        manifest.update(rejected=rejected, folder_markers=markers)
+        path = dest / MANIFEST
+        if not path.is_file() or read_json(path) != manifest:
+            atomic_write_json(path, manifest)
     wall = time.perf_counter() - started
     got = sum(obj.size for obj, _ in todo)
     log.info(

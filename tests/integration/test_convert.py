@@ -127,6 +127,10 @@ def test_failed_convert_keeps_the_old_output_and_leaves_no_temp(tmp_path):
     with pytest.raises(Irv2Error, match="no usable image"):
         convert(data, out, val_fraction=0.34)
     assert read_json(out / "conversion.json") == first
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "data", "out"]
+    from irv2_core.dirlock import folder_lock
+
+    with folder_lock(tmp_path / "other", "convert"), pytest.raises(Irv2Error, match="another"):
+        convert(data, tmp_path / "other")  # a second writer of the same folder stops at once
     with pytest.raises(Irv2Error, match="val-fraction"):
         convert(data, out, val_fraction=1.5)

@@ -1,0 +1,47 @@
+"""One writer per output folder: an exclusive, non-blocking lock on a sibling lock file.
+
+Two ``stage`` runs into the same DEST would share temporary names, and two ``convert`` runs into
+the same OUT_DIR would sweep each other's temporary folder; the second run therefore fails at
+once with a clear message instead. The lock is released by the OS if the process dies, so a
+killed run never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from irv2_core.errors import Irv2Error
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are then not guarded
+    fcntl = None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, verb: str) -> Iterator[None]:
+    """Hold an exclusive lock for writing *folder* (lock file ``.<name>.lock`` beside it).
+
+    Raises Irv2Error naming the holder's pid if another process holds it.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.with_name(f".{folder.name}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise Irv2Error(
+                    f"another {verb} (pid {holder}) is writing {folder}; wait for it to finish "
+                    "or choose another folder"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
