@@ -16,6 +16,17 @@ from typing import Any
 CHUNK = 1 << 20
 
 
+def _default_mode() -> int:
+    """Mode a plain ``open()`` would give a new file (0666 minus the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# Read once at import: os.umask is process-wide, so probing it later from threads would race.
+FILE_MODE = _default_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write *data* to *path* via a temp file in the same folder and an atomic rename."""
     path = Path(path)
@@ -26,6 +37,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; published files should be as readable as any other output.
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
