@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image
 
 import irv2_core  # noqa: F401  (oneDNN setting before any op)
 from irv2_core.cli import main
 from irv2_core.errors import Irv2Error
 from irv2_core.export import export_model
 from irv2_core.io import sha256_file
+from irv2_core.predict import predict, softmax
+from irv2_core.transforms import preprocess_image
 
 SIZE = 75
 
@@ -34,17 +37,35 @@ def ckpt(tmp_path_factory) -> Path:
     return save_checkpoint_atomic(net, tmp_path_factory.mktemp("ckpt") / "final.ckpt")
 
 
-def _reference(ckpt: Path, x: np.ndarray) -> np.ndarray:
+@pytest.fixture(scope="module")
+def reference(ckpt):
+    """The checkpoint's network as a function: NCHW float32 batch -> logits."""
     import mindspore as ms
 
     from irv2_core.weights import load_model
 
     net, _ = load_model(ckpt)
-    return net(ms.Tensor(x)).asnumpy()
+    return lambda x: net(ms.Tensor(x)).asnumpy()
+
+
+def _assert_predict_agrees(model: Path, reference, tmp_path: Path) -> None:
+    """`predict` with the exported file gives the checkpoint's classes and probabilities."""
+    rng = np.random.default_rng(5)
+    images = []
+    for i in range(2):
+        images.append(tmp_path / f"img{i}.jpg")
+        make_image(i, rng).save(images[-1], quality=90)
+    size = None if model.suffix == ".onnx" else SIZE
+    got = predict(model, images, top_k=3, image_size=size)
+    want = softmax(reference(np.stack([preprocess_image(p, "zoo", SIZE) for p in images])))
+    for item, row in zip(got, want, strict=True):
+        best = np.argsort(-row)[:3]
+        assert [e["index"] for e in item["top"]] == best.tolist()
+        np.testing.assert_allclose([e["probability"] for e in item["top"]], row[best], atol=1e-5)
 
 
 @pytest.mark.slow
-def test_mindir_round_trip_with_dynamic_batch(ckpt, tmp_path):
+def test_mindir_round_trip_with_dynamic_batch(ckpt, reference, tmp_path):
     import mindspore as ms
     from mindspore import nn
 
@@ -57,11 +78,12 @@ def test_mindir_round_trip_with_dynamic_batch(ckpt, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["irv2.mindir"]  # no temp leftovers
     x = np.random.default_rng(11).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
     got = nn.GraphCell(ms.load(str(path)))(ms.Tensor(x)).asnumpy()
-    np.testing.assert_allclose(got, _reference(ckpt, x), atol=1e-4)
+    np.testing.assert_allclose(got, reference(x), atol=1e-4)
+    _assert_predict_agrees(path, reference, tmp_path)
 
 
 @pytest.mark.slow
-def test_onnx_matches_mindspore_under_onnxruntime(ckpt, tmp_path):
+def test_onnx_matches_mindspore_under_onnxruntime(ckpt, reference, tmp_path):
     """Guards the exporter's silent 4-tuple padding bug: outputs must match, not just run."""
     import onnxruntime as ort
 
@@ -71,7 +93,10 @@ def test_onnx_matches_mindspore_under_onnxruntime(ckpt, tmp_path):
     assert session.get_inputs()[0].shape == [1, 3, SIZE, SIZE]  # static batch of 1
     x = np.random.default_rng(12).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
-    np.testing.assert_allclose(got, _reference(ckpt, x), atol=1e-4)
+    np.testing.assert_allclose(got, reference(x), atol=1e-4)
+    _assert_predict_agrees(
+        tmp_path / "m.onnx", reference, tmp_path
+    )  # image size read from the file
 
 
 def test_air_needs_ascend_and_writes_nothing(ckpt, tmp_path, capsys):
