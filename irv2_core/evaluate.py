@@ -102,7 +102,7 @@ def evaluate(
     """
     import mindspore as ms
 
-    from irv2_core.datasets import read_classes
+    from irv2_core.datasets import dataset_size, read_classes
     from irv2_core.models import create_model
     from irv2_core.train import setup_context
 
@@ -111,7 +111,8 @@ def evaluate(
         raise Irv2Error(f"checkpoint not found: {ckpt}")
     cfg = _resolve_config(ckpt, cfg, image_size)
     num_classes = len(read_classes(data_dir, split))
-    setup_context(cfg)
+    images = dataset_size(data_dir, split)
+    setup_context(cfg, cache_scope=f"evaluate|{num_classes}|{images}|{cfg.residual_bias}")
     net = create_model(
         cfg.model, num_classes=num_classes, residual_bias=cfg.residual_bias, drop_rate=0.0
     )
@@ -135,6 +136,9 @@ def evaluate(
 
 
 def _run(args: argparse.Namespace) -> int:
+    from irv2_core.compile_cache import allow_scoped_cache
+
+    allow_scoped_cache()  # a command process: its graph order is known
     overrides = parse_overrides(args.set)
     cfg = None
     if args.preset or args.config or overrides:

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from irv2_core import checkpoints as ckpts
+from irv2_core.compile_cache import allow_scoped_cache
 from irv2_core.config import PRESETS, Config, load_config, parse_overrides, save_config
-from irv2_core.distributed import DistInfo, init_distributed
+from irv2_core.distributed import DistInfo, env_world, init_distributed
 from irv2_core.errors import Irv2Error
 from irv2_core.io import atomic_write_json
 from irv2_core.runlog import RunLog
@@ -25,11 +26,17 @@ from irv2_core.runlog import RunLog
 __all__ = ["add_cli", "resolve_num_classes", "setup_context", "train"]
 
 
-def setup_context(cfg: Config) -> None:
-    """GRAPH (or PyNative) mode on ``cfg.device_target``; a clear error if that device is absent."""
+def setup_context(cfg: Config, cache_scope: str = "") -> None:
+    """GRAPH (or PyNative) mode on ``cfg.device_target``; a clear error if that device is absent.
+
+    *cache_scope* names the graphs this process will compile (see :mod:`irv2_core.compile_cache`).
+    """
     import mindspore as ms
     import numpy as np
 
+    from irv2_core.compile_cache import configure_compile_cache
+
+    configure_compile_cache(f"{cache_scope}|{cfg.model_dump_json()}")
     mode = ms.GRAPH_MODE if cfg.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     try:
@@ -136,19 +143,20 @@ def train(
     global step) and is safe when there is none. *stop_after_steps* stops cleanly after that
     global step with a resumable checkpoint and no ``train_summary.json`` (the run is incomplete).
     """
-    from irv2_core.datasets import read_classes
+    from irv2_core.datasets import dataset_size, has_split, read_classes
     from irv2_core.recipe import check_amp_supported, lr_schedule
 
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     started = time.perf_counter()
     cfg = resolve_num_classes(cfg, read_classes(data_dir))
     check_amp_supported(cfg)
-    setup_context(cfg)
+    spe = _steps_per_epoch(cfg, data_dir, env_world())
+    eval_size = dataset_size(data_dir, "val") if has_split(data_dir, "val") else 0
+    setup_context(cfg, cache_scope=f"train|{spe}|{eval_size}")
     world = init_distributed()
     log = RunLog(run_dir, enabled=world.is_master)
     _prepare_run_dir(cfg, run_dir, data_dir, resume, world)
 
-    spe = _steps_per_epoch(cfg, data_dir, world)
     epochs = cfg.epoch_size - cfg.start_epoch + 1
     total = spe * epochs
     lr = lr_schedule(cfg, spe)
@@ -233,6 +241,7 @@ def _partial_summary(step, total, spe, epochs, started, speeds, last_loss, world
 
 
 def _run(args: argparse.Namespace) -> int:
+    allow_scoped_cache()  # a command process: its graph order is known
     overrides = parse_overrides(args.set)
     saved = Path(args.out) / "config.yaml"
     if args.resume and not (args.preset or args.config) and saved.is_file():

@@ -1,0 +1,128 @@
+"""irv2 train on a real tiny MindRecord folder: run-folder contract, exact resume, learning,
+and refusals before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from train_data import make_mindrecord, run_cli, smoke_args, smoke_config
+
+from irv2_core.errors import Irv2Error
+from irv2_core.io import read_json
+from irv2_core.recipe import lr_schedule
+from irv2_core.train import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_mindrecord(tmp_path_factory.mktemp("train-data"))
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+    """4 steps in one command; --resume on an empty run folder must simply start fresh."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    done = run_cli("train", "--data", str(data), "--out", str(run), *smoke_args(), "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run, read_json(run / "train_summary.json"), done.stdout
+
+
+def _rows(run, kind):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_run_folder_contract(straight):
+    run, summary, log = straight
+    assert "no checkpoint in the run folder yet, starting from step 0" in log
+    assert "step 4/4 epoch 2" in log
+    assert summary["global_step"] == summary["total_steps"] == 4 and summary["rank_size"] == 1
+    assert read_json(run / "classes.json") == {"class_0": 0, "class_1": 1, "class_2": 2}
+    assert "num_classes: 3" in (run / "config.yaml").read_text()
+    # keep_checkpoint_max=1: the epoch-1 checkpoint was pruned; no temp file left behind
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "irv2-e2-s4.ckpt",
+        "latest.json",
+    ]
+    latest = read_json(run / "checkpoints/latest.json")
+    assert latest == {"path": "checkpoints/irv2-e2-s4.ckpt", "epoch": 2, "step": 4}
+    assert os.access(run / "final.ckpt", os.W_OK)
+    progress = read_json(run / "progress.json")
+    assert (progress["step"], progress["total_steps"], progress["epoch"]) == (4, 4, 2)
+
+
+def test_metrics_log_steps_lr_and_evals(straight):
+    run, _, _ = straight
+    train_rows = _rows(run, "train")
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    expected_lr = lr_schedule(smoke_config(num_classes=3), 2)
+    np.testing.assert_allclose([r["lr"] for r in train_rows], expected_lr, rtol=1e-6)
+    assert all(np.isfinite(r["loss"]) and r["img_per_s"] > 0 for r in train_rows)
+    evals = _rows(run, "eval")
+    assert [(r["step"], r["count"]) for r in evals] == [(2, 9), (4, 9)]  # every val image
+    assert all(0.0 <= r["top1"] <= r["top5"] <= 1.0 for r in evals)
+
+
+def test_two_steps_then_resume_equals_four_straight(straight, data, tmp_path):
+    import mindspore as ms
+
+    run = tmp_path / "run"
+    base = ("train", "--data", str(data), "--out", str(run))
+    part = run_cli(*base, *smoke_args(), "--stop-after-steps", "2")
+    assert part.returncode == 0, part.stderr[-3000:]
+    assert "step 2/4" in part.stdout and "step 3/4" not in part.stdout
+    assert not (run / "train_summary.json").exists() and not (run / "final.ckpt").exists()
+    assert read_json(run / "checkpoints/latest.json")["step"] == 2
+    # the retry: a fresh process, the run folder's own config.yaml, the same command + --resume
+    done = run_cli(*base, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resume: restored step 2/4" in done.stdout and "step 4/4" in done.stdout
+    assert [r["step"] for r in _rows(run, "train")] == [1, 2, 3, 4]
+    resumed = ms.load_checkpoint(str(run / "final.ckpt"))
+    direct = ms.load_checkpoint(str(straight[0] / "final.ckpt"))
+    assert resumed.keys() == direct.keys() and len(direct) == 1102  # incl. BN statistics
+    for name, value in direct.items():
+        np.testing.assert_array_equal(resumed[name].asnumpy(), value.asnumpy(), err_msg=name)
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(data):
+    import mindspore as ms
+    import mindspore.dataset as ds
+
+    from irv2_core.datasets import create_dataset
+    from irv2_core.models import create_model
+    from irv2_core.recipe import build_train_cell, create_optimizer
+    from irv2_core.train import setup_context
+
+    cfg = smoke_config(num_classes=3)
+    setup_context(cfg)
+    ms.set_seed(cfg.seed)
+    ds.config.set_seed(3)
+    images, labels = next(create_dataset(data, "train", cfg, True).create_tuple_iterator())
+    net = create_model(cfg.model, num_classes=3, drop_rate=0.0)
+    cell = build_train_cell(cfg, net, create_optimizer(cfg, net, np.full(8, 0.02, np.float32)))
+    losses = [float(cell(images, labels).asnumpy()) for _ in range(8)]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_classes": 5}, "num_classes is 5 in the config but classes.json lists 3"),
+        ({"batch_size": 64}, "fewer than batch_size 64"),
+    ],
+)
+def test_refused_before_training(data, tmp_path, overrides, message):
+    with pytest.raises(Irv2Error, match=message):
+        train(smoke_config(**overrides), data, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_existing_run_needs_resume(straight, data):
+    with pytest.raises(Irv2Error, match="already holds a training run.*--resume"):
+        train(smoke_config(), data, straight[0])
