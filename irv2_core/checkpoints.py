@@ -17,7 +17,7 @@ from irv2_core.distributed import DistInfo
 from irv2_core.errors import Irv2Error
 from irv2_core.io import atomic_write_json, read_json
 
-__all__ = ["LATEST", "CheckpointStore", "load_pretrained"]
+__all__ = ["LATEST", "CheckpointStore", "load_into", "load_pretrained"]
 
 LATEST = "checkpoints/latest.json"
 _NAME = re.compile(r"^irv2-e(\d+)-s(\d+)\.ckpt$")
@@ -32,6 +32,19 @@ def _save(obj, target: Path) -> Path:
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)
     return target
+
+
+def load_into(cell, params: dict, path: Path | str, fix: str) -> list[str]:
+    """``load_param_into_net`` with a shape mismatch turned into an Irv2Error ending in *fix*;
+    returns the names of the cell's parameters the checkpoint did not provide."""
+    import mindspore as ms
+
+    try:
+        missing, _ = ms.load_param_into_net(cell, params)
+    except RuntimeError as exc:
+        detail = str(exc).split(". May")[0].split(".May")[0]
+        raise Irv2Error(f"checkpoint {path} does not fit: {detail}; {fix}") from None
+    return missing
 
 
 class CheckpointStore:
@@ -88,7 +101,8 @@ class CheckpointStore:
             params = ms.load_checkpoint(str(path))
         except ValueError as exc:
             raise Irv2Error(f"cannot read checkpoint {path}: {exc}") from None
-        missing, _ = ms.load_param_into_net(cell, params)
+        fix = "resume with the run's own config.yaml or start a new run folder"
+        missing = load_into(cell, params, path, fix)
         if missing or "global_step" not in params:
             raise Irv2Error(
                 f"checkpoint {path} does not match this run's network/optimizer "

@@ -102,6 +102,7 @@ def evaluate(
     """
     import mindspore as ms
 
+    from irv2_core.checkpoints import load_into
     from irv2_core.datasets import dataset_size, read_classes
     from irv2_core.models import create_model
     from irv2_core.train import setup_context
@@ -120,7 +121,8 @@ def evaluate(
         params = ms.load_checkpoint(str(ckpt))
     except ValueError as exc:
         raise Irv2Error(f"cannot read checkpoint {ckpt}: {exc}") from None
-    missing, _ = ms.load_param_into_net(net, params)
+    fits = f"a {num_classes}-class {cfg.model} (residual_bias={cfg.residual_bias})"
+    missing = load_into(net, params, ckpt, f"evaluate needs {fits} for this data")
     if missing:
         raise Irv2Error(
             f"checkpoint {ckpt} does not fit a {num_classes}-class {cfg.model} "

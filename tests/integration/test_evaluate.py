@@ -1,0 +1,87 @@
+"""irv2 evaluate: every image counted (padded last batch), numbers equal a plain forward over
+preprocess_image, config from the run folder, JSON out, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from train_data import VAL_PER_CLASS, make_mindrecord, smoke_config
+
+from irv2_core.cli import main
+from irv2_core.config import save_config
+from irv2_core.errors import Irv2Error
+from irv2_core.evaluate import evaluate, topk_metrics
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Data plus a run folder holding config.yaml and a (seeded, untrained) final.ckpt."""
+    import mindspore as ms
+
+    from irv2_core.models import create_model
+
+    root = tmp_path_factory.mktemp("eval")
+    data = make_mindrecord(root)
+    cfg = smoke_config(num_classes=3)
+    save_config(cfg, root / "run")
+    ms.set_seed(7)
+    net = create_model(cfg.model, num_classes=3, drop_rate=0.0)
+    ms.save_checkpoint(net, str(root / "run" / "final.ckpt"))
+    return data, root / "run" / "final.ckpt"
+
+
+def test_topk_metrics_by_hand():
+    logits = np.array([[0.1, 0.9, 0.0], [2.0, 1.0, 3.0], [0.0, 0.0, 5.0]])
+    got = topk_metrics(logits, np.array([1, 1, 0]))
+    assert (got["correct1"], got["correct5"], got["count"]) == (1.0, 3.0, 3.0)  # K=3 < 5
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    assert got["loss_sum"] == pytest.approx(-(logp[0, 1] + logp[1, 1] + logp[2, 0]))
+
+
+def test_evaluate_counts_every_image_and_matches_a_plain_forward(run, tmp_path):
+    import mindspore as ms
+
+    from irv2_core.models import create_model
+    from irv2_core.transforms import preprocess_image
+
+    data, ckpt = run
+    result = evaluate(ckpt, data, out=tmp_path / "eval.json")  # config.yaml beside the ckpt
+    assert result["count"] == 3 * VAL_PER_CLASS  # batches of 4, 4 and a padded 1
+    assert (result["protocol"], result["image_size"]) == ("zoo", 75)
+    assert json.loads((tmp_path / "eval.json").read_text()) == result
+    # reference: the val JPEGs through preprocess_image, one batch, same weights
+    files = sorted((data.parent / "images" / "val").glob("class_*/*.jpg"))
+    labels = np.array([int(f.parent.name[-1]) for f in files])
+    images = np.stack([preprocess_image(f, "zoo", 75) for f in files])
+    net = create_model("inception_resnet_v2", num_classes=3, drop_rate=0.0)
+    ms.load_param_into_net(net, ms.load_checkpoint(str(ckpt)))
+    net.set_train(False)
+    ref = topk_metrics(net(ms.Tensor(images)).asnumpy(), labels)
+    assert result["top1"] == pytest.approx(ref["correct1"] / len(files))
+    assert result["loss"] == pytest.approx(ref["loss_sum"] / len(files), rel=1e-4)
+
+
+def test_evaluate_cli_prints_and_writes_json(run, tmp_path, capsys):
+    data, ckpt = run
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--data", str(data), "--ckpt", str(ckpt), "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == json.loads(out.read_text()) and printed["count"] == 9
+
+
+def test_evaluate_errors_are_clear(run, tmp_path):
+    import mindspore as ms
+
+    from irv2_core.models import create_model
+
+    data, _ = run
+    with pytest.raises(Irv2Error, match="checkpoint not found"):
+        evaluate(tmp_path / "missing.ckpt", data)
+    five = tmp_path / "five.ckpt"
+    ms.save_checkpoint(create_model("inception_resnet_v2", num_classes=5), str(five))
+    with pytest.raises(Irv2Error, match=r"does not fit.*\(3, 1536\).*\(5, 1536\).*needs a 3-class"):
+        evaluate(five, data, cfg=smoke_config())
