@@ -72,7 +72,8 @@ def _parse_header(blob: bytes, path: Path) -> tuple[dict[str, Any], int]:
     if size > _MAX_HEADER or 8 + size > len(blob):
         raise Irv2Error(
             f"{path} is not a valid safetensors file (header length {size} does not fit in "
-            f"{len(blob)} bytes); the file is truncated or not safetensors"
+            f"{len(blob)} bytes); the file is truncated or not safetensors. A torch .pth/.bin "
+            "state dict converts with safetensors.torch.save_file(state_dict, 'w.safetensors')"
         )
     try:
         header = json.loads(blob[8 : 8 + size].decode("utf-8"))
@@ -209,8 +210,11 @@ def import_timm_weights(
     state = {}
     for key, arr in tensors.items():
         name = timm_to_ms_name(key)
-        if name is not None:
-            state[name] = arr
+        if name is None:
+            continue
+        if name in state:
+            raise Irv2Error(f"{src} holds two tensors for parameter {name!r} (e.g. {key!r})")
+        state[name] = arr
     head = state.get(CLASSIFIER_PREFIX + "weight")
     if head is None or head.ndim != 2:
         raise Irv2Error(

@@ -93,7 +93,7 @@ def test_truncated_safetensors_is_a_clear_error(tmp_path):
     with pytest.raises(Irv2Error, match=r"cut\.safetensors.*'w'.*truncated"):
         read_safetensors(tmp_path / "cut.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
-    with pytest.raises(Irv2Error, match="not a valid safetensors file"):
+    with pytest.raises(Irv2Error, match="not a valid safetensors file.*safetensors.torch"):
         read_safetensors(tmp_path / "junk.safetensors")
 
 
@@ -163,3 +163,11 @@ def test_wrong_keys_and_shapes_are_named_and_nothing_is_written(timm_file, capsy
 def test_load_model_refuses_a_mismatched_class_count(imported_ckpt):
     with pytest.raises(Irv2Error, match="1000-class classifier but num_classes=10"):
         load_model(imported_ckpt[0], num_classes=10)
+
+
+def test_a_parameter_given_twice_is_refused(tmp_path):
+    one = np.ones(4, np.float32)
+    write_safetensors({"x.bn.weight": one, "x.bn.gamma": one}, tmp_path / "dup.safetensors")
+    with pytest.raises(Irv2Error, match="two tensors for parameter 'x.bn.gamma'"):
+        import_timm_weights(tmp_path / "dup.safetensors", tmp_path / "dup.ckpt")
+    assert not (tmp_path / "dup.ckpt").exists()
