@@ -114,7 +114,8 @@ def validate_params(**values: Any) -> FlowParams:
     except ValidationError as err:
         lines = ["invalid flow parameters:"]
         for e in err.errors():
-            field = ".".join(str(p) for p in e["loc"]) or "(parameters)"
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {field}: {msg}")
+            # whole-model checks already start with the field they are about
+            field = ".".join(str(p) for p in e["loc"])
+            lines.append(f"  - {field}: {msg}" if field else f"  - {msg}")
         raise Irv2Error("\n".join(lines)) from None

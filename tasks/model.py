@@ -95,7 +95,6 @@ def export_task(checkpoint: str, fmt: str, out: str, options: dict[str, Any]) ->
 
     logger = get_run_logger()
     target = Path(out)
-    target.unlink(missing_ok=True)  # exports are written read-only; replace, do not append
     record = export_model(checkpoint, fmt, str(target), **options)
     logger.info(
         "%s: %s (%s bytes, sha256 %s, verified with %s, max |diff| %s)",

@@ -1,0 +1,239 @@
+"""The train-eval-export flow on a real Prefect engine, with a tiny image set in a localhost S3.
+
+One first run (whose training process is killed once it has saved a checkpoint, so the task's
+retry must resume it), then an unchanged second run (all Cached), then a run after the MindRecord
+folder was deleted (convert runs again). 75 px, 3 classes, 6 training steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_image_tree
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+
+from irv2_core.errors import Irv2Error
+
+pytestmark = [pytest.mark.flow, pytest.mark.slow]
+
+BUCKET, PREFIX = "irv2-flow", "flowdata"
+# 3 epochs x 2 steps of 4 images; a checkpoint every epoch; evaluation only at the end.
+FLOW_SMOKE = dict(
+    batch_size=4,
+    epoch_size=3,
+    max_steps_per_epoch=2,
+    drop_rate=0.0,
+    keep_checkpoint_max=1,
+    eval_batch_size=4,
+    eval_every_epochs=0,
+    work_nums=2,
+)
+HEAVY = ("stage", "convert", "train", "evaluate", "export-MINDIR", "export-ONNX")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """A real Prefect engine and API (SQLite in a temp folder), entered once per session, with
+    task results stored in a temp folder instead of ~/.prefect/storage."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(storage)}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
+        yield storage
+
+
+class KillTrainingAtCheckpoint(threading.Thread):
+    """SIGKILLs the training process group once its first checkpoint is on disk (once)."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        super().__init__(daemon=True)
+        self.runs_dir, self.killed_at_step, self.done = runs_dir, None, threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 900
+        while not self.done.is_set() and time.monotonic() < deadline:
+            for latest in self.runs_dir.glob("run-*/checkpoints/latest.json"):
+                pid = _training_leader(latest.parents[1])
+                if pid is not None:
+                    self.killed_at_step = json.loads(latest.read_text())["step"]
+                    os.killpg(pid, signal.SIGKILL)  # the leader of its own session
+                    return
+            time.sleep(0.05)
+
+
+def _training_leader(run_dir: Path) -> int | None:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"irv2_core" in argv and b"train" in argv and str(run_dir).encode() in argv:
+            pid = int(proc.name)
+            if os.getpgid(pid) == pid:
+                return pid
+    return None
+
+
+def _run_flow(workdir: Path, endpoint: str, **extra):
+    from flows.train_eval_export import train_eval_export
+
+    state = train_eval_export(
+        source=f"s3://{BUCKET}/{PREFIX}",
+        workdir=str(workdir),
+        endpoint_url=endpoint,
+        overrides=FLOW_SMOKE,
+        return_state=True,
+        **extra,
+    )
+    return state, state.result()
+
+
+def _task_runs(flow_run_id) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {r.name.rsplit("-", 1)[0] if r.name.startswith("train-") else r.name: r for r in runs}
+
+
+@pytest.fixture(scope="module")
+def dataset(s3_server, tmp_path_factory):
+    import boto3
+
+    s3_client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    root = tmp_path_factory.mktemp("flow-images")
+    write_image_tree(root, 3, 8, seed=0, split="train")
+    write_image_tree(root, 3, 3, seed=1, split="val")
+    s3_client.create_bucket(Bucket=BUCKET)
+    for f in sorted(root.rglob("*.jpg")):
+        s3_client.upload_file(str(f), BUCKET, f"{PREFIX}/{f.relative_to(root).as_posix()}")
+    return s3_server
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, dataset, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("flow-work")
+    killer = KillTrainingAtCheckpoint(workdir / "runs")
+    killer.start()
+    started = time.perf_counter()
+    try:
+        state, summary = _run_flow(workdir, dataset)
+    finally:
+        killer.done.set()
+    return {
+        "workdir": workdir,
+        "state": state,
+        "summary": summary,
+        "seconds": time.perf_counter() - started,
+        "killed_at_step": killer.killed_at_step,
+    }
+
+
+def test_flow_produces_metrics_exports_and_report(first_run, dataset):
+    from irv2_core.stage import source_fingerprint
+
+    summary, workdir = first_run["summary"], first_run["workdir"]
+    assert 0.0 <= summary["top1"] <= summary["top5"] <= 1.0
+    assert [Path(p).name for p in summary["exports"]] == ["irv2.mindir", "irv2.onnx"]
+    for path in summary["exports"]:
+        assert Path(path).is_file() and Path(path).parent == workdir / "exports"
+    listing = source_fingerprint(f"s3://{BUCKET}/{PREFIX}", endpoint_url=dataset)
+    assert summary["data_fingerprint"] == listing
+    report = Path(summary["report"]).read_text()
+    assert "79.96" in report and summary["data_fingerprint"] in report and "irv2.onnx" in report
+    assert Path(summary["report_html"]).is_file()
+    assert {k: v["state"] for k, v in summary["timings"].items() if k in HEAVY} == dict.fromkeys(
+        HEAVY, "Completed"
+    )
+
+
+def test_killed_training_is_resumed_by_the_retry(first_run):
+    summary = first_run["summary"]
+    assert first_run["killed_at_step"] == 2, "the kill must land after the first checkpoint"
+    run_dir = Path(summary["run_dir"])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["kind"] == "train"]
+    assert steps.count(1) == steps.count(2) == 1, f"training restarted from scratch: {steps}"
+    assert set(steps) == {1, 2, 3, 4, 5, 6} and summary["global_step"] == 6
+    train_run = _task_runs(first_run["state"].state_details.flow_run_id)["train"]
+    assert train_run.run_count == 2  # the killed attempt and the resuming retry
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["train-progress"]))
+        )
+    # one progress artifact per attempt; the resumed attempt's ends at 100 %
+    latest = max(progress, key=lambda a: a.created)
+    assert len(progress) == 2 and float(latest.data) == 100.0
+    assert latest.description.startswith("step 6/6")
+
+
+def test_unchanged_second_run_is_all_cached(first_run, dataset):
+    workdir = first_run["workdir"]
+    ckpt = Path(first_run["summary"]["checkpoint"])
+    before = ckpt.stat().st_mtime_ns
+    started = time.perf_counter()
+    _, summary = _run_flow(workdir, dataset)
+    seconds = time.perf_counter() - started
+    states = {k: v["state"] for k, v in summary["timings"].items()}
+    assert {k: states[k] for k in HEAVY} == dict.fromkeys(HEAVY, "Cached"), states
+    assert summary["top1"] == first_run["summary"]["top1"]
+    assert ckpt.stat().st_mtime_ns == before
+    print(f"first run {first_run['seconds']:.1f} s, cached second run {seconds:.1f} s")
+
+
+def test_deleted_mindrecord_folder_is_converted_again(first_run, dataset):
+    workdir = first_run["workdir"]
+    shutil.rmtree(workdir / "mindrecord")
+    _, summary = _run_flow(workdir, dataset)
+    states = {k: v["state"] for k, v in summary["timings"].items()}
+    assert states["stage"] == "Cached" and states["convert"] == "Completed", states
+    assert (workdir / "mindrecord" / "conversion.json").is_file()
+    # the rebuilt folder has the same content fingerprint, so training stays cached
+    assert summary["mindrecord_fingerprint"] == first_run["summary"]["mindrecord_fingerprint"]
+    assert states["train"] == "Cached"
+
+
+def test_invalid_parameters_fail_before_staging(prefect_harness, tmp_path):
+    from flows.train_eval_export import train_eval_export
+
+    workdir = tmp_path / "never"
+    with pytest.raises(Irv2Error) as exc:
+        train_eval_export(
+            source="s3://bucket/prefix",
+            workdir=str(workdir),
+            overrides={"batch_size": 0, "no_such_key": 1},
+            export_formats=["ONNX", "GIF"],
+        )
+    text = str(exc.value)
+    assert "export_formats.1" in text
+    state = train_eval_export(
+        source="s3://bucket/prefix",
+        workdir=str(workdir),
+        overrides={"batch_size": 0},
+        return_state=True,
+    )
+    assert state.is_failed() and "batch_size" in state.message + str(
+        state.result(raise_on_failure=False)
+    )
+    assert _task_runs(state.state_details.flow_run_id) == {}
+    assert not workdir.exists()
