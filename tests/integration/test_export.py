@@ -19,6 +19,17 @@ from irv2_core.transforms import preprocess_image
 SIZE = 75
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _pynative_mode():
+    """One-shot forwards are cheapest uncompiled; earlier tests may have left GRAPH mode on."""
+    import mindspore as ms
+
+    before = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=before)
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """A 5-class checkpoint with non-trivial BN statistics (as after training)."""

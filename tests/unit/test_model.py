@@ -11,6 +11,17 @@ from irv2_core.export import compile_cache_disabled
 from irv2_core.models import create_model, list_models
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _pynative_mode():
+    """One-shot forwards are cheapest uncompiled; earlier tests may have left GRAPH mode on."""
+    import mindspore as ms
+
+    before = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=before)
+
+
 def _trainable(net) -> int:
     return sum(int(np.prod(p.shape)) for p in net.trainable_params())
 
@@ -60,7 +71,7 @@ def test_init_is_xavier_uniform_with_zero_biases(net1000):
     params = {p.name: p.asnumpy() for p in net1000.get_parameters()}
     w = params["repeat_1.0.conv2d.weight"]  # (1088, 384, 1, 1)
     bound = np.sqrt(6.0 / (384 + 1088))
-    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert 0.9 * bound < np.abs(w).max() <= bound * (1 + 1e-6)  # float32 rounding at the edge
     assert not params["repeat_1.0.conv2d.bias"].any() and not params["classif.bias"].any()
 
 

@@ -17,6 +17,17 @@ from irv2_core.predict import predict
 CLASSES = {"cat": 0, "dog": 1, "fox": 2}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _pynative_mode():
+    """One-shot forwards are cheapest uncompiled; earlier tests may have left GRAPH mode on."""
+    import mindspore as ms
+
+    before = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=before)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run-folder lookalike: final.ckpt (3 classes) with classes.json beside it."""
