@@ -43,6 +43,7 @@ def _prefect_local_engine() -> None:
         # the ephemeral server starts in a subprocess; on a busy 2-core box it needs > 20 s
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline-friendly
 
 
 def run_demo(

@@ -4,6 +4,7 @@ notice changed outputs, the supervised training process group, retry conditions,
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,11 +103,42 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     with pytest.raises(TimeoutError, match="exceeded its 3 s limit"):
         run_supervised(cmd, on_line=lambda _: None, timeout_s=3, poll_s=0.1)
     assert time.monotonic() - start < 30
-    grandchild = int(pid_file.read_text())
+    _assert_dies(int(pid_file.read_text()))
+
+
+class _Terminated(BaseException):
+    """Stands in for Prefect's TerminationSignal (raised by its SIGTERM bridge on cancel)."""
+
+
+def test_cancellation_signal_kills_the_whole_process_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    cmd = _script(
+        tmp_path,
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "time.sleep(120)\n",
+    )
+
+    def cancel(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGALRM, cancel)
+    signal.alarm(2)
+    try:
+        with pytest.raises(_Terminated):
+            run_supervised(cmd, on_line=lambda _: None, poll_s=0.1)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    _assert_dies(int(pid_file.read_text()))
+
+
+def _assert_dies(pid: int) -> None:
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(grandchild):
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.1)
-    assert not _alive(grandchild), "a worker of the training group survived the timeout"
+    assert not _alive(pid), "a worker of the training group survived"
 
 
 def _alive(pid: int) -> bool:
