@@ -48,6 +48,23 @@ def compile_cache_disabled() -> Iterator[None]:
         ms.set_context(enable_compile_cache=bool(before))
 
 
+@contextlib.contextmanager
+def pynative_mode() -> Iterator[None]:
+    """Run the block in PyNative mode, then restore the caller's mode.
+
+    A one-shot forward (the export check, a few predictions) costs seconds uncompiled but a
+    15-25 s graph compile in GRAPH mode, which an earlier stage in the process may have left on.
+    """
+    import mindspore as ms
+
+    before = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=before)
+
+
 def _check_format(fmt: str) -> str:
     fmt = str(fmt).upper()
     if fmt not in FORMATS:
@@ -138,7 +155,7 @@ def export_model(
     tmp_base = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     written = None
     try:
-        with compile_cache_disabled():
+        with compile_cache_disabled(), pynative_mode():
             written = _ms_export(net, fmt, int(image_size), tmp_base)
             result = _verify(net, written, fmt, int(image_size))
         os.replace(written, final)

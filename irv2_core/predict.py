@@ -113,7 +113,7 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image, as ``[{image, top: [{index, name,
     probability}]}]``; *image_size* defaults to an ONNX model's fixed input size, else 299."""
-    from irv2_core.export import compile_cache_disabled
+    from irv2_core.export import compile_cache_disabled, pynative_mode
     from irv2_core.models import check_image_size
     from irv2_core.transforms import preprocess_image
 
@@ -127,7 +127,7 @@ def predict(
     check_image_size(image_size)
     names = load_class_names(classes, model)
     batch = np.stack([preprocess_image(p, protocol, image_size) for p in images])
-    with compile_cache_disabled():
+    with compile_cache_disabled(), pynative_mode():
         run, batched = _runner(model)
         try:
             logits = run(batch) if batched else np.concatenate([run(x[None]) for x in batch])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,22 @@ def test_bad_requests_fail_before_exporting(ckpt, tmp_path):
     with pytest.raises(Irv2Error, match="checkpoint not found"):
         export_model(tmp_path / "missing.ckpt", "MINDIR", tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_helpers_restore_the_callers_mode_and_cache_setting():
+    import mindspore as ms
+
+    from irv2_core.export import compile_cache_disabled, pynative_mode
+
+    mode, cache = ms.get_context("mode"), ms.get_context("enable_compile_cache")
+    if cache is None:  # unset: the environment variable decides
+        cache = os.environ.get("MS_COMPILER_CACHE_ENABLE") == "1"
+    ms.set_context(mode=ms.GRAPH_MODE, enable_compile_cache=True)
+    try:
+        with compile_cache_disabled(), pynative_mode():
+            assert ms.get_context("mode") == ms.PYNATIVE_MODE
+            assert ms.get_context("enable_compile_cache") is False
+        assert ms.get_context("mode") == ms.GRAPH_MODE
+        assert ms.get_context("enable_compile_cache") is True
+    finally:
+        ms.set_context(mode=mode, enable_compile_cache=cache)
