@@ -13,7 +13,15 @@ import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["DistInfo", "env_world", "init_distributed", "launch_env", "msrun_command"]
+__all__ = [
+    "DistInfo",
+    "env_world",
+    "init_distributed",
+    "is_scheduler",
+    "launch_env",
+    "msrun_command",
+    "run_scheduler",
+]
 
 DEFAULT_MASTER_PORT = 8118
 
@@ -53,6 +61,18 @@ def env_world() -> DistInfo:
         return DistInfo()
     rank = _int_env("RANK_ID", "MS_NODE_ID", "OMPI_COMM_WORLD_RANK") or 0
     return DistInfo(rank=rank, size=size)
+
+
+def is_scheduler() -> bool:
+    """True in the scheduler process msrun starts with the same command line as the workers."""
+    return os.environ.get("MS_ROLE") == "MS_SCHED"
+
+
+def run_scheduler() -> None:
+    """Serve as msrun's scheduler: ``init()`` coordinates the workers until they finish."""
+    from mindspore.communication import init
+
+    init()
 
 
 def init_distributed() -> DistInfo:

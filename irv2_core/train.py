@@ -18,7 +18,13 @@ from typing import Any
 from irv2_core import checkpoints as ckpts
 from irv2_core.compile_cache import allow_scoped_cache
 from irv2_core.config import PRESETS, Config, load_config, parse_overrides, save_config
-from irv2_core.distributed import DistInfo, env_world, init_distributed
+from irv2_core.distributed import (
+    DistInfo,
+    env_world,
+    init_distributed,
+    is_scheduler,
+    run_scheduler,
+)
 from irv2_core.errors import Irv2Error
 from irv2_core.io import atomic_write_json
 from irv2_core.runlog import RunLog
@@ -146,6 +152,9 @@ def train(
     from irv2_core.datasets import dataset_size, has_split, read_classes
     from irv2_core.recipe import check_amp_supported, lr_schedule
 
+    if is_scheduler():  # msrun runs our command line as its scheduler too: it must not train
+        run_scheduler()
+        return {"role": "scheduler"}
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     started = time.perf_counter()
     cfg = resolve_num_classes(cfg, read_classes(data_dir))
