@@ -1,0 +1,55 @@
+"""Input pipelines over image folders: shapes, sharding, every eval image, preprocess parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import write_image_tree
+
+from irv2_core.config import load_config
+from irv2_core.datasets import create_dataset, dataset_size, read_classes
+from irv2_core.errors import Irv2Error
+from irv2_core.transforms import eval_resize_size, preprocess_image
+
+
+@pytest.fixture
+def tree(tmp_path):
+    write_image_tree(tmp_path / "data", classes=3, per_class=4, seed=0, split="train")
+    write_image_tree(tmp_path / "data", classes=3, per_class=3, seed=1, split="val")
+    return tmp_path / "data"
+
+
+def _batches(data):
+    return list(data.create_tuple_iterator(num_epochs=1, output_numpy=True))
+
+
+def test_train_pipeline_shards_and_drops_the_remainder(tree):
+    cfg = load_config("cpu-smoke", overrides={"batch_size": 4})
+    assert read_classes(tree) == {"class_0": 0, "class_1": 1, "class_2": 2}
+    assert dataset_size(tree, "train") == 12 and dataset_size(tree, "train", 1, 2) == 6
+    batches = _batches(create_dataset(tree, "train", cfg, True, rank=1, group_size=2))
+    assert len(batches) == 1  # 6 images on this rank, batch 4: the partial batch is dropped
+    images, labels = batches[0]
+    assert images.shape == (4, 3, 75, 75) and images.dtype == np.float32
+    assert labels.dtype == np.int32 and set(labels) <= {0, 1, 2}
+
+
+def test_eval_pipeline_keeps_every_image_and_matches_preprocess_image(tree):
+    cfg = load_config("cpu-smoke", overrides={"eval_batch_size": 4})
+    batches = _batches(create_dataset(tree, "val", cfg, False))
+    assert [len(labels) for _, labels in batches] == [4, 4, 1]
+    first = preprocess_image(tree / "val" / "class_0" / "img_000.jpg", "zoo", 75)
+    np.testing.assert_allclose(batches[0][0][0], first, atol=1e-6)
+    assert eval_resize_size(299, "zoo") == 341 and eval_resize_size(299, "inception") == 333
+
+
+def test_missing_split_and_bad_images_are_clear(tmp_path, tree):
+    cfg = load_config("cpu-smoke")
+    with pytest.raises(Irv2Error, match=r"no 'train' split .*`irv2 convert`"):
+        create_dataset(tmp_path / "nothing-here", "train", cfg, True)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(Irv2Error, match="cannot decode image .*bad.jpg"):
+        preprocess_image(bad, "zoo", 75)
+    with pytest.raises(Irv2Error, match="unknown eval protocol 'tf'"):
+        preprocess_image(tree / "val" / "class_0" / "img_000.jpg", "tf", 75)
