@@ -42,7 +42,7 @@ def _make_data(root: Path, classes: int = 4, per_class: int = 12) -> Path:
             arr = rng.integers(0, 255, size=(340, 360, 3), dtype=np.uint8)
             arr[..., c % 3] = 200
             Image.fromarray(arr).save(d / f"{i}.jpg", quality=90)
-    convert(root / "images", root / "mr", val_fraction=0.0)
+    convert(root / "images", root / "mr", val_fraction=0.1)
     return root / "mr"
 
 

@@ -142,9 +142,13 @@ def _run(args: argparse.Namespace) -> int:
 
     allow_scoped_cache()  # a command process: its graph order is known
     overrides = parse_overrides(args.set)
+    saved = Path(args.ckpt).parent / "config.yaml"
     cfg = None
-    if args.preset or args.config or overrides:
+    if args.preset or args.config:
         cfg = load_config(args.preset, args.config, overrides)
+    elif overrides:  # --set alone adjusts the run's own config (or the smoke defaults)
+        base = {"path": saved} if saved.is_file() else {"preset": "cpu-smoke"}
+        cfg = load_config(**base, overrides=overrides)
     result = evaluate(args.ckpt, args.data, cfg, args.split, args.out, args.image_size)
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0

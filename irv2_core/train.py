@@ -183,27 +183,11 @@ def train(
     first_epoch = step // spe
     for epoch in range(first_epoch, epochs):
         batches = _epoch_batches(cfg, data_dir, world, epoch, step - epoch * spe)
-        for images, labels in batches:
-            if step >= (epoch + 1) * spe:
-                break
-            t0 = time.perf_counter()
-            last_loss = float(cell(images, labels).asnumpy())
-            dt = time.perf_counter() - t0
-            step += 1
-            speeds.append(global_batch / dt)
-            log.train_step(
-                step,
-                total,
-                cfg.start_epoch + epoch,
-                last_loss,
-                float(lr[step - 1]),
-                dt,
-                global_batch / dt,
-                force=step % spe == 0 or cfg.log_every_steps == 1,
-                every=cfg.log_every_steps,
-            )
-            if stop_after_steps is not None and step >= stop_after_steps:
-                break
+        step, loss = _run_epoch(
+            cfg, cell, lr, log, batches, step, (epoch + 1) * spe, total, epoch, global_batch,
+            stop_after_steps, speeds,
+        )  # fmt: skip
+        last_loss = loss if loss is not None else last_loss
         del batches
         stopped = stop_after_steps is not None and step >= stop_after_steps and step < total
         epoch_done = step == (epoch + 1) * spe
@@ -226,6 +210,30 @@ def train(
         atomic_write_json(run_dir / "train_summary.json", summary)
     log.line(f"done: {step}/{total} steps, final checkpoint {final}")
     return summary
+
+
+def _run_epoch(
+    cfg, cell, lr, log, batches, step, end, total, epoch, global_batch, stop_at, speeds
+) -> tuple[int, float | None]:
+    """Train on *batches* from global *step* up to *end* (or *stop_at*); return the new step
+    and the last loss. Each step's img/s is appended to *speeds*."""
+    loss = None
+    for images, labels in batches:
+        if step >= end:
+            break
+        t0 = time.perf_counter()
+        loss = float(cell(images, labels).asnumpy())  # asnumpy waits for the step to finish
+        dt = time.perf_counter() - t0
+        step += 1
+        speeds.append(global_batch / dt)
+        force = step == end or cfg.log_every_steps == 1
+        epoch_no = cfg.start_epoch + epoch
+        lr_now = float(lr[step - 1])
+        log.train_step(step, total, epoch_no, loss, lr_now, dt, global_batch / dt,
+                       every=cfg.log_every_steps, force=force)  # fmt: skip
+        if stop_at is not None and step >= stop_at:
+            break
+    return step, loss
 
 
 def _eval_due(cfg: Config, epoch: int, epochs: int) -> bool:
