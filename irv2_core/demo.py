@@ -24,15 +24,16 @@ DEMO_PER_CLASS: int | None = None  # all 1,797 digits
 DEMO_OVERRIDES: dict[str, Any] = {
     "batch_size": 16,
     "epoch_size": 2,
-    "max_steps_per_epoch": None,
-    "lr_init": 0.001,
-    "lr_max": 0.02,
-    "lr_end": 0.0005,
+    "max_steps_per_epoch": None,  # whole epochs: ~90 steps of 16 images per epoch
+    "lr_init": 0.0001,
+    "lr_max": 0.002,
+    "lr_end": 0.0001,
     "warmup_epochs": 0,
-    "eval_every_epochs": 0,
+    "eval_every_epochs": 0,  # evaluate once, after the last epoch
     "eval_batch_size": 32,
-    "log_every_steps": 10,
+    "save_checkpoint_epochs": 2,  # one resumable checkpoint (~0.6 GB), at the end
     "keep_checkpoint_max": 1,
+    "log_every_steps": 10,
 }
 
 

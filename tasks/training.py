@@ -144,7 +144,10 @@ def train_task(
     config_file.write_text(yaml.safe_dump(config, sort_keys=True), encoding="utf-8")
     command, rank0_log = train_command(data_dir, run_dir, config_file, launch or {})
     logger.info("launching: %s", " ".join(command))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    from irv2_core.distributed import launch_env
+
+    # this interpreter first on PATH: msrun starts `python`, which must be the one with irv2_core
+    env = {**launch_env(), "PYTHONUNBUFFERED": "1"}
     env.setdefault("GLOG_v", "3")  # MindSpore: errors only, so the run log shows training lines
     run_supervised(
         command,
