@@ -211,3 +211,11 @@ def test_deployments_file_defines_the_three_deployments():
     assert deployments["local"].entrypoint.endswith("train_eval_export.py:train_eval_export")
     with pytest.raises(Irv2Error, match="no deployment named nope"):
         load_deployment_specs(names=["nope"])
+
+
+def test_demo_settings_pass_the_flow_validation(tmp_path):
+    from irv2_core.demo import DEMO_OVERRIDES
+
+    params = validate_params(source=str(tmp_path), overrides=DEMO_OVERRIDES, device_target="CPU")
+    cfg = params.resolve_config()
+    assert cfg.image_size == 75 and cfg.device_target == "CPU" and cfg.amp_level == "O0"
