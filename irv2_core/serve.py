@@ -3,7 +3,7 @@
 No work pool or worker is needed: Prefect's ``serve`` registers the deployments with the API
 (``PREFECT_API_URL``, e.g. a ``prefect server start``) and runs their flow runs here, on schedule
 or on ``prefect deployment run train-eval-export/<name>``. ``prefect.yaml`` stays the one
-definition of names, parameters and schedules. Prefect is imported only inside the command.
+definition of names, parameters and schedules. Prefect is used only through ``flows.serving``.
 """
 
 from __future__ import annotations
@@ -37,40 +37,24 @@ def load_deployment_specs(
     return [s for s in specs if not names or s.get("name") in names]
 
 
-def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
-    """RunnerDeployments of the train-eval-export flow for each spec (name, parameters, cron)."""
+def _serving() -> Any:
     try:
-        from prefect.schedules import Cron
-
-        from flows.train_eval_export import train_eval_export
+        from flows import serving
     except ImportError as exc:
         raise Irv2Error(
             f"irv2 serve needs Prefect and the project's flows ({exc}); install the project "
             "with `pip install -e .` from the repository root"
         ) from None
-    deployments = []
-    for spec in specs:
-        schedules = [
-            Cron(s["cron"], timezone=s.get("timezone", "UTC"))
-            for s in spec.get("schedules") or []
-            if "cron" in s
-        ]
-        deployments.append(
-            train_eval_export.to_deployment(
-                name=spec["name"],
-                description=(spec.get("description") or "").strip() or None,
-                parameters=spec.get("parameters") or {},
-                schedules=schedules or None,
-            )
-        )
-    return deployments
+    return serving
+
+
+def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
+    """RunnerDeployments of the train-eval-export flow for each spec (name, parameters, cron)."""
+    return _serving().build_deployments(specs)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prefect import serve
-
-    deployments = build_deployments(load_deployment_specs(args.file, args.only))
-    serve(*deployments, limit=args.limit)
+    _serving().serve_deployments(load_deployment_specs(args.file, args.only), limit=args.limit)
     return 0
 
 
