@@ -8,10 +8,10 @@ written under a temporary name, made writable (MindSpore writes 0400), renamed, 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from irv2_core.ckpt_files import read_checkpoint, save_checkpoint_atomic
 from irv2_core.config import Config
 from irv2_core.distributed import DistInfo
 from irv2_core.errors import Irv2Error
@@ -21,17 +21,6 @@ __all__ = ["LATEST", "CheckpointStore", "load_into", "load_pretrained"]
 
 LATEST = "checkpoints/latest.json"
 _NAME = re.compile(r"^irv2-e(\d+)-s(\d+)\.ckpt$")
-
-
-def _save(obj, target: Path) -> Path:
-    import mindspore as ms
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{target.name}")  # keeps the .ckpt suffix MindSpore insists on
-    ms.save_checkpoint(obj, str(tmp))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-    return target
 
 
 def load_into(cell, params: dict, path: Path | str, fix: str) -> list[str]:
@@ -74,7 +63,7 @@ class CheckpointStore:
         """Write ``irv2-e{epoch}-s{step}.ckpt``, point latest.json at it, keep the newest N."""
         if not self.writes:
             return None
-        target = _save(cell, self.dir / f"irv2-e{epoch}-s{step}.ckpt")
+        target = save_checkpoint_atomic(cell, self.dir / f"irv2-e{epoch}-s{step}.ckpt")
         rel = target.relative_to(self.run_dir).as_posix()
         atomic_write_json(self.dir / "latest.json", {"path": rel, "epoch": epoch, "step": step})
         found = sorted(
@@ -87,7 +76,6 @@ class CheckpointStore:
     def restore(self, cell) -> int:
         """Load the latest checkpoint into *cell* (weights + optimizer); return its global step,
         or 0 when the run folder has no checkpoint yet."""
-        import mindspore as ms
 
         path = self.latest_path()
         if path is None:
@@ -97,10 +85,7 @@ class CheckpointStore:
                 f"{self.dir / 'latest.json'} points to {path}, which is missing; restore it or "
                 "start a new run folder without --resume"
             )
-        try:
-            params = ms.load_checkpoint(str(path))
-        except ValueError as exc:
-            raise Irv2Error(f"cannot read checkpoint {path}: {exc}") from None
+        params = read_checkpoint(path)
         fix = "resume with the run's own config.yaml or start a new run folder"
         missing = load_into(cell, params, path, fix)
         if missing or "global_step" not in params:
@@ -115,7 +100,7 @@ class CheckpointStore:
         """Write the network-only ``final.ckpt`` (rank 0); return its path."""
         if not self.world.is_master:
             return None
-        return _save(net, self.run_dir / "final.ckpt")
+        return save_checkpoint_atomic(net, self.run_dir / "final.ckpt")
 
 
 def load_pretrained(net, path: str | Path) -> list[str]:
@@ -126,7 +111,7 @@ def load_pretrained(net, path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise Irv2Error(f"pretrained checkpoint not found: {path} (config key 'pretrained')")
-    params = ms.load_checkpoint(str(path))
+    params = read_checkpoint(path)
     own = {p.name: p for p in net.get_parameters()}
     skipped = [k for k, v in params.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     for k in skipped:

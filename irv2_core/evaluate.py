@@ -100,9 +100,9 @@ def evaluate(
     *cfg* None reads ``config.yaml`` beside the checkpoint (a run folder), else cpu-smoke
     defaults with *image_size*. The class count comes from the data's ``classes.json``.
     """
-    import mindspore as ms
 
     from irv2_core.checkpoints import load_into
+    from irv2_core.ckpt_files import read_checkpoint
     from irv2_core.datasets import dataset_size, read_classes
     from irv2_core.models import create_model
     from irv2_core.train import setup_context
@@ -117,10 +117,7 @@ def evaluate(
     net = create_model(
         cfg.model, num_classes=num_classes, residual_bias=cfg.residual_bias, drop_rate=0.0
     )
-    try:
-        params = ms.load_checkpoint(str(ckpt))
-    except ValueError as exc:
-        raise Irv2Error(f"cannot read checkpoint {ckpt}: {exc}") from None
+    params = read_checkpoint(ckpt)
     fits = f"a {num_classes}-class {cfg.model} (residual_bias={cfg.residual_bias})"
     missing = load_into(net, params, ckpt, f"evaluate needs {fits} for this data")
     if missing:

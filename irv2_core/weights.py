@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from irv2_core.ckpt_files import read_checkpoint, save_checkpoint_atomic
 from irv2_core.errors import Irv2Error
 from irv2_core.io import atomic_write_bytes, sha256_file
 
@@ -176,24 +176,6 @@ def check_state_against_net(
         )
 
 
-def save_checkpoint_atomic(net, out: str | os.PathLike[str]) -> Path:
-    """``ms.save_checkpoint`` to a temp name in *out*'s folder, then rename it into place."""
-    import mindspore as ms
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # ms appends ".ckpt" to names without it, so the temp name must already end with it.
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.ckpt")
-    os.close(fd)
-    try:
-        ms.save_checkpoint(net, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
-
-
 def import_timm_weights(
     src: str | os.PathLike[str], out: str | os.PathLike[str], num_classes: int | None = None
 ) -> dict[str, Any]:
@@ -262,22 +244,6 @@ def _assign(net, state: dict[str, np.ndarray]) -> None:
     for param in net.get_parameters():
         if param.name in state:
             param.set_data(ms.Tensor(np.ascontiguousarray(state[param.name], dtype=np.float32)))
-
-
-def read_checkpoint(ckpt: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a MindSpore checkpoint as a name -> Parameter dict; Irv2Error if unreadable."""
-    import mindspore as ms
-
-    path = Path(ckpt)
-    if not path.is_file():
-        raise Irv2Error(f"checkpoint not found: {path}")
-    try:
-        return ms.load_checkpoint(str(path))
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise Irv2Error(
-            f"cannot read checkpoint {path}: the file is truncated, corrupt or not a MindSpore "
-            f"checkpoint ({str(exc).splitlines()[0]})"
-        ) from None
 
 
 def load_model(
