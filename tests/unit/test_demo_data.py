@@ -100,3 +100,14 @@ def test_bad_arguments_are_rejected_before_writing(tmp_path, kwargs, message):
     with pytest.raises(Irv2Error, match=message):
         make_digits_dataset(tmp_path / "digits", **kwargs)
     assert not (tmp_path / "digits").exists()
+
+
+def test_demo_training_settings_are_a_valid_cpu_config_within_the_image_budget():
+    from irv2_core.config import load_config
+    from irv2_core.demo_data import DEMO_TRAIN_OVERRIDES
+
+    cfg = load_config("cpu-smoke", overrides=DEMO_TRAIN_OVERRIDES)
+    assert (cfg.device_target, cfg.image_size, cfg.amp_level) == ("CPU", 75, "O0")
+    train_images = 1797 - 359  # irv2 convert's default 20 % per-class val split of the full set
+    seen = (train_images // cfg.batch_size) * cfg.batch_size * cfg.epoch_size
+    assert 2500 <= seen <= 3500, f"{seen} training images do not fit the demo's ~4 min budget"
