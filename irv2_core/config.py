@@ -77,6 +77,10 @@ class Config(BaseModel):
         True, description="give BN gamma/beta and biases weight_decay=0 (the zoo intends it)"
     )
     eval_protocol: Literal["zoo", "inception"] = "zoo"
+    train_crop_scale_min: float = Field(
+        0.08, gt=0.0, le=1.0, description="smallest crop area fraction of the train crop (zoo 0.08)"
+    )
+    train_hflip: bool = Field(True, description="random horizontal flips (off for digits, text)")
     eval_batch_size: int = Field(128, ge=1)
     eval_every_epochs: int = Field(1, ge=0, description="0 = only after the last epoch")
     max_steps_per_epoch: int | None = Field(

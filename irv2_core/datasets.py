@@ -113,7 +113,12 @@ def create_dataset(
     data_dir = Path(data_dir)
     shards = group_size if training and group_size > 1 else None
     src = _source(data_dir, split, training, shards, rank if shards else None)
-    ops = (train_transforms if training else eval_transforms)(cfg.image_size, cfg.eval_protocol)
+    if training:
+        ops = train_transforms(
+            cfg.image_size, cfg.eval_protocol, cfg.train_crop_scale_min, cfg.train_hflip
+        )
+    else:
+        ops = eval_transforms(cfg.image_size, cfg.eval_protocol)
     workers = max(1, cfg.work_nums)
     src = src.map(operations=transforms.TypeCast(ms.int32), input_columns="label")
     src = src.map(operations=ops, input_columns="image", num_parallel_workers=workers)

@@ -14,27 +14,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from irv2_core.demo_data import DEMO_TRAIN_OVERRIDES
 from irv2_core.errors import Irv2Error
 
 __all__ = ["DEMO_OVERRIDES", "DEMO_PER_CLASS", "add_cli", "run_demo"]
 
 DEFAULT_WORKDIR = "./irv2-demo"
-# The training settings of the demo: cpu-smoke (75 px, fp32) with enough steps to learn digits.
+# The training settings of the demo (cpu-smoke plus these; measured in demo_data).
 DEMO_PER_CLASS: int | None = None  # all 1,797 digits
-DEMO_OVERRIDES: dict[str, Any] = {
-    "batch_size": 16,
-    "epoch_size": 2,
-    "max_steps_per_epoch": None,  # whole epochs: ~90 steps of 16 images per epoch
-    "lr_init": 0.0001,
-    "lr_max": 0.002,
-    "lr_end": 0.0001,
-    "warmup_epochs": 0,
-    "eval_every_epochs": 0,  # evaluate once, after the last epoch
-    "eval_batch_size": 32,
-    "save_checkpoint_epochs": 2,  # one resumable checkpoint (~0.6 GB), at the end
-    "keep_checkpoint_max": 1,
-    "log_every_steps": 10,
-}
+DEMO_OVERRIDES: dict[str, Any] = DEMO_TRAIN_OVERRIDES
 
 
 def _prefect_local_engine() -> None:

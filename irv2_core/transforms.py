@@ -56,12 +56,16 @@ def _normalize(protocol: str) -> list:
     return [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
 
 
-def train_transforms(image_size: int, protocol: str = "zoo") -> list:
-    """Ops mapped on the raw JPEG bytes for training: decode + random crop (scale 0.08-1, ratio
-    3/4-4/3), horizontal flip, colour jitter 0.4, normalise, CHW float32."""
+def train_transforms(
+    image_size: int, protocol: str = "zoo", crop_scale_min: float = 0.08, hflip: bool = True
+) -> list:
+    """Ops mapped on the raw JPEG bytes for training: decode + random crop (area
+    *crop_scale_min*-1, ratio 3/4-4/3), horizontal flip (if *hflip*), colour jitter 0.4,
+    normalise, CHW float32. The defaults are the zoo's."""
+    flip = [vision.RandomHorizontalFlip(prob=0.5)] if hflip else []
     return [
-        vision.RandomCropDecodeResize(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),
-        vision.RandomHorizontalFlip(prob=0.5),
+        vision.RandomCropDecodeResize(image_size, scale=(crop_scale_min, 1.0), ratio=(0.75, 1.333)),
+        *flip,
         vision.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4),
         *_normalize(protocol),
     ]

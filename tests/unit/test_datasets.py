@@ -53,3 +53,19 @@ def test_missing_split_and_bad_images_are_clear(tmp_path, tree):
         preprocess_image(bad, "zoo", 75)
     with pytest.raises(Irv2Error, match="unknown eval protocol 'tf'"):
         preprocess_image(tree / "val" / "class_0" / "img_000.jpg", "tf", 75)
+
+
+def test_train_augmentation_knobs_reach_the_pipeline():
+    """Digits and text must not be mirrored, and tiny crops can be turned off: the config's
+    train_crop_scale_min / train_hflip change the ops the train pipeline maps."""
+    from irv2_core.transforms import train_transforms
+
+    zoo = train_transforms(75, "zoo")
+    gentle = train_transforms(75, "zoo", crop_scale_min=0.5, hflip=False)
+    names = [type(op).__name__ for op in gentle]
+    assert zoo[0].scale == (0.08, 1.0) and "RandomHorizontalFlip" in [
+        type(op).__name__ for op in zoo
+    ]
+    assert gentle[0].scale == (0.5, 1.0) and "RandomHorizontalFlip" not in names
+    with pytest.raises(Exception, match="train_crop_scale_min"):
+        load_config("cpu-smoke", overrides={"train_crop_scale_min": 0})
