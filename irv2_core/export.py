@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from irv2_core.errors import Irv2Error
-from irv2_core.io import sha256_file
+from irv2_core.io import FILE_MODE, sha256_file
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 TOLERANCE = 1e-3  # max |exported - network| per logit, relative to max(1, |logit| scale)
@@ -153,15 +153,18 @@ def export_model(
     final.parent.mkdir(parents=True, exist_ok=True)
     net, info = load_model(ckpt, num_classes=num_classes, residual_bias=residual_bias)
     tmp_base = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    folder_mode = final.parent.stat().st_mode & 0o7777
     written = None
     try:
         with compile_cache_disabled(), pynative_mode():
             written = _ms_export(net, fmt, int(image_size), tmp_base)
             result = _verify(net, written, fmt, int(image_size))
+        os.chmod(written, FILE_MODE)  # MindSpore writes exports 0400
         os.replace(written, final)
     finally:
         if written is not None and written.exists():
             written.unlink()
+        os.chmod(final.parent, folder_mode)  # ms.export chmods the folder to 0700
     return {
         "format": fmt,
         "path": str(final),

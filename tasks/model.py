@@ -106,7 +106,8 @@ def export_task(checkpoint: str, fmt: str, out: str, options: dict[str, Any]) ->
         record.get("max_abs_diff"),
     )
     write_stamp(target, current_cache_key(), [record["path"]])
-    return {k: record.get(k) for k in ("format", "path", "bytes", "sha256", "verified_with")}
+    keys = ("format", "path", "bytes", "sha256", "verified_with", "max_abs_diff", "image_size")
+    return {k: record.get(k) for k in keys}
 
 
 def export_options(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:

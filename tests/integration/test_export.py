@@ -13,7 +13,7 @@ import irv2_core  # noqa: F401  (oneDNN setting before any op)
 from irv2_core.cli import main
 from irv2_core.errors import Irv2Error
 from irv2_core.export import export_model
-from irv2_core.io import sha256_file
+from irv2_core.io import FILE_MODE, sha256_file
 from irv2_core.predict import predict, softmax
 from irv2_core.transforms import preprocess_image
 
@@ -81,13 +81,19 @@ def test_mindir_round_trip_with_dynamic_batch(ckpt, reference, tmp_path):
     import mindspore as ms
     from mindspore import nn
 
-    result = export_model(ckpt, "mindir", tmp_path / "irv2", image_size=SIZE)
-    path = tmp_path / "irv2.mindir"
+    out_dir = tmp_path / "exports"
+    out_dir.mkdir()
+    folder_mode = out_dir.stat().st_mode
+    result = export_model(ckpt, "mindir", out_dir / "irv2", image_size=SIZE)
+    path = out_dir / "irv2.mindir"
     assert result["path"] == str(path) and result["format"] == "MINDIR"
     assert result["verified_with"] == "mindspore.GraphCell" and result["max_abs_diff"] <= 1e-4
     assert result["num_classes"] == 5 and result["batch"] == "dynamic"
     assert result["sha256"] == sha256_file(path) and result["bytes"] == path.stat().st_size
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["irv2.mindir"]  # no temp leftovers
+    assert sorted(p.name for p in out_dir.iterdir()) == ["irv2.mindir"]  # no temp leftovers
+    # readable like any other output (MindSpore alone leaves 0400 and chmods the folder 0700)
+    assert path.stat().st_mode & 0o777 == FILE_MODE
+    assert out_dir.stat().st_mode == folder_mode
     x = np.random.default_rng(11).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
     got = nn.GraphCell(ms.load(str(path)))(ms.Tensor(x)).asnumpy()
     np.testing.assert_allclose(got, reference(x), atol=1e-4)
