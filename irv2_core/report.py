@@ -10,6 +10,7 @@ Pure: pandas and matplotlib only, so ``irv2 report RUN_DIR`` works without Prefe
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 from pathlib import Path
@@ -25,6 +26,11 @@ __all__ = ["ZOO_REFERENCE", "PIPELINE_FILE", "build_report", "load_metrics", "ad
 
 # MindSpore model zoo, research/cv/inception_resnet_v2 README (Ascend, ImageNet val).
 ZOO_REFERENCE = {"top1": 79.96, "top5": 94.40}
+ZOO_REFERENCE_NOTE = (
+    "The zoo reference is ImageNet-1k val (49,920 of 50,000 images, 1000 classes) at 299 px, "
+    "zoo protocol, after 250 epochs on 8 Ascend 910. It is comparable only to a run on the "
+    "same data and recipe."
+)
 PIPELINE_FILE = "pipeline.json"
 
 
@@ -215,7 +221,7 @@ def _html(sections: list[tuple[str, pd.DataFrame | str]], plots: list[str]) -> s
     for title, body in sections:
         parts.append(f"<h2>{title}</h2>")
         if isinstance(body, str):
-            parts.append(f"<p><code>{body}</code></p>")
+            parts.append(f"<p>{html.escape(body)}</p>")
         else:
             parts.append(
                 body.to_html(index=False, na_rep="") if not body.empty else "<p>(none)</p>"
@@ -253,8 +259,11 @@ def build_report(
         "final_metrics": _metrics_table(info.get("evaluation")),
         "exports": _exports_table(info.get("exports") or []),
         "timings": _timings_table(info.get("timings") or {}),
-        "training": pd.DataFrame([summary]) if summary else pd.DataFrame(),
-        "evaluations": evals,
+        # the summary's eval dict duplicates the evaluations table
+        "training": pd.DataFrame([{k: v for k, v in summary.items() if k != "eval"}])
+        if summary
+        else pd.DataFrame(),
+        "evaluations": evals.round(4),
         "steps": train,
         "config": _config_table(run_dir),
     }
@@ -265,8 +274,14 @@ def build_report(
         csv_paths.append(str(target))
     plots = _plot_training(train, evals, out)
     fingerprint = str(info.get("data_fingerprint") or "(unknown)")
+    ev = info.get("evaluation") or {}
+    this_run = (
+        f"This run: {ev.get('count', '?')} images, {ev.get('image_size', '?')} px, "
+        f"{ev.get('protocol', '?')} protocol."
+    )
     sections: list[tuple[str, pd.DataFrame | str]] = [
         ("Final metrics beside the model-zoo reference", tables["final_metrics"]),
+        ("About the comparison", f"{this_run} {ZOO_REFERENCE_NOTE}"),
         ("Exports", tables["exports"]),
         ("Data fingerprint", fingerprint),
         ("Per-stage timings", tables["timings"]),

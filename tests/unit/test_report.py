@@ -39,7 +39,7 @@ def test_report_tables_plots_and_zoo_comparison(tmp_path):
     model = tmp_path / "irv2.onnx"
     model.write_bytes(b"onnx-bytes" * 100)
     extra = {
-        "evaluation": {"top1": 0.5, "top5": 1.0},
+        "evaluation": {"top1": 0.5, "top5": 1.0, "count": 9, "image_size": 75, "protocol": "zoo"},
         "exports": [{"format": "ONNX", "path": str(model), "bytes": 1, "sha256": None}],
         "data_fingerprint": "fp-123",
         "timings": {"train": {"seconds": 12.5, "state": "Completed"}, "stage": 0.25},
@@ -65,6 +65,8 @@ def test_report_tables_plots_and_zoo_comparison(tmp_path):
 
     md = Path(result["markdown"]).read_text()
     assert "79.96" in md and "fp-123" in md and "image_size" in md
+    # a digits run beside an ImageNet number must say what each number is
+    assert "This run: 9 images, 75 px, zoo protocol" in md and "ImageNet-1k val" in md
     html = Path(result["html"]).read_text()
     assert "<table" in html and "loss_lr.png" in html and "accuracy.png" in html
     assert sorted(Path(p).name for p in result["plots"]) == ["accuracy.png", "loss_lr.png"]
