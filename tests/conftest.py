@@ -93,3 +93,15 @@ def s3_client(s3_server):
     import boto3
 
     return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+
+@pytest.fixture(scope="module")
+def pynative_mode():
+    """PyNative for a module's one-shot forwards (cheapest uncompiled); earlier tests may have
+    left GRAPH mode on. Use with ``pytestmark = pytest.mark.usefixtures("pynative_mode")``."""
+    import mindspore as ms
+
+    before = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=before)

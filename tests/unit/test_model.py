@@ -10,16 +10,7 @@ from irv2_core.errors import Irv2Error
 from irv2_core.export import compile_cache_disabled
 from irv2_core.models import create_model, list_models
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _pynative_mode():
-    """One-shot forwards are cheapest uncompiled; earlier tests may have left GRAPH mode on."""
-    import mindspore as ms
-
-    before = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=before)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def _trainable(net) -> int:

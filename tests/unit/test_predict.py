@@ -17,15 +17,7 @@ from irv2_core.predict import predict
 CLASSES = {"cat": 0, "dog": 1, "fox": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _pynative_mode():
-    """One-shot forwards are cheapest uncompiled; earlier tests may have left GRAPH mode on."""
-    import mindspore as ms
-
-    before = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=before)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 @pytest.fixture(scope="module")

@@ -40,15 +40,7 @@ def _load_ref_module():
 REF = _load_ref_module()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _pynative_mode():
-    """One-shot forwards are cheapest uncompiled; earlier tests may have left GRAPH mode on."""
-    import mindspore as ms
-
-    before = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=before)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 @pytest.fixture(scope="module")
