@@ -5,14 +5,15 @@ MindSpore names cached graphs by their order in the process (``compile_cache_0.m
 graphs differ (another config, another input size, a test session that compiled something else
 first) would silently load each other's graphs. So a cache is used only where graph order is
 known: an ``irv2`` command process (the CLI opts in before any graph is built), in a folder
-scoped by the command and every value that shapes its graphs. Anywhere else the cache is turned
-off for the process.
+scoped by the command, every value that shapes its graphs and the package's source code.
+Anywhere else the cache is turned off for the process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 __all__ = ["allow_scoped_cache", "configure_compile_cache"]
 
@@ -33,6 +34,17 @@ def _enabled() -> bool:
     return bool(flag)
 
 
+def _code_fingerprint(root: Path | None = None) -> str:
+    """Hash of irv2_core's own sources. MindSpore validates a cached graph only against the
+    entry script's imports (``irv2_core/__main__``): an edited model would reuse old graphs."""
+    root = root or Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def configure_compile_cache(scope: str) -> str | None:
     """Point an enabled cache at a folder unique to *scope* (a string naming the command and all
     graph-shaping values) when allowed and first in this process; otherwise disable it.
@@ -45,7 +57,8 @@ def configure_compile_cache(scope: str) -> str | None:
         ms.set_context(enable_compile_cache=False)
         return None
     base = ms.get_context("compile_cache_path") or os.environ.get("MS_COMPILER_CACHE_PATH")
-    key = hashlib.sha256(f"{ms.__version__}|{scope}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{ms.__version__}|{_code_fingerprint()}|{scope}".encode()).hexdigest()
+    key = key[:20]
     path = os.path.join(base or ".", f"irv2-{key}")
     ms.set_context(compile_cache_path=path)
     _state["used"] = True
