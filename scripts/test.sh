@@ -12,6 +12,7 @@ export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
 export MS_COMPILER_CACHE_ENABLE=1
 export MS_COMPILER_CACHE_PATH="${MS_COMPILER_CACHE_PATH:-$repo/.cache/ms-compile}"
 .venv/bin/ruff check "$repo"
+.venv/bin/ruff format --check "$repo"
 work="$(mktemp -d)"
 cd "$work"
 "$repo/.venv/bin/python" -m pytest "$repo/tests" -p no:cacheprovider "$@"
