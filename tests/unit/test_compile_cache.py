@@ -15,4 +15,3 @@ def test_an_edited_source_file_changes_the_cache_scope(tmp_path):
     assert _code_fingerprint(pkg) == before  # stable while nothing changes
     block.write_text("SCALE = 0.10\n")  # the entry script's imports are unchanged
     assert _code_fingerprint(pkg) != before
-
