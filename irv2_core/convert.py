@@ -22,7 +22,7 @@ from typing import Any
 from irv2_core.dirlock import folder_lock
 from irv2_core.errors import Irv2Error
 from irv2_core.image_folders import DataSplit, discover_layout, input_fingerprint, mindrecord_sizes
-from irv2_core.io import atomic_write_json, read_json, sha256_json
+from irv2_core.io import atomic_write_json, publish_dir, read_json, sha256_json
 
 __all__ = ["CONVERTER_VERSION", "convert", "add_cli"]
 
@@ -127,17 +127,6 @@ def _write_split(split: DataSplit, tmp_dir: Path, shards: int, full_decode: bool
     return counts, {"header_size": header_size, "page_size": page_size}
 
 
-def _publish(tmp_dir: Path, out_dir: Path) -> None:
-    """Swap *tmp_dir* into *out_dir*; an old *out_dir* is removed only after the new one is in."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out_dir, old)
-    os.replace(tmp_dir, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _clean_stale(out_dir: Path) -> None:
     for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -230,7 +219,7 @@ def convert(
                 img_per_s=round(total / wall, 1) if wall > 0 else None,
             )
             atomic_write_json(tmp_dir / RECORD_NAME, record)
-            _publish(tmp_dir, out_dir)
+            publish_dir(tmp_dir, out_dir)
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise

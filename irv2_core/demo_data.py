@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from irv2_core.errors import Irv2Error
+from irv2_core.io import publish_dir
 
 __all__ = [
     "DEMO_TRAIN_OVERRIDES",
@@ -136,17 +137,6 @@ def _write_tree(root: Path, files: dict[str, bytes]) -> None:
         path.write_bytes(data)
 
 
-def _publish(tmp: Path, dest: Path) -> None:
-    """Swap the finished *tmp* tree into *dest*; an old digits tree is removed only afterwards."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def make_digits_dataset(
     dest: str | os.PathLike[str],
     per_class: int | None = None,
@@ -182,7 +172,7 @@ def make_digits_dataset(
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
         try:
             _write_tree(tmp, planned)
-            _publish(tmp, dest)
+            publish_dir(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,17 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def sha256_json(obj: Any) -> str:
     """Hex sha256 of an object's canonical (sorted-key) JSON form."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def publish_dir(tmp_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Swap the finished folder *tmp_dir* into *dest* (same parent); an old *dest* is moved
+    aside first and removed only after the new one is in place, so *dest* is never partial."""
+    tmp_dir, dest = Path(tmp_dir), Path(dest)
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(dest, old)
+    os.replace(tmp_dir, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
