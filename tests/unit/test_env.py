@@ -48,13 +48,3 @@ def test_spatial_conv_uses_jit_gemm_not_reference_kernel():
     conv_lines = [ln for ln in out.stdout.splitlines() if "exec" in ln and "convolution" in ln]
     assert conv_lines, "oneDNN printed no convolution trace; cannot check the kernel choice"
     assert not any(":ref:" in ln or "ref:any" in ln for ln in conv_lines), conv_lines[:3]
-
-
-def test_atomic_writes_are_readable_like_plain_files(tmp_path):
-    """Published JSON (manifests, records) must not come out 0600 like mkstemp's temp files."""
-    from irv2_core.io import FILE_MODE, atomic_write_json, read_json
-
-    target = atomic_write_json(tmp_path / "m.json", {"a": 1})
-    assert read_json(target) == {"a": 1}
-    assert target.stat().st_mode & 0o777 == FILE_MODE
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
