@@ -58,6 +58,16 @@ def _script(tmp_path: Path, body: str) -> list[str]:
     return [sys.executable, str(path)]
 
 
+def _group_script(tmp_path: Path, pid_file: Path, tail: str) -> list[str]:
+    """A child that starts a sleeping grandchild, records its pid, then runs *tail*."""
+    return _script(
+        tmp_path,
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n" + tail,
+    )
+
+
 def test_supervised_run_streams_lines_and_progress(tmp_path):
     progress = tmp_path / "progress.json"
     cmd = _script(
@@ -92,13 +102,7 @@ def test_failure_reports_the_last_lines(tmp_path):
 
 def test_timeout_kills_the_whole_process_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
-    cmd = _script(
-        tmp_path,
-        "import subprocess, sys, time\n"
-        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
-        "print('started', flush=True); time.sleep(120)\n",
-    )
+    cmd = _group_script(tmp_path, pid_file, "print('started', flush=True); time.sleep(120)\n")
     start = time.monotonic()
     with pytest.raises(TimeoutError, match="exceeded its 3 s limit"):
         run_supervised(cmd, on_line=lambda _: None, timeout_s=3, poll_s=0.1)
@@ -112,13 +116,7 @@ class _Terminated(BaseException):
 
 def test_cancellation_signal_kills_the_whole_process_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
-    cmd = _script(
-        tmp_path,
-        "import subprocess, sys, time\n"
-        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
-        "time.sleep(120)\n",
-    )
+    cmd = _group_script(tmp_path, pid_file, "time.sleep(120)\n")
 
     def cancel(signum, frame):
         raise _Terminated()
