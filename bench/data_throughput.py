@@ -4,11 +4,11 @@ Builds ImageNet-like photos (~500x375 JPEG, q90, from scikit-learn's two sample 
 crops, flips and colour jitter), puts them in S3 (a local moto server in its own process unless
 --endpoint-url names a real one, e.g. MinIO), then measures and prints one table:
 
-- staging: ``irv2_core.stage.stage`` (verified, parallel) against a plain sequential boto3 loop
+- staging: ``irv2_core.data.stage.stage`` (verified, parallel) against a plain sequential boto3 loop
   (no verification) and ``aws s3 sync`` when the AWS CLI is installed, on the same objects;
-- conversion: ``irv2_core.convert.convert`` with one checking thread, default and --full-decode;
+- conversion: ``irv2_core.data.convert.convert`` with one checking thread, default and --full-decode;
 - the train pipeline: MindDataset -> decode -> random-resized-crop 299 -> flip -> normalise ->
-  CHW -> batch 32 (``irv2_core.datasets.create_dataset``) with one worker.
+  CHW -> batch 32 (``irv2_core.data.datasets.create_dataset``) with one worker.
 
 "per core" is images per CPU-second of the whole process (all threads), so it does not depend on
 how many cores the machine has. Targets (issue 4): staging >= baseline; conversion >= 1000
@@ -125,7 +125,7 @@ def boto3_loop(client, dest: Path) -> None:
 def bench_stage(endpoint: str, work: Path, n: int, mb: float, workers: int) -> list[tuple]:
     import boto3
 
-    from irv2_core.stage import stage
+    from irv2_core.data.stage import stage
 
     client = boto3.client("s3", endpoint_url=endpoint)
     rows = []
@@ -148,7 +148,7 @@ def bench_stage(endpoint: str, work: Path, n: int, mb: float, workers: int) -> l
 def bench_convert(data: Path, work: Path, n: int) -> list[tuple]:
     import mindspore.mindrecord  # noqa: F401  (its ~2 s import is not conversion time)
 
-    from irv2_core.convert import convert
+    from irv2_core.data.convert import convert
 
     rows = []
     for label, kw in [
@@ -169,8 +169,8 @@ def bench_pipeline(mr: Path, epochs: int) -> list[tuple]:
     from mindspore.dataset import transforms, vision
 
     from irv2_core.config import load_config
-    from irv2_core.datasets import create_dataset
-    from irv2_core.transforms import train_transforms
+    from irv2_core.data.datasets import create_dataset
+    from irv2_core.data.transforms import train_transforms
 
     ds.config.set_seed(0)
     cfg = load_config("cpu-smoke", overrides={"image_size": 299, "work_nums": 1, "batch_size": 32})

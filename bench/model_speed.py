@@ -42,7 +42,7 @@ def _timed(fn, repeat: int) -> tuple[float, float]:
 def bench_forward(ckpt: Path, sizes, batches, repeat: int) -> list[tuple]:
     import mindspore as ms
 
-    from irv2_core.weights import load_model
+    from irv2_core.models.weights import load_model
 
     rows = []
     for mode_name, mode in (("pynative", ms.PYNATIVE_MODE), ("graph", ms.GRAPH_MODE)):
@@ -62,7 +62,7 @@ def bench_export(ckpt: Path, size: int, repeat: int, out_dir: Path) -> list[tupl
     import mindspore as ms
     from mindspore import nn
 
-    from irv2_core.export import export_model, verification_input
+    from irv2_core.export.exporter import export_model, verification_input
 
     rows = []
     x = verification_input(size, 1)
@@ -98,9 +98,9 @@ def main() -> None:
 
     import mindspore as ms
 
-    from irv2_core.export import compile_cache_disabled
+    from irv2_core.export.exporter import compile_cache_disabled
     from irv2_core.models import create_model
-    from irv2_core.weights import save_checkpoint_atomic
+    from irv2_core.models.weights import save_checkpoint_atomic
 
     with tempfile.TemporaryDirectory() as tmp, compile_cache_disabled():
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Training throughput of the real ``irv2_core.train.train`` loop on this machine.
+"""Training throughput of the real ``irv2_core.training.train.train`` loop on this machine.
 
 For each input size it trains a few steps in a fresh process (GRAPH mode, fp32, the zoo recipe,
 a real MindRecord folder made here) and reports steady img/s (the first step, which includes
@@ -32,7 +32,7 @@ def _make_data(root: Path, classes: int = 4, per_class: int = 12) -> Path:
     import numpy as np
     from PIL import Image
 
-    from irv2_core.convert import convert
+    from irv2_core.data.convert import convert
 
     rng = np.random.default_rng(0)
     for c in range(classes):
@@ -48,7 +48,7 @@ def _make_data(root: Path, classes: int = 4, per_class: int = 12) -> Path:
 
 def _one(size: int, batch: int, steps: int, data: str, out: str) -> dict:
     from irv2_core.config import load_config
-    from irv2_core.train import train
+    from irv2_core.training.train import train
 
     cfg = load_config(
         "cpu-smoke",

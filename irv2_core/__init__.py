@@ -7,7 +7,7 @@ only applies the CPU speed setting (see ``_env``) so that it is in force before 
 
 from __future__ import annotations
 
-from irv2_core._env import apply_cpu_speed_settings
+from irv2_core.runtime.env import apply_cpu_speed_settings
 
 apply_cpu_speed_settings()
 

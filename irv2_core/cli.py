@@ -16,13 +16,22 @@ from irv2_core.errors import Irv2Error
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "stage": ("irv2_core.stage", "mirror s3://bucket/prefix or a local folder into a folder"),
-    "convert": ("irv2_core.convert", "convert class folders of images into sharded MindRecord"),
-    "train": ("irv2_core.train", "train Inception-ResNet-v2 on a MindRecord folder"),
-    "evaluate": ("irv2_core.evaluate", "top-1/top-5 of a checkpoint on the val split"),
-    "export": ("irv2_core.export", "export a checkpoint to MINDIR, ONNX or AIR (verified)"),
-    "predict": ("irv2_core.predict", "classify images with a ckpt, MINDIR or ONNX model"),
-    "import-weights": ("irv2_core.weights", "convert timm safetensors weights to a checkpoint"),
+    "stage": ("irv2_core.data.stage", "mirror s3://bucket/prefix or a local folder into a folder"),
+    "convert": (
+        "irv2_core.data.convert",
+        "convert class folders of images into sharded MindRecord",
+    ),
+    "train": ("irv2_core.training.train", "train Inception-ResNet-v2 on a MindRecord folder"),
+    "evaluate": ("irv2_core.evaluation", "top-1/top-5 of a checkpoint on the val split"),
+    "export": (
+        "irv2_core.export.exporter",
+        "export a checkpoint to MINDIR, ONNX or AIR (verified)",
+    ),
+    "predict": ("irv2_core.export.predict", "classify images with a ckpt, MINDIR or ONNX model"),
+    "import-weights": (
+        "irv2_core.models.weights",
+        "convert timm safetensors weights to a checkpoint",
+    ),
     "report": ("irv2_core.report", "build the Markdown/HTML/CSV report of a run folder"),
     "demo": ("irv2_core.demo", "run the whole flow locally on a small real image set"),
     "serve": ("irv2_core.serve", "serve the Prefect deployments from this process"),

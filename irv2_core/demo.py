@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from irv2_core.demo_data import DEMO_TRAIN_OVERRIDES
+from irv2_core.data.digits import DEMO_TRAIN_OVERRIDES
 from irv2_core.errors import Irv2Error
 
 __all__ = ["DEMO_OVERRIDES", "DEMO_PER_CLASS", "add_cli", "run_demo"]
@@ -44,7 +44,7 @@ def run_demo(
 
     *overrides* replace the demo's training settings key by key (config keys of cpu-smoke).
     """
-    from irv2_core.demo_data import make_digits_dataset
+    from irv2_core.data.digits import make_digits_dataset
 
     _prefect_local_engine()
     try:

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from irv2_core.errors import Irv2Error
-from irv2_core.io import atomic_write_text, read_json, sha256_file
+from irv2_core.runtime.io import atomic_write_text, read_json, sha256_file
 
 __all__ = ["ZOO_REFERENCE", "PIPELINE_FILE", "build_report", "load_metrics", "add_cli"]
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from irv2_core.io import atomic_write_json, read_json, sha256_json
+from irv2_core.runtime.io import atomic_write_json, read_json, sha256_json
 
 __all__ = [
     "cache_key",
@@ -112,7 +112,7 @@ def current_cache_key() -> str | None:
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """sha256 of a file, memoised on (path, size, mtime) so cache keys do not re-hash 200 MB."""
-    from irv2_core.io import sha256_file
+    from irv2_core.runtime.io import sha256_file
 
     st = Path(path).stat()
     memo_key = (str(path), st.st_size, st.st_mtime_ns)

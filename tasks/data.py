@@ -14,7 +14,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
-from irv2_core.io import read_json
+from irv2_core.runtime.io import read_json
 from tasks.caching import cache_key, current_cache_key, write_stamp
 from tasks.common import PERSIST, retry_transient_only
 
@@ -22,7 +22,7 @@ __all__ = ["convert_task", "stage_task"]
 
 
 def _stage_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
-    from irv2_core.stage import source_fingerprint
+    from irv2_core.data.stage import source_fingerprint
 
     listing = source_fingerprint(params["source"], endpoint_url=params.get("endpoint_url"))
     content = {"task": "stage", "source": params["source"], "listing": listing}
@@ -43,7 +43,7 @@ def stage_task(source: str, dest: str, endpoint_url: str | None = None) -> dict[
     Credentials come from the environment / AWS chain, never from parameters, so nothing secret
     reaches the persisted result.
     """
-    from irv2_core.stage import stage
+    from irv2_core.data.stage import stage
 
     logger = get_run_logger()
     logger.info("staging %s -> %s", source, dest)
@@ -95,7 +95,7 @@ def convert_task(
     *input_fingerprint* (the staged data's fingerprint) is part of the cache key, so new data
     reconverts even when the folder path is the same.
     """
-    from irv2_core.convert import convert
+    from irv2_core.data.convert import convert
 
     logger = get_run_logger()
     record = convert(data_dir, out_dir, shards=shards, val_fraction=val_fraction, seed=seed)

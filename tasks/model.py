@@ -11,7 +11,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
-from irv2_core.io import read_json
+from irv2_core.runtime.io import read_json
 from tasks.caching import cache_key, current_cache_key, file_digest, write_stamp
 from tasks.common import PERSIST, retry_unless_user_error
 
@@ -51,7 +51,7 @@ def evaluate_task(
 ) -> dict[str, Any]:
     """top-1/top-5 of *checkpoint* on *split* of the MindRecord folder; written to *out* too."""
     from irv2_core.config import Config
-    from irv2_core.evaluate import evaluate
+    from irv2_core.evaluation import evaluate
 
     logger = get_run_logger()
     result = evaluate(checkpoint, data_dir, cfg=Config(**config), split=split, out=out)
@@ -91,7 +91,7 @@ def export_task(checkpoint: str, fmt: str, out: str, options: dict[str, Any]) ->
 
     *options* holds ``num_classes``, ``image_size`` and ``residual_bias``.
     """
-    from irv2_core.export import export_model
+    from irv2_core.export.exporter import export_model
 
     logger = get_run_logger()
     target = Path(out)

@@ -11,8 +11,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from irv2_core.io import atomic_write_json
 from irv2_core.report import PIPELINE_FILE, build_report
+from irv2_core.runtime.io import atomic_write_json
 from tasks.common import PERSIST
 
 __all__ = ["report_task"]

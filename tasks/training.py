@@ -20,7 +20,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
 
-from irv2_core.io import read_json, sha256_json
+from irv2_core.runtime.io import read_json, sha256_json
 from tasks.caching import cache_key, code_version, current_cache_key, stamped_key, write_stamp
 from tasks.common import PERSIST, retry_unless_user_error
 from tasks.launch import run_supervised
@@ -63,7 +63,7 @@ def train_command(
     num_nodes = int(launch.get("num_nodes", 1))
     if device_num <= 1 and num_nodes <= 1:
         return [sys.executable, "-m", "irv2_core", *args], None
-    from irv2_core.distributed import msrun_command
+    from irv2_core.training.distributed import msrun_command
 
     log_dir = run_dir / "msrun_log"
     command = msrun_command(
@@ -144,7 +144,7 @@ def train_task(
     config_file.write_text(yaml.safe_dump(config, sort_keys=True), encoding="utf-8")
     command, rank0_log = train_command(data_dir, run_dir, config_file, launch or {})
     logger.info("launching: %s", " ".join(command))
-    from irv2_core.distributed import launch_env
+    from irv2_core.training.distributed import launch_env
 
     # this interpreter first on PATH: msrun starts `python`, which must be the one with irv2_core
     env = {**launch_env(), "PYTHONUNBUFFERED": "1"}

@@ -1,7 +1,7 @@
 """Inception-ResNet-v2 (Szegedy et al. 2016) as MindSpore cells, laid out like timm's model.
 
 Attribute names follow timm (``conv2d_1a``, ``mixed_5b.branch1.0``, ``repeat.3.conv2d`` ...) so
-that every parameter maps 1:1 onto a timm state-dict key (see ``irv2_core.weights``). Two choices
+that every parameter maps 1:1 onto a timm state-dict key (see ``irv2_core.models.weights``). Two choices
 are MindSpore-specific but numerically identical to timm, and both are required for a correct
 ONNX export: every padded stride-1 conv uses ``pad_mode="same"`` (the ONNX exporter silently
 mis-orders explicit 4-tuple pads), and Mixed_5b's avg-pool uses ``pad_mode="same"`` (which

@@ -150,7 +150,7 @@ def first_run(prefect_harness, dataset, tmp_path_factory):
 
 
 def test_flow_produces_metrics_exports_and_report(first_run, dataset):
-    from irv2_core.stage import source_fingerprint
+    from irv2_core.data.stage import source_fingerprint
 
     summary, workdir = first_run["summary"], first_run["workdir"]
     assert 0.0 <= summary["top1"] <= summary["top5"] <= 1.0

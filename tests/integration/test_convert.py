@@ -11,9 +11,9 @@ from conftest import write_image_tree
 from data_cases import BROKEN, IGNORED, SIZE, awkward_tree, upload_tree, write_tree
 
 from irv2_core.cli import main
-from irv2_core.convert import convert
+from irv2_core.data.convert import convert
 from irv2_core.errors import Irv2Error
-from irv2_core.io import read_json
+from irv2_core.runtime.io import read_json
 
 
 def _read(out: Path, split: str, decode: bool) -> list[dict]:
@@ -37,7 +37,7 @@ def _read(out: Path, split: str, decode: bool) -> list[dict]:
 def test_stage_then_convert_awkward_tree_reads_back_with_minddataset(
     s3_server, s3_client, tmp_path
 ):
-    from irv2_core.stage import stage
+    from irv2_core.data.stage import stage
 
     files = awkward_tree()
     upload_tree(s3_client, "convert-e2e", "set/", files)
@@ -128,7 +128,7 @@ def test_failed_convert_keeps_the_old_output_and_leaves_no_temp(tmp_path):
         convert(data, out, val_fraction=0.34)
     assert read_json(out / "conversion.json") == first
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "data", "out"]
-    from irv2_core.dirlock import folder_lock
+    from irv2_core.runtime.dirlock import folder_lock
 
     with folder_lock(tmp_path / "other", "convert"), pytest.raises(Irv2Error, match="another"):
         convert(data, tmp_path / "other")  # a second writer of the same folder stops at once

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from train_data import make_mindrecord, smoke_args
 
-from irv2_core.distributed import env_world, launch_env, msrun_command
-from irv2_core.io import read_json
+from irv2_core.runtime.io import read_json
+from irv2_core.training.distributed import env_world, launch_env, msrun_command
 
 
 def test_rank_and_size_come_from_the_launcher_environment(monkeypatch):

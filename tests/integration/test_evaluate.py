@@ -12,7 +12,7 @@ from train_data import VAL_PER_CLASS, make_mindrecord, smoke_config
 from irv2_core.cli import main
 from irv2_core.config import save_config
 from irv2_core.errors import Irv2Error
-from irv2_core.evaluate import evaluate, topk_metrics
+from irv2_core.evaluation import evaluate, topk_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,8 @@ def test_topk_metrics_by_hand():
 def test_evaluate_counts_every_image_and_matches_a_plain_forward(run, tmp_path):
     import mindspore as ms
 
+    from irv2_core.data.transforms import preprocess_image
     from irv2_core.models import create_model
-    from irv2_core.transforms import preprocess_image
 
     data, ckpt = run
     result = evaluate(ckpt, data, out=tmp_path / "eval.json")  # config.yaml beside the ckpt

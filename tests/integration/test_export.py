@@ -11,11 +11,11 @@ from conftest import make_image
 
 import irv2_core  # noqa: F401  (oneDNN setting before any op)
 from irv2_core.cli import main
+from irv2_core.data.transforms import preprocess_image
 from irv2_core.errors import Irv2Error
-from irv2_core.export import export_model
-from irv2_core.io import FILE_MODE, sha256_file
-from irv2_core.predict import predict, softmax
-from irv2_core.transforms import preprocess_image
+from irv2_core.export.exporter import export_model
+from irv2_core.export.predict import predict, softmax
+from irv2_core.runtime.io import FILE_MODE, sha256_file
 
 SIZE = 75
 
@@ -29,7 +29,7 @@ def ckpt(tmp_path_factory) -> Path:
     import mindspore as ms
 
     from irv2_core.models import create_model
-    from irv2_core.weights import save_checkpoint_atomic
+    from irv2_core.models.weights import save_checkpoint_atomic
 
     net = create_model(num_classes=5)
     rng = np.random.default_rng(3)
@@ -46,7 +46,7 @@ def reference(ckpt):
     """The checkpoint's network as a function: NCHW float32 batch -> logits."""
     import mindspore as ms
 
-    from irv2_core.weights import load_model
+    from irv2_core.models.weights import load_model
 
     net, _ = load_model(ckpt)
     return lambda x: net(ms.Tensor(x)).asnumpy()
@@ -134,7 +134,7 @@ def test_bad_requests_fail_before_exporting(ckpt, tmp_path):
 def test_export_helpers_restore_the_callers_mode_and_cache_setting():
     import mindspore as ms
 
-    from irv2_core.export import compile_cache_disabled, pynative_mode
+    from irv2_core.export.exporter import compile_cache_disabled, pynative_mode
 
     mode, cache = ms.get_context("mode"), ms.get_context("enable_compile_cache")
     if cache is None:  # unset: the environment variable decides

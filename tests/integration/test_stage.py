@@ -15,9 +15,9 @@ import pytest
 from data_cases import awkward_tree, upload_tree, write_tree
 
 from irv2_core.cli import main
+from irv2_core.data.stage import source_fingerprint, stage
 from irv2_core.errors import Irv2Error
-from irv2_core.io import read_json, sha256_file
-from irv2_core.stage import source_fingerprint, stage
+from irv2_core.runtime.io import read_json, sha256_file
 
 PREFIX = "imgs/"
 HOSTILE = {
@@ -282,8 +282,8 @@ def test_stage_verifies_multipart_etags_and_s3_checksums(
 
     from boto3.s3.transfer import TransferConfig
 
-    from irv2_core.stage_s3 import S3Source
-    from irv2_core.stage_sources import SourceObject
+    from irv2_core.data.s3 import S3Source
+    from irv2_core.data.sources import SourceObject
 
     big = bytes(range(256)) * (6 << 12)  # 6 MiB: two upload parts of 5 + 1 MiB
     parts = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
@@ -297,7 +297,6 @@ def test_stage_verifies_multipart_etags_and_s3_checksums(
     small = b"abc" * 1000
     s3_client.put_object(Bucket=bucket, Key="mp/small.bin", Body=small, ChecksumAlgorithm="SHA256")
     dest = tmp_path / "mp"
-    from irv2_core import stage_s3
 
     monkeypatch.setattr(stage_s3, "MULTIPART_THRESHOLD", 4 << 20)  # big.bin: transfer manager
     stage(f"s3://{bucket}/mp", dest, endpoint_url=s3_server)

@@ -11,9 +11,9 @@ import pytest
 from train_data import make_mindrecord, run_cli, smoke_args, smoke_config
 
 from irv2_core.errors import Irv2Error
-from irv2_core.io import read_json
-from irv2_core.recipe import lr_schedule
-from irv2_core.train import train
+from irv2_core.runtime.io import read_json
+from irv2_core.training.recipe import lr_schedule
+from irv2_core.training.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -94,10 +94,10 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(data):
     import mindspore as ms
     import mindspore.dataset as ds
 
-    from irv2_core.datasets import create_dataset
+    from irv2_core.data.datasets import create_dataset
     from irv2_core.models import create_model
-    from irv2_core.recipe import build_train_cell, create_optimizer
-    from irv2_core.train import setup_context
+    from irv2_core.training.recipe import build_train_cell, create_optimizer
+    from irv2_core.training.train import setup_context
 
     cfg = smoke_config(num_classes=3)
     setup_context(cfg)

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import write_image_tree
 
 from irv2_core.config import Config, load_config
-from irv2_core.convert import convert
+from irv2_core.data.convert import convert
 
 TRAIN_PER_CLASS, VAL_PER_CLASS, CLASSES = 8, 3, 3
 

@@ -14,14 +14,14 @@ from irv2_core.errors import Irv2Error
 def small_ckpt(tmp_path):
     from mindspore import nn
 
-    from irv2_core.ckpt_files import save_checkpoint_atomic
+    from irv2_core.models.ckpt_io import save_checkpoint_atomic
 
     net = nn.Dense(64, 64)
     return net, save_checkpoint_atomic(net, tmp_path / "w.ckpt")
 
 
 def test_save_is_atomic_and_writable(small_ckpt, tmp_path):
-    from irv2_core.io import FILE_MODE
+    from irv2_core.runtime.io import FILE_MODE
 
     _, path = small_ckpt
     assert path.stat().st_mode & 0o777 == FILE_MODE  # MindSpore alone writes 0400
@@ -33,7 +33,7 @@ def test_load_counts_reclaimable_page_cache(small_ckpt, monkeypatch):
     cache full of earlier checkpoints) it refuses files the machine could easily hold."""
     import mindspore as ms
 
-    from irv2_core.ckpt_files import read_checkpoint
+    from irv2_core.models.ckpt_io import read_checkpoint
 
     net, path = small_ckpt
     real_sysconf = os.sysconf
@@ -49,7 +49,7 @@ def test_load_counts_reclaimable_page_cache(small_ckpt, monkeypatch):
 
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
-    from irv2_core.ckpt_files import read_checkpoint
+    from irv2_core.models.ckpt_io import read_checkpoint
 
     bad = tmp_path / "half.ckpt"
     bad.write_bytes(b"\x08\x01" * 50)

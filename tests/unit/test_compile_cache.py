@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from irv2_core.compile_cache import _code_fingerprint
+from irv2_core.runtime.compile_cache import _code_fingerprint
 
 
 def test_an_edited_source_file_changes_the_cache_scope(tmp_path):

@@ -7,9 +7,9 @@ import pytest
 from conftest import write_image_tree
 
 from irv2_core.config import load_config
-from irv2_core.datasets import create_dataset, dataset_size, read_classes
+from irv2_core.data.datasets import create_dataset, dataset_size, read_classes
+from irv2_core.data.transforms import eval_resize_size, preprocess_image
 from irv2_core.errors import Irv2Error
-from irv2_core.transforms import eval_resize_size, preprocess_image
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_missing_split_and_bad_images_are_clear(tmp_path, tree):
 def test_train_augmentation_knobs_reach_the_pipeline():
     """Digits and text must not be mirrored, and tiny crops can be turned off: the config's
     train_crop_scale_min / train_hflip change the ops the train pipeline maps."""
-    from irv2_core.transforms import train_transforms
+    from irv2_core.data.transforms import train_transforms
 
     zoo = train_transforms(75, "zoo")
     gentle = train_transforms(75, "zoo", crop_scale_min=0.5, hflip=False)

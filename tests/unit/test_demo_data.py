@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from irv2_core.demo_data import DIGIT_CLASSES, make_digits_dataset
+from irv2_core.data.digits import DIGIT_CLASSES, make_digits_dataset
 from irv2_core.errors import Irv2Error
 
 
@@ -104,7 +104,7 @@ def test_bad_arguments_are_rejected_before_writing(tmp_path, kwargs, message):
 
 def test_demo_training_settings_are_a_valid_cpu_config_within_the_image_budget():
     from irv2_core.config import load_config
-    from irv2_core.demo_data import DEMO_TRAIN_OVERRIDES
+    from irv2_core.data.digits import DEMO_TRAIN_OVERRIDES
 
     cfg = load_config("cpu-smoke", overrides=DEMO_TRAIN_OVERRIDES)
     assert (cfg.device_target, cfg.image_size, cfg.amp_level) == ("CPU", 75, "O0")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from irv2_core.io import FILE_MODE, atomic_write_json, publish_dir, read_json
+from irv2_core.runtime.io import FILE_MODE, atomic_write_json, publish_dir, read_json
 
 
 def test_atomic_writes_are_readable_like_plain_files(tmp_path):

@@ -12,7 +12,7 @@ from conftest import make_image
 import irv2_core  # noqa: F401  (oneDNN setting before any op)
 from irv2_core.cli import main
 from irv2_core.errors import Irv2Error
-from irv2_core.predict import predict
+from irv2_core.export.predict import predict
 
 CLASSES = {"cat": 0, "dog": 1, "fox": 2}
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("pynative_mode")
 def run_dir(tmp_path_factory) -> Path:
     """A run-folder lookalike: final.ckpt (3 classes) with classes.json beside it."""
     from irv2_core.models import create_model
-    from irv2_core.weights import save_checkpoint_atomic
+    from irv2_core.models.weights import save_checkpoint_atomic
 
     d = tmp_path_factory.mktemp("run")
     save_checkpoint_atomic(create_model(num_classes=3), d / "final.ckpt")
@@ -38,8 +38,8 @@ def run_dir(tmp_path_factory) -> Path:
 def test_ckpt_prediction_is_softmax_of_the_network_on_eval_inputs(run_dir):
     import mindspore as ms
 
-    from irv2_core.transforms import preprocess_image
-    from irv2_core.weights import load_model
+    from irv2_core.data.transforms import preprocess_image
+    from irv2_core.models.weights import load_model
 
     images = [run_dir / "img0.jpg", run_dir / "img1.jpg"]
     results = predict(run_dir / "final.ckpt", images, top_k=2, image_size=75)

@@ -11,7 +11,7 @@ from mindspore import nn
 
 import irv2_core  # noqa: F401  (CPU speed settings before any MindSpore op)
 from irv2_core.config import ConfigError, load_config
-from irv2_core.recipe import (
+from irv2_core.training.recipe import (
     CrossEntropySmooth,
     build_train_cell,
     check_amp_supported,

@@ -15,15 +15,15 @@ import pytest
 import irv2_core  # noqa: F401  (oneDNN setting before any op)
 from irv2_core.cli import main
 from irv2_core.errors import Irv2Error
-from irv2_core.export import compile_cache_disabled
-from irv2_core.io import sha256_file
-from irv2_core.weights import (
+from irv2_core.export.exporter import compile_cache_disabled
+from irv2_core.models.weights import (
     import_timm_weights,
     load_model,
     read_safetensors,
     timm_to_ms_name,
     write_safetensors,
 )
+from irv2_core.runtime.io import sha256_file
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

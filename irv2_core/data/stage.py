@@ -22,16 +22,16 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from irv2_core.dirlock import folder_lock
-from irv2_core.errors import Irv2Error
-from irv2_core.io import atomic_write_json, read_json
-from irv2_core.stage_sources import (
+from irv2_core.data.sources import (
     TEMP_PREFIX,
     LocalSource,
     SourceObject,
     parse_source,
     redact_url,
 )
+from irv2_core.errors import Irv2Error
+from irv2_core.runtime.dirlock import folder_lock
+from irv2_core.runtime.io import atomic_write_json, read_json
 
 __all__ = ["stage", "source_fingerprint", "fingerprint", "check_key", "add_cli"]
 
@@ -96,7 +96,7 @@ def _open_source(src: str, endpoint_url: str | None, workers: int):
     kind, where, prefix = parse_source(src)
     if kind == "local":
         return LocalSource(Path(where).expanduser().resolve(), workers)
-    from irv2_core.stage_s3 import S3Source
+    from irv2_core.data.s3 import S3Source
 
     return S3Source(where, prefix, endpoint_url, workers)
 

@@ -1,7 +1,7 @@
 """``convert``: class folders of images -> sharded MindRecord (``train`` / ``val``) for training.
 
 Layouts: ``train/<class>/*`` (+ ``val/<class>/*``) as in ImageNet, or bare class folders, which
-get a seeded, deterministic per-class split. Every image is checked (see ``irv2_core.images``);
+get a seeded, deterministic per-class split. Every image is checked (see ``irv2_core.data.images``);
 awkward ones are normalised to RGB JPEG, broken ones are skipped and listed. Output is built in a
 temporary sibling folder and renamed into place, so a half-written folder never looks complete,
 and a folder already holding the same conversion (same fingerprint) is returned without work.
@@ -19,10 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from irv2_core.dirlock import folder_lock
+from irv2_core.data.image_folders import (
+    DataSplit,
+    discover_layout,
+    input_fingerprint,
+    mindrecord_sizes,
+)
 from irv2_core.errors import Irv2Error
-from irv2_core.image_folders import DataSplit, discover_layout, input_fingerprint, mindrecord_sizes
-from irv2_core.io import atomic_write_json, publish_dir, read_json, sha256_json
+from irv2_core.runtime.dirlock import folder_lock
+from irv2_core.runtime.io import atomic_write_json, publish_dir, read_json, sha256_json
 
 __all__ = ["CONVERTER_VERSION", "convert", "add_cli"]
 
@@ -65,7 +70,7 @@ def _reusable(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 
 def _prepare_all(split: DataSplit, full_decode: bool, workers: int):
     """Yield ``(item, jpeg_bytes | None, how_or_reason)`` in input order, checked in parallel."""
-    from irv2_core.images import BadImage, prepare_file
+    from irv2_core.data.images import BadImage, prepare_file
 
     def one(item):
         try:

@@ -15,19 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from irv2_core import checkpoints as ckpts
-from irv2_core.compile_cache import allow_scoped_cache
 from irv2_core.config import PRESETS, Config, load_config, parse_overrides, save_config
-from irv2_core.distributed import (
+from irv2_core.errors import Irv2Error
+from irv2_core.runtime.compile_cache import allow_scoped_cache
+from irv2_core.runtime.io import atomic_write_json
+from irv2_core.training import checkpoints as ckpts
+from irv2_core.training.distributed import (
     DistInfo,
     env_world,
     init_distributed,
     is_scheduler,
     run_scheduler,
 )
-from irv2_core.errors import Irv2Error
-from irv2_core.io import atomic_write_json
-from irv2_core.runlog import RunLog
+from irv2_core.training.runlog import RunLog
 
 __all__ = ["add_cli", "resolve_num_classes", "setup_context", "train"]
 
@@ -35,12 +35,12 @@ __all__ = ["add_cli", "resolve_num_classes", "setup_context", "train"]
 def setup_context(cfg: Config, cache_scope: str = "") -> None:
     """GRAPH (or PyNative) mode on ``cfg.device_target``; a clear error if that device is absent.
 
-    *cache_scope* names the graphs this process will compile (see :mod:`irv2_core.compile_cache`).
+    *cache_scope* names the graphs this process will compile (see :mod:`irv2_core.runtime.compile_cache`).
     """
     import mindspore as ms
     import numpy as np
 
-    from irv2_core.compile_cache import configure_compile_cache
+    from irv2_core.runtime.compile_cache import configure_compile_cache
 
     configure_compile_cache(f"{cache_scope}|{cfg.model_dump_json()}")
     mode = ms.GRAPH_MODE if cfg.mode == "graph" else ms.PYNATIVE_MODE
@@ -70,7 +70,7 @@ def resolve_num_classes(cfg: Config, classes: dict[str, int]) -> Config:
 
 
 def _steps_per_epoch(cfg: Config, data_dir: Path, world: DistInfo) -> int:
-    from irv2_core.datasets import dataset_size
+    from irv2_core.data.datasets import dataset_size
 
     images = dataset_size(data_dir, "train", world.rank, world.size)
     steps = images // cfg.batch_size
@@ -86,7 +86,7 @@ def _build(cfg: Config, lr):
     import mindspore as ms
 
     from irv2_core.models import create_model
-    from irv2_core.recipe import build_train_cell, create_optimizer
+    from irv2_core.training.recipe import build_train_cell, create_optimizer
 
     ms.set_seed(cfg.seed)  # identical initial weights on every rank
     net = create_model(
@@ -102,7 +102,7 @@ def _build(cfg: Config, lr):
 
 
 def _prepare_run_dir(cfg: Config, run_dir: Path, data_dir: Path, resume: bool, world) -> None:
-    from irv2_core.datasets import read_classes
+    from irv2_core.data.datasets import read_classes
 
     if not resume and (run_dir / ckpts.LATEST).is_file():
         raise Irv2Error(
@@ -117,7 +117,7 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, data_dir: Path, resume: bool, w
 def _epoch_batches(cfg: Config, data_dir: Path, world: DistInfo, epoch: int, skip: int):
     import mindspore.dataset as ds
 
-    from irv2_core.datasets import create_dataset
+    from irv2_core.data.datasets import create_dataset
 
     ds.config.set_seed(cfg.seed + epoch)  # same order on a resumed run as on a straight one
     data = create_dataset(data_dir, "train", cfg, True, world.rank, world.size)
@@ -127,8 +127,8 @@ def _epoch_batches(cfg: Config, data_dir: Path, world: DistInfo, epoch: int, ski
 
 
 def _evaluate(cfg: Config, net, data_dir: Path) -> dict[str, Any] | None:
-    from irv2_core.datasets import has_split
-    from irv2_core.evaluate import eval_batches, evaluate_network
+    from irv2_core.data.datasets import has_split
+    from irv2_core.evaluation import eval_batches, evaluate_network
 
     if not has_split(data_dir, "val"):
         return None
@@ -149,8 +149,8 @@ def train(
     global step) and is safe when there is none. *stop_after_steps* stops cleanly after that
     global step with a resumable checkpoint and no ``train_summary.json`` (the run is incomplete).
     """
-    from irv2_core.datasets import dataset_size, has_split, read_classes
-    from irv2_core.recipe import check_amp_supported, lr_schedule
+    from irv2_core.data.datasets import dataset_size, has_split, read_classes
+    from irv2_core.training.recipe import check_amp_supported, lr_schedule
 
     if is_scheduler():  # msrun runs our command line as its scheduler too: it must not train
         run_scheduler()

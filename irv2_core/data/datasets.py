@@ -16,8 +16,8 @@ import mindspore.dataset as ds
 from mindspore.dataset import transforms
 
 from irv2_core.config import Config
+from irv2_core.data.transforms import eval_transforms, train_transforms
 from irv2_core.errors import Irv2Error
-from irv2_core.transforms import eval_transforms, train_transforms
 
 __all__ = ["create_dataset", "dataset_size", "mindrecord_files", "read_classes"]
 

@@ -1,6 +1,6 @@
 """``irv2 predict``: classify image files with a checkpoint, MINDIR or ONNX model.
 
-Images go through exactly the evaluation preprocessing (``irv2_core.transforms``), so a
+Images go through exactly the evaluation preprocessing (``irv2_core.data.transforms``), so a
 prediction here agrees with what ``evaluate`` measured. Class names come from a
 ``classes.json`` (``{name: index}``, as ``convert`` writes it); by default the one next to the
 model file is used, which is where a run folder keeps it beside ``final.ckpt``.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from irv2_core.errors import Irv2Error
-from irv2_core.io import read_json
+from irv2_core.runtime.io import read_json
 
 SUFFIXES = (".ckpt", ".mindir", ".onnx")
 
@@ -43,7 +43,7 @@ def load_class_names(classes: str | os.PathLike[str] | None, model: Path) -> lis
 def _ckpt_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
     import mindspore as ms
 
-    from irv2_core.weights import load_model
+    from irv2_core.models.weights import load_model
 
     net, _ = load_model(path)
     return (lambda x: net(ms.Tensor(x)).asnumpy()), True
@@ -113,9 +113,9 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image, as ``[{image, top: [{index, name,
     probability}]}]``; *image_size* defaults to an ONNX model's fixed input size, else 299."""
-    from irv2_core.export import compile_cache_disabled, pynative_mode
+    from irv2_core.data.transforms import preprocess_image
+    from irv2_core.export.exporter import compile_cache_disabled, pynative_mode
     from irv2_core.models import check_image_size
-    from irv2_core.transforms import preprocess_image
 
     model = Path(model)
     if not images:

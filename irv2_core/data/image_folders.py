@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from irv2_core.data.images import is_image_name
 from irv2_core.errors import Irv2Error
-from irv2_core.images import is_image_name
-from irv2_core.io import sha256_file
+from irv2_core.runtime.io import sha256_file
 
 MIN_PAGE = 1 << 20  # small enough that a tiny set is not a 32 MiB (sparse) file per shard
 MAX_PAGE = 256 << 20  # MindRecord's upper bound

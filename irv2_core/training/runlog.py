@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from irv2_core.io import atomic_write_json, atomic_write_text
+from irv2_core.runtime.io import atomic_write_json, atomic_write_text
 
 __all__ = ["RunLog"]
 

@@ -19,8 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from irv2_core.errors import Irv2Error
-from irv2_core.stage_sources import (
+from irv2_core.data.sources import (
     MULTIPART_ETAG,
     PLAIN_MD5,
     Done,
@@ -32,6 +31,7 @@ from irv2_core.stage_sources import (
     redact_url,
     temp_path,
 )
+from irv2_core.errors import Irv2Error
 
 MAX_ATTEMPTS = 6  # botocore standard mode: exponential backoff with jitter, capped at 20 s
 MULTIPART_THRESHOLD = 64 << 20

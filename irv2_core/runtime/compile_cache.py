@@ -37,7 +37,7 @@ def _enabled() -> bool:
 def _code_fingerprint(root: Path | None = None) -> str:
     """Hash of irv2_core's own sources. MindSpore validates a cached graph only against the
     entry script's imports (``irv2_core/__main__``): an edited model would reuse old graphs."""
-    root = root or Path(__file__).resolve().parent
+    root = root or Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode())

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from irv2_core.errors import Irv2Error
-from irv2_core.io import FILE_MODE
+from irv2_core.runtime.io import FILE_MODE
 
 __all__ = ["read_checkpoint", "save_checkpoint_atomic"]
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from irv2_core.ckpt_files import read_checkpoint, save_checkpoint_atomic
 from irv2_core.config import Config
-from irv2_core.distributed import DistInfo
 from irv2_core.errors import Irv2Error
-from irv2_core.io import atomic_write_json, read_json
+from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
+from irv2_core.runtime.io import atomic_write_json, read_json
+from irv2_core.training.distributed import DistInfo
 
 __all__ = ["LATEST", "CheckpointStore", "load_into", "load_pretrained"]
 

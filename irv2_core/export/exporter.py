@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from irv2_core.errors import Irv2Error
-from irv2_core.io import FILE_MODE, sha256_file
+from irv2_core.runtime.io import FILE_MODE, sha256_file
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 TOLERANCE = 1e-3  # max |exported - network| per logit, relative to max(1, |logit| scale)
@@ -145,7 +145,7 @@ def export_model(
     max_abs_diff, image_size, num_classes, batch, input_shape}``.
     """
     from irv2_core.models import check_image_size
-    from irv2_core.weights import load_model
+    from irv2_core.models.weights import load_model
 
     fmt = _check_format(fmt)
     check_image_size(int(image_size))

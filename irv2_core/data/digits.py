@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from irv2_core.errors import Irv2Error
-from irv2_core.io import publish_dir
+from irv2_core.runtime.io import publish_dir
 
 __all__ = [
     "DEMO_TRAIN_OVERRIDES",

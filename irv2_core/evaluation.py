@@ -17,7 +17,7 @@ import numpy as np
 
 from irv2_core.config import PRESETS, Config, load_config, parse_overrides
 from irv2_core.errors import Irv2Error
-from irv2_core.io import atomic_write_json
+from irv2_core.runtime.io import atomic_write_json
 
 __all__ = ["add_cli", "evaluate", "evaluate_network", "topk_metrics"]
 
@@ -69,7 +69,7 @@ def evaluate_network(net, batches, batch_size: int) -> dict[str, Any]:
 
 def eval_batches(data_dir: str | Path, split: str, cfg: Config) -> tuple[Any, int]:
     """(numpy batch iterator, fixed batch size) for *split*: ``min(eval_batch_size, images)``."""
-    from irv2_core.datasets import create_dataset, dataset_size
+    from irv2_core.data.datasets import create_dataset, dataset_size
 
     batch_size = max(1, min(cfg.eval_batch_size, dataset_size(data_dir, split)))
     data = create_dataset(data_dir, split, cfg, training=False, batch_size=batch_size)
@@ -101,11 +101,11 @@ def evaluate(
     defaults with *image_size*. The class count comes from the data's ``classes.json``.
     """
 
-    from irv2_core.checkpoints import load_into
-    from irv2_core.ckpt_files import read_checkpoint
-    from irv2_core.datasets import dataset_size, read_classes
+    from irv2_core.data.datasets import dataset_size, read_classes
     from irv2_core.models import create_model
-    from irv2_core.train import setup_context
+    from irv2_core.models.ckpt_io import read_checkpoint
+    from irv2_core.training.checkpoints import load_into
+    from irv2_core.training.train import setup_context
 
     ckpt = Path(ckpt)
     if not ckpt.is_file():
@@ -135,7 +135,7 @@ def evaluate(
 
 
 def _run(args: argparse.Namespace) -> int:
-    from irv2_core.compile_cache import allow_scoped_cache
+    from irv2_core.runtime.compile_cache import allow_scoped_cache
 
     allow_scoped_cache()  # a command process: its graph order is known
     overrides = parse_overrides(args.set)

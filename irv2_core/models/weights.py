@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from irv2_core.ckpt_files import read_checkpoint, save_checkpoint_atomic
 from irv2_core.errors import Irv2Error
-from irv2_core.io import atomic_write_bytes, sha256_file
+from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
+from irv2_core.runtime.io import atomic_write_bytes, sha256_file
 
 # timm BatchNorm suffix -> MindSpore BatchNorm suffix; every other key is identical.
 BN_RENAMES = {

@@ -1,0 +1,2 @@
+"""Export (MINDIR, ONNX, AIR; each verified) and prediction with any exported or checkpointed
+model."""
