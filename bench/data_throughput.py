@@ -6,7 +6,8 @@ crops, flips and colour jitter), puts them in S3 (a local moto server in its own
 
 - staging: ``irv2_core.data.stage.stage`` (verified, parallel) against a plain sequential boto3 loop
   (no verification) and ``aws s3 sync`` when the AWS CLI is installed, on the same objects;
-- conversion: ``irv2_core.data.convert.convert`` with one checking thread, default and --full-decode;
+- conversion: ``irv2_core.data.convert.convert`` with one checking thread, default and
+  --full-decode;
 - the train pipeline: MindDataset -> decode -> random-resized-crop 299 -> flip -> normalise ->
   CHW -> batch 32 (``irv2_core.data.datasets.create_dataset``) with one worker.
 

@@ -98,9 +98,9 @@ def main() -> None:
 
     import mindspore as ms
 
-    from irv2_core.export.exporter import compile_cache_disabled
-    from irv2_core.models import create_model
-    from irv2_core.models.weights import save_checkpoint_atomic
+    from irv2_core.models.ckpt_io import save_checkpoint_atomic
+    from irv2_core.models.factory import create_model
+    from irv2_core.runtime.context import compile_cache_disabled
 
     with tempfile.TemporaryDirectory() as tmp, compile_cache_disabled():
         t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.params import FlowParams, validate_params
+from irv2_core.export import FORMATS
 from tasks import (
     convert_task,
     evaluate_task,
@@ -24,7 +25,6 @@ from tasks import (
     stage_task,
     train_task,
 )
-from tasks.model import EXTENSIONS
 
 __all__ = ["FLOW_NAME", "run_stages", "train_eval_export"]
 
@@ -99,7 +99,7 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
                 export_task,
                 checkpoint=trained["final_checkpoint"],
                 fmt=fmt,
-                out=str(work / "exports" / f"irv2.{EXTENSIONS[fmt]}"),
+                out=str(work / "exports" / f"irv2{FORMATS[fmt]}"),
                 options=options,
             )
         )

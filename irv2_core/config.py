@@ -8,10 +8,7 @@ message that names the field.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from irv2_core.errors import Irv2Error
+from irv2_core.models.metadata import DEFAULT_IMAGE_SIZE, EVAL_PROTOCOLS, MIN_IMAGE_SIZE
+from irv2_core.runtime.io import atomic_write_text, sha256_json
 
 __all__ = [
     "Config",
@@ -30,7 +29,24 @@ __all__ = [
     "save_config",
 ]
 
-MIN_IMAGE_SIZE = 75  # the smallest input for which every valid conv in IRv2 still has room
+# device -> loss-scale kinds MindSpore accepts there (CPU: fixed, without overflow-drop)
+SUPPORTED_LOSS_SCALES: dict[str, tuple[str, ...]] = {
+    "CPU": ("fixed",),
+    "GPU": ("fixed", "dynamic"),
+    "Ascend": ("fixed", "dynamic"),
+}
+
+
+def loss_scale_problem(loss_scale_type: str, device_target: str) -> str | None:
+    """Why *loss_scale_type* cannot run on *device_target* (naming the choices), or None."""
+    allowed = SUPPORTED_LOSS_SCALES[device_target]
+    if loss_scale_type in allowed:
+        return None
+    return (
+        f"loss_scale_type {loss_scale_type!r} is not supported on device_target {device_target}: "
+        "MindSpore's CPU backend accepts only a fixed loss scale without overflow-drop. "
+        f"Use one supported on {device_target}: {', '.join(allowed)} (GPU/Ascend: fixed, dynamic)."
+    )
 
 
 class ConfigError(Irv2Error, ValueError):
@@ -69,14 +85,14 @@ class Config(BaseModel):
     model: str = "inception_resnet_v2"
     residual_bias: bool = Field(True, description="bias on residual 1x1 up-projections (timm)")
     drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
-    image_size: int = Field(299, ge=MIN_IMAGE_SIZE)
+    image_size: int = Field(DEFAULT_IMAGE_SIZE, ge=MIN_IMAGE_SIZE)
     device_target: Literal["CPU", "GPU", "Ascend"] = "Ascend"
     optim: Literal["rmsprop", "momentum"] = "rmsprop"
     loss_scale_type: Literal["fixed", "dynamic"] = "fixed"
     weight_decay_skip_bn_bias: bool = Field(
         True, description="give BN gamma/beta and biases weight_decay=0 (the zoo intends it)"
     )
-    eval_protocol: Literal["zoo", "inception"] = "zoo"
+    eval_protocol: Literal[tuple(EVAL_PROTOCOLS)] = "zoo"  # type: ignore[valid-type]
     train_crop_scale_min: float = Field(
         0.08, gt=0.0, le=1.0, description="smallest crop area fraction of the train crop (zoo 0.08)"
     )
@@ -106,13 +122,9 @@ class Config(BaseModel):
             raise ValueError(
                 f"start_epoch ({self.start_epoch}) must not exceed epoch_size ({self.epoch_size})"
             )
-        if self.device_target == "CPU" and self.loss_scale_type == "dynamic":
-            raise ValueError(
-                "loss_scale_type 'dynamic' is not supported on device_target CPU: MindSpore's CPU "
-                "backend accepts only a fixed loss scale without overflow-drop. "
-                "Use loss_scale_type=fixed "
-                "(supported on CPU: fixed; on GPU/Ascend: fixed, dynamic)."
-            )
+        problem = loss_scale_problem(self.loss_scale_type, self.device_target)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,18 +275,33 @@ def load_config(
         raise ConfigError(_format_error(err, "; ".join(origin) or "defaults")) from None
 
 
+def resolve_config(
+    preset: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    run_config: str | os.PathLike[str] | None = None,
+    fallback_preset: str | None = None,
+) -> Config:
+    """The config a command runs with: an explicit *preset* or file wins; else the run folder's
+    saved ``config.yaml`` (*run_config*) when it exists; else *fallback_preset*. *overrides*
+    (``--set``) apply on top in every case."""
+    if preset is None and path is None:
+        if run_config is not None and Path(run_config).is_file():
+            return load_config(path=run_config, overrides=overrides)
+        return load_config(fallback_preset, overrides=overrides)
+    return load_config(preset, path, overrides)
+
+
 def save_config(cfg: Config, run_dir: str | os.PathLike[str]) -> Path:
     """Write the resolved config as ``config.yaml`` into *run_dir* atomically; return its path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / "config.yaml"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=True)
-    os.replace(tmp, target)
+    atomic_write_text(target, yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     return target
 
 
 def config_fingerprint(cfg: Config) -> str:
     """Stable sha256 of the resolved config (part of the train cache key)."""
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()
+    return sha256_json(cfg.to_dict())

@@ -8,18 +8,22 @@ cross-entropy, as the zoo's eval reports it.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+import mindspore as ms
 import numpy as np
 
-from irv2_core.config import PRESETS, Config, load_config, parse_overrides
+from irv2_core.config import Config, resolve_config
+from irv2_core.data.datasets import create_dataset, dataset_size, read_classes
 from irv2_core.errors import Irv2Error
+from irv2_core.models.ckpt_io import read_checkpoint
+from irv2_core.models.factory import create_model
+from irv2_core.models.weights import load_into
+from irv2_core.runtime.context import setup_context
 from irv2_core.runtime.io import atomic_write_json
 
-__all__ = ["add_cli", "evaluate", "evaluate_network", "topk_metrics"]
+__all__ = ["evaluate", "evaluate_network", "topk_metrics"]
 
 
 def topk_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -40,8 +44,6 @@ def topk_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def evaluate_network(net, batches, batch_size: int) -> dict[str, Any]:
     """Run *net* in eval mode over ``(images, labels)`` numpy *batches*; return
     ``{top1, top5, loss, count}``. Short batches are zero-padded to *batch_size* and masked."""
-    import mindspore as ms
-
     was_training = net.training
     net.set_train(False)
     totals = {"correct1": 0.0, "correct5": 0.0, "loss_sum": 0.0, "count": 0.0}
@@ -69,21 +71,9 @@ def evaluate_network(net, batches, batch_size: int) -> dict[str, Any]:
 
 def eval_batches(data_dir: str | Path, split: str, cfg: Config) -> tuple[Any, int]:
     """(numpy batch iterator, fixed batch size) for *split*: ``min(eval_batch_size, images)``."""
-    from irv2_core.data.datasets import create_dataset, dataset_size
-
     batch_size = max(1, min(cfg.eval_batch_size, dataset_size(data_dir, split)))
     data = create_dataset(data_dir, split, cfg, training=False, batch_size=batch_size)
     return data.create_tuple_iterator(num_epochs=1, output_numpy=True), batch_size
-
-
-def _resolve_config(ckpt: Path, cfg: Config | None, image_size: int | None) -> Config:
-    if cfg is not None:
-        return cfg
-    saved = ckpt.parent / "config.yaml"
-    if saved.is_file():
-        return load_config(path=saved)
-    overrides = {"image_size": image_size} if image_size else {}
-    return load_config("cpu-smoke", overrides=overrides)
 
 
 def evaluate(
@@ -101,23 +91,20 @@ def evaluate(
     defaults with *image_size*. The class count comes from the data's ``classes.json``.
     """
 
-    from irv2_core.data.datasets import dataset_size, read_classes
-    from irv2_core.models import create_model
-    from irv2_core.models.ckpt_io import read_checkpoint
-    from irv2_core.training.checkpoints import load_into
-    from irv2_core.training.train import setup_context
-
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise Irv2Error(f"checkpoint not found: {ckpt}")
-    cfg = _resolve_config(ckpt, cfg, image_size)
+    if cfg is None:
+        saved = ckpt.parent / "config.yaml"
+        size = {"image_size": image_size} if image_size and not saved.is_file() else None
+        cfg = resolve_config(run_config=saved, fallback_preset="cpu-smoke", overrides=size)
     num_classes = len(read_classes(data_dir, split))
     images = dataset_size(data_dir, split)
     setup_context(cfg, cache_scope=f"evaluate|{num_classes}|{images}|{cfg.residual_bias}")
     net = create_model(
         cfg.model, num_classes=num_classes, residual_bias=cfg.residual_bias, drop_rate=0.0
     )
-    params = read_checkpoint(ckpt)
+    params = read_checkpoint(ckpt)  # the whole file: a resumable checkpoint works too
     fits = f"a {num_classes}-class {cfg.model} (residual_bias={cfg.residual_bias})"
     missing = load_into(net, params, ckpt, f"evaluate needs {fits} for this data")
     if missing:
@@ -132,34 +119,3 @@ def evaluate(
     if out is not None:
         atomic_write_json(out, result)
     return result
-
-
-def _run(args: argparse.Namespace) -> int:
-    from irv2_core.runtime.compile_cache import allow_scoped_cache
-
-    allow_scoped_cache()  # a command process: its graph order is known
-    overrides = parse_overrides(args.set)
-    saved = Path(args.ckpt).parent / "config.yaml"
-    cfg = None
-    if args.preset or args.config:
-        cfg = load_config(args.preset, args.config, overrides)
-    elif overrides:  # --set alone adjusts the run's own config (or the smoke defaults)
-        base = {"path": saved} if saved.is_file() else {"preset": "cpu-smoke"}
-        cfg = load_config(**base, overrides=overrides)
-    result = evaluate(args.ckpt, args.data, cfg, args.split, args.out, args.image_size)
-    print(json.dumps(result, sort_keys=True), flush=True)
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``irv2 evaluate --data MR_DIR --ckpt CKPT [--out F] [--preset/--config/--set]``."""
-    p = subparsers.add_parser("evaluate", help="top-1/top-5 of a checkpoint on the val split")
-    p.add_argument("--data", required=True, help="MindRecord folder (irv2 convert output)")
-    p.add_argument("--ckpt", required=True, help="checkpoint, e.g. RUN_DIR/final.ckpt")
-    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--out", help="also write the result JSON to this file")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="config preset")
-    p.add_argument("--config", help="YAML config file (default: config.yaml beside --ckpt)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--image-size", type=int, help="input size when no config is found")
-    p.set_defaults(func=_run)

@@ -9,7 +9,6 @@ Pure: pandas and matplotlib only, so ``irv2 report RUN_DIR`` works without Prefe
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import os
@@ -22,7 +21,7 @@ import yaml
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import atomic_write_text, read_json, sha256_file
 
-__all__ = ["ZOO_REFERENCE", "PIPELINE_FILE", "build_report", "load_metrics", "add_cli"]
+__all__ = ["ZOO_REFERENCE", "PIPELINE_FILE", "build_report", "load_metrics"]
 
 # MindSpore model zoo, research/cv/inception_resnet_v2 README (Ascend, ImageNet val).
 ZOO_REFERENCE = {"top1": 79.96, "top5": 94.40}
@@ -298,29 +297,3 @@ def build_report(
         "plots": plots,
         "tables": {k: json.loads(v.to_json(orient="records")) for k, v in tables.items()},
     }
-
-
-def _run(args: argparse.Namespace) -> int:
-    extra = None
-    if args.extra:
-        try:
-            extra = json.loads(Path(args.extra).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise Irv2Error(f"--extra {args.extra}: cannot read a JSON object ({exc})") from None
-    result = build_report(args.run_dir, args.out, extra)
-    print(result["markdown"])
-    print(result["html"])
-    return 0
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register ``irv2 report RUN_DIR [--out DIR] [--extra FILE.json]``."""
-    p = subparsers.add_parser("report", help="build the Markdown/HTML/CSV report of a run folder")
-    p.add_argument("run_dir", help="the run folder written by `irv2 train`")
-    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
-    p.add_argument(
-        "--extra",
-        default=None,
-        help="JSON file with evaluation/exports/data_fingerprint/timings to include",
-    )
-    p.set_defaults(func=_run)

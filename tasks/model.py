@@ -15,9 +15,8 @@ from irv2_core.runtime.io import read_json
 from tasks.caching import cache_key, current_cache_key, file_digest, write_stamp
 from tasks.common import PERSIST, retry_unless_user_error
 
-__all__ = ["EXTENSIONS", "evaluate_task", "export_task"]
+__all__ = ["evaluate_task", "export_task"]
 
-EXTENSIONS = {"MINDIR": "mindir", "ONNX": "onnx", "AIR": "air"}
 _EVAL_KEYS = ("eval_protocol", "image_size", "eval_batch_size", "num_classes", "device_target")
 
 

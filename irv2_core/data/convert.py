@@ -9,7 +9,6 @@ and a folder already holding the same conversion (same fingerprint) is returned 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,17 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mindspore.mindrecord import FileWriter
+
 from irv2_core.data.image_folders import (
     DataSplit,
     discover_layout,
     input_fingerprint,
     mindrecord_sizes,
 )
+from irv2_core.data.images import BadImage, prepare_file
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.io import atomic_write_json, publish_dir, read_json, sha256_json
 
-__all__ = ["CONVERTER_VERSION", "convert", "add_cli"]
+__all__ = ["CONVERTER_VERSION", "convert"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,6 @@ def _reusable(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 
 def _prepare_all(split: DataSplit, full_decode: bool, workers: int):
     """Yield ``(item, jpeg_bytes | None, how_or_reason)`` in input order, checked in parallel."""
-    from irv2_core.data.images import BadImage, prepare_file
 
     def one(item):
         try:
@@ -89,8 +90,6 @@ def _prepare_all(split: DataSplit, full_decode: bool, workers: int):
 
 def _write_split(split: DataSplit, tmp_dir: Path, shards: int, full_decode: bool, stats: dict):
     """Write ``<split>.mindrecord*``; return per-class counts and the header/page sizes used."""
-    from mindspore.mindrecord import FileWriter
-
     if not split.items:
         raise Irv2Error(
             f"the {split.name} split is empty: no image files for it under {split.root}; "
@@ -235,50 +234,3 @@ def convert(
         len(record["skipped"]),
     )
     return record
-
-
-def _run(args) -> int:
-    record = convert(
-        args.data_dir,
-        args.out_dir,
-        shards=args.shards,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        full_decode=args.full_decode,
-        workers=args.workers,
-    )
-    for item in record["skipped"]:
-        print(f"skipped {item['path']}: {item['reason']}")
-    summary = {k: record[k] for k in ("totals", "num_classes", "fingerprint")}
-    summary["skipped"] = len(record["skipped"])
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register ``irv2 convert DATA_DIR OUT_DIR [--shards N] [--val-fraction F]``."""
-    p = subparsers.add_parser(
-        "convert",
-        help="convert class folders of images into sharded MindRecord",
-        description="Check every image and write train/val MindRecord shards, classes.json and "
-        "conversion.json into OUT_DIR (built aside, renamed into place; reruns are free).",
-    )
-    p.add_argument(
-        "data_dir", metavar="DATA_DIR", help="train/<class>/* [+ val/<class>/*] or <class>/*"
-    )
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (replaced when done)")
-    p.add_argument("--shards", type=int, default=1, help="MindRecord files per split (default 1)")
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        help="share of each class held out for val when there is no val/ folder (default 0.2)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of that split (default 0)")
-    p.add_argument(
-        "--full-decode",
-        action="store_true",
-        help="also decode good JPEGs when checking them (catches damage inside the data; slower)",
-    )
-    p.add_argument("--workers", type=int, default=None, help="checking threads (default: CPUs)")
-    p.set_defaults(func=_run)

@@ -16,12 +16,14 @@ import mindspore.dataset as ds
 from mindspore.dataset import transforms
 
 from irv2_core.config import Config
+from irv2_core.data.images import DECODABLE_EXTENSIONS
 from irv2_core.data.transforms import eval_transforms, train_transforms
 from irv2_core.errors import Irv2Error
 
 __all__ = ["create_dataset", "dataset_size", "mindrecord_files", "read_classes"]
 
-IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".JPEG", ".JPG", ".png", ".PNG", ".bmp", ".BMP"]
+# ImageFolderDataset matches extensions case-sensitively
+_FOLDER_EXTENSIONS = sorted({e for x in DECODABLE_EXTENSIONS for e in (x, x.upper())})
 
 
 def mindrecord_files(data_dir: str | Path, split: str) -> list[Path]:
@@ -81,7 +83,7 @@ def _source(
         str(root),
         decode=False,
         shuffle=shuffle,
-        extensions=IMAGE_EXTENSIONS,
+        extensions=_FOLDER_EXTENSIONS,
         class_indexing=read_classes(data_dir, split),
         **shard,
     )

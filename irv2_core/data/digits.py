@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sklearn.datasets import load_digits
 
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import publish_dir
@@ -61,8 +62,6 @@ _FILE_PATTERN = "digit_{index:04d}.jpg"
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     return bunch.images, bunch.target
 

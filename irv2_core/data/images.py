@@ -20,6 +20,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
+# Of those, what MindSpore's Decode reads as-is (image-folder datasets skip the rest; convert
+# re-encodes them to JPEG instead).
+DECODABLE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 MAX_IMAGE_BYTES = 64 << 20  # MindRecord pages top out at 256 MiB; nothing real comes close
 JPEG_QUALITY = 95
 EXIF_ORIENTATION = 0x0112

@@ -19,6 +19,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    FlexibleChecksumError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
+
 from irv2_core.data.sources import (
     MULTIPART_ETAG,
     PLAIN_MD5,
@@ -51,9 +64,6 @@ class S3Source:
     """``s3://bucket/prefix`` through one boto3 client shared by the listing and the downloads."""
 
     def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, workers: int):
-        import boto3
-        from botocore.config import Config
-
         self.bucket, self.prefix, self.workers = bucket, prefix, workers
         self.endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
         self.session = boto3.session.Session()
@@ -85,13 +95,6 @@ class S3Source:
 
     def explain(self, exc: Exception, what: str) -> Irv2Error:
         """A user-facing error for a boto3 failure while doing *what*; names the cause."""
-        from botocore.exceptions import (
-            ClientError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            PartialCredentialsError,
-        )
-
         where = f"{self.describe()} (endpoint {redact_url(self.endpoint) or 'AWS default'})"
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             msg = (
@@ -127,8 +130,6 @@ class S3Source:
     # ----- listing ------------------------------------------------------------------------
     def list(self) -> list[SourceObject]:
         """Every object under the prefix (folder markers included; the caller filters keys)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         out = []
         try:
             pages = self.client.get_paginator("list_objects_v2")
@@ -263,9 +264,6 @@ class S3Source:
 
     def _get(self, obj: SourceObject, tmp: Path) -> None:
         """One GET streamed into *tmp*; a body cut off mid-way is fetched again (bounded)."""
-        from botocore.exceptions import FlexibleChecksumError
-        from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
-
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 body = self.client.get_object(Bucket=self.bucket, Key=obj.key)["Body"]
@@ -280,8 +278,6 @@ class S3Source:
                 time.sleep(random.uniform(0, min(2.0, 0.1 * 2**attempt)))
 
     def _fetch_large(self, items: list, done: Done, fail: Fail) -> None:
-        from boto3.s3.transfer import TransferConfig, create_transfer_manager
-
         cfg = TransferConfig(
             max_concurrency=self.workers,
             multipart_threshold=MULTIPART_THRESHOLD,
@@ -299,8 +295,6 @@ class S3Source:
 
     def _complete(self, get, pair: tuple[SourceObject, Path], done: Done, fail: Fail) -> None:
         """Run ``get(obj, tmp)``, verify, rename into place; report success or the reason."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         obj, final = pair
         tmp = temp_path(final)
         try:

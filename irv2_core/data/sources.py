@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from urllib.request import url2pathname
 
 from irv2_core.errors import Irv2Error
 
@@ -196,7 +197,6 @@ def parse_source(src: str) -> tuple[str, str, str]:
         parts = urlsplit(text)
         if parts.netloc not in ("", "localhost"):
             raise Irv2Error(f"bad source {text!r}: file:// URIs must name a local path")
-        from urllib.request import url2pathname
 
         return "local", url2pathname(parts.path), ""
     if "://" in text:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from irv2_core.data.s3 import S3Source
 from irv2_core.data.sources import (
     TEMP_PREFIX,
     LocalSource,
@@ -33,7 +34,7 @@ from irv2_core.errors import Irv2Error
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.io import atomic_write_json, read_json
 
-__all__ = ["stage", "source_fingerprint", "fingerprint", "check_key", "add_cli"]
+__all__ = ["stage", "source_fingerprint", "fingerprint", "check_key"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,6 @@ def _open_source(src: str, endpoint_url: str | None, workers: int):
     kind, where, prefix = parse_source(src)
     if kind == "local":
         return LocalSource(Path(where).expanduser().resolve(), workers)
-    from irv2_core.data.s3 import S3Source
 
     return S3Source(where, prefix, endpoint_url, workers)
 
@@ -271,31 +271,3 @@ def stage(
         "folder_markers": markers,
         "wall_s": round(wall, 3),
     }
-
-
-def _run(args) -> int:
-    result = stage(args.src, args.dest, endpoint_url=args.endpoint_url, workers=args.workers)
-    for item in result["rejected"]:
-        print(f"rejected {item['key']!r}: {item['reason']}")
-    print(json.dumps({k: v for k, v in result.items() if k != "rejected"}, indent=2))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register ``irv2 stage SRC DEST [--endpoint-url URL] [--workers N]``."""
-    p = subparsers.add_parser(
-        "stage",
-        help="mirror s3://bucket/prefix or a local folder into a folder",
-        description="Mirror every object under SRC into DEST (verified, incremental) and write "
-        "DEST/manifest.json with the dataset fingerprint. Credentials come from the standard "
-        "AWS chain (env, profile, instance role); they are never printed.",
-    )
-    p.add_argument("src", metavar="SRC", help="s3://bucket/prefix, file:///path or a folder")
-    p.add_argument("dest", metavar="DEST", help="local folder to mirror into")
-    p.add_argument(
-        "--endpoint-url",
-        default=None,
-        help="S3-compatible endpoint (MinIO, OBS); default $AWS_ENDPOINT_URL or AWS",
-    )
-    p.add_argument("--workers", type=int, default=8, help="parallel transfers (default 8)")
-    p.set_defaults(func=_run)

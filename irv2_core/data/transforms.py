@@ -17,29 +17,15 @@ from mindspore.dataset import vision
 from mindspore.dataset.vision import Inter
 
 from irv2_core.errors import Irv2Error
+from irv2_core.models.metadata import EVAL_PROTOCOLS, EvalProtocol
 
 __all__ = ["PROTOCOLS", "eval_transforms", "preprocess_image", "train_transforms"]
 
-# protocol -> (crop fraction, resize mode, interpolation, mean, std) with mean/std in [0, 1] units
-PROTOCOLS: dict[str, dict] = {
-    "zoo": {
-        "crop_pct": 0.875,
-        "square_resize": True,
-        "interpolation": Inter.LINEAR,
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-    },
-    "inception": {
-        "crop_pct": 0.8975,
-        "square_resize": False,
-        "interpolation": Inter.BICUBIC,
-        "mean": (0.5, 0.5, 0.5),
-        "std": (0.5, 0.5, 0.5),
-    },
-}
+PROTOCOLS = EVAL_PROTOCOLS
+_INTERPOLATION = {"linear": Inter.LINEAR, "bicubic": Inter.BICUBIC}
 
 
-def _protocol(name: str) -> dict:
+def _protocol(name: str) -> EvalProtocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
@@ -51,8 +37,8 @@ def _protocol(name: str) -> dict:
 def _normalize(protocol: str) -> list:
     p = _protocol(protocol)
     # Normalising uint8 pixels with mean/std scaled by 255 equals Rescale(1/255) + Normalize.
-    mean = [m * 255.0 for m in p["mean"]]
-    std = [s * 255.0 for s in p["std"]]
+    mean = [m * 255.0 for m in p.mean]
+    std = [s * 255.0 for s in p.std]
     return [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
 
 
@@ -73,17 +59,17 @@ def train_transforms(
 
 def eval_resize_size(image_size: int, protocol: str) -> int:
     """Resize target before the center crop: ``int(image_size / crop_pct)`` (341/333 at 299)."""
-    return int(image_size / _protocol(protocol)["crop_pct"])
+    return int(image_size / _protocol(protocol).crop_pct)
 
 
 def eval_transforms(image_size: int, protocol: str = "zoo") -> list:
     """Deterministic ops mapped on the raw JPEG bytes for evaluation under *protocol*."""
     p = _protocol(protocol)
     resize = eval_resize_size(image_size, protocol)
-    size = (resize, resize) if p["square_resize"] else resize
+    size = (resize, resize) if p.square_resize else resize
     return [
         vision.Decode(),
-        vision.Resize(size, interpolation=p["interpolation"]),
+        vision.Resize(size, interpolation=_INTERPOLATION[p.interpolation]),
         vision.CenterCrop(image_size),
         *_normalize(protocol),
     ]

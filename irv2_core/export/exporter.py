@@ -9,60 +9,23 @@ dimension; ONNX (the exporter refuses dynamic shapes) and AIR have a static batc
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mindspore as ms
 import numpy as np
+from mindspore import nn
 
 from irv2_core.errors import Irv2Error
+from irv2_core.export import FORMATS
+from irv2_core.models.metadata import check_image_size
+from irv2_core.models.weights import load_model
+from irv2_core.runtime.context import compile_cache_disabled, pynative_mode
 from irv2_core.runtime.io import FILE_MODE, sha256_file
 
-FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 TOLERANCE = 1e-3  # max |exported - network| per logit, relative to max(1, |logit| scale)
 VERIFY_SEED = 0
-
-
-@contextlib.contextmanager
-def compile_cache_disabled() -> Iterator[None]:
-    """Compile without MindSpore's compile cache inside the block, then restore the setting.
-
-    The cache files are numbered by compile order in a process and validated only by a hash of
-    the entry script's local imports, so two processes with the same entry script (two pytest
-    runs, two `irv2` commands) that compile graphs in a different order load each other's
-    graphs. An export and its verification must compile what they are given.
-    """
-    import mindspore as ms
-
-    before = ms.get_context("enable_compile_cache")
-    if before is None:  # unset: the environment variable decides
-        before = os.environ.get("MS_COMPILER_CACHE_ENABLE", "0") == "1"
-    ms.set_context(enable_compile_cache=False)
-    try:
-        yield
-    finally:
-        ms.set_context(enable_compile_cache=bool(before))
-
-
-@contextlib.contextmanager
-def pynative_mode() -> Iterator[None]:
-    """Run the block in PyNative mode, then restore the caller's mode.
-
-    A one-shot forward (the export check, a few predictions) costs seconds uncompiled but a
-    15-25 s graph compile in GRAPH mode, which an earlier stage in the process may have left on.
-    """
-    import mindspore as ms
-
-    before = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=before)
 
 
 def _check_format(fmt: str) -> str:
@@ -70,8 +33,6 @@ def _check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise Irv2Error(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "AIR":
-        import mindspore as ms
-
         target = ms.get_context("device_target")
         if target != "Ascend":
             raise Irv2Error(
@@ -98,9 +59,6 @@ def verification_input(image_size: int, batch: int = 1) -> np.ndarray:
 def _run_exported(path: Path, fmt: str, x: np.ndarray) -> tuple[np.ndarray | None, str]:
     """Run the exported file on *x*; return (output or None, what verified it)."""
     if fmt == "MINDIR":
-        import mindspore as ms
-        from mindspore import nn
-
         return nn.GraphCell(ms.load(str(path)))(ms.Tensor(x)).asnumpy(), "mindspore.GraphCell"
     if fmt == "ONNX":
         try:
@@ -114,8 +72,6 @@ def _run_exported(path: Path, fmt: str, x: np.ndarray) -> tuple[np.ndarray | Non
 
 
 def _ms_export(net, fmt: str, image_size: int, tmp_base: Path) -> Path:
-    import mindspore as ms
-
     # ONNX refuses dynamic shapes and AIR is fixed-shape on Ascend; MINDIR keeps batch dynamic.
     if fmt == "MINDIR":
         spec = ms.Tensor(shape=[None, 3, image_size, image_size], dtype=ms.float32)
@@ -144,9 +100,6 @@ def export_model(
     difference is within tolerance. Returns ``{format, path, bytes, sha256, verified_with,
     max_abs_diff, image_size, num_classes, batch, input_shape}``.
     """
-    from irv2_core.models import check_image_size
-    from irv2_core.models.weights import load_model
-
     fmt = _check_format(fmt)
     check_image_size(int(image_size))
     final = output_path(out, fmt)
@@ -179,8 +132,6 @@ def export_model(
 
 def _verify(net, path: Path, fmt: str, image_size: int) -> dict[str, Any]:
     """Compare the exported file's output with the network's; raise Irv2Error if they differ."""
-    import mindspore as ms
-
     # Batch 2 proves MINDIR's dynamic batch works; ONNX/AIR are static at batch 1.
     batch = 2 if fmt == "MINDIR" else 1
     x = verification_input(image_size, batch)
@@ -202,31 +153,3 @@ def _verify(net, path: Path, fmt: str, image_size: int) -> dict[str, Any]:
         )
     result["max_abs_diff"] = diff
     return result
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    result = export_model(
-        args.ckpt,
-        args.format,
-        args.out,
-        num_classes=args.num_classes,
-        image_size=args.image_size,
-    )
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register ``irv2 export --ckpt CKPT --format MINDIR|ONNX|AIR --out PATH``."""
-    p = subparsers.add_parser(
-        "export",
-        help="export a checkpoint to MINDIR, ONNX or AIR (verified)",
-        description="Export a checkpoint and verify the file by reloading it (MINDIR: "
-        "GraphCell; ONNX: onnxruntime). MINDIR has a dynamic batch; ONNX and AIR batch 1.",
-    )
-    p.add_argument("--ckpt", required=True, help="network checkpoint (e.g. a run's final.ckpt)")
-    p.add_argument("--format", type=str.upper, choices=list(FORMATS), default="MINDIR")
-    p.add_argument("--out", required=True, help="output file (the extension is added if missing)")
-    p.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
-    p.add_argument("--image-size", type=int, default=299, help="input height/width (>= 75)")
-    p.set_defaults(func=_cmd_export)

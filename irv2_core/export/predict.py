@@ -8,16 +8,20 @@ model file is used, which is where a run folder keeps it beside ``final.ckpt``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import mindspore as ms
 import numpy as np
+from mindspore import nn
 
+from irv2_core.data.transforms import preprocess_image
 from irv2_core.errors import Irv2Error
+from irv2_core.models.metadata import check_image_size
+from irv2_core.models.weights import load_model
+from irv2_core.runtime.context import compile_cache_disabled, pynative_mode
 from irv2_core.runtime.io import read_json
 
 SUFFIXES = (".ckpt", ".mindir", ".onnx")
@@ -41,18 +45,11 @@ def load_class_names(classes: str | os.PathLike[str] | None, model: Path) -> lis
 
 
 def _ckpt_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
-    import mindspore as ms
-
-    from irv2_core.models.weights import load_model
-
     net, _ = load_model(path)
     return (lambda x: net(ms.Tensor(x)).asnumpy()), True
 
 
 def _mindir_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
-    import mindspore as ms
-    from mindspore import nn
-
     try:
         cell = nn.GraphCell(ms.load(str(path)))
     except (RuntimeError, ValueError) as exc:
@@ -113,10 +110,6 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image, as ``[{image, top: [{index, name,
     probability}]}]``; *image_size* defaults to an ONNX model's fixed input size, else 299."""
-    from irv2_core.data.transforms import preprocess_image
-    from irv2_core.export.exporter import compile_cache_disabled, pynative_mode
-    from irv2_core.models import check_image_size
-
     model = Path(model)
     if not images:
         raise Irv2Error("no images given to predict")
@@ -155,37 +148,3 @@ def predict(
         ]
         results.append({"image": str(path), "top": top})
     return results
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    results = predict(
-        args.model, args.images, args.classes, args.top_k, args.image_size, args.protocol
-    )
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    for item in results:
-        print(item["image"])
-        for entry in item["top"]:
-            print(f"  {entry['probability']:.4f}  {entry['name']}")
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register ``irv2 predict --model FILE IMAGE... [--classes] [--top-k] [--image-size]``."""
-    p = subparsers.add_parser(
-        "predict",
-        help="classify images with a ckpt, MINDIR or ONNX model",
-        description="Print the top-k classes and probabilities of each image, using the "
-        "evaluation preprocessing of --protocol.",
-    )
-    p.add_argument("--model", required=True, help="a .ckpt, .mindir or .onnx model")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP)")
-    p.add_argument("--classes", help="classes.json {name: index}; default: next to the model")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument(
-        "--image-size", type=int, default=None, help="default: the ONNX input size, else 299"
-    )
-    p.add_argument("--protocol", choices=["zoo", "inception"], default="zoo")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=_cmd_predict)

@@ -1,15 +1,12 @@
-"""Model builders, looked up by name: ``create_model("inception_resnet_v2", num_classes=...)``."""
+"""The network and everything that puts weights into it.
 
-from __future__ import annotations
+- ``metadata``: input sizes, feature width, eval protocols (pure Python; the config uses it);
+- ``factory``: ``create_model(name, ...)`` with the built-in models registered;
+- ``inception_resnet_v2``: the network cells; ``registry``: builders by name;
+- ``ckpt_io``: reading and atomically writing MindSpore checkpoint files;
+- ``weights``: the one path that loads weights into a network (checkpoints, pretrained
+  fine-tuning, timm safetensors import).
 
-from irv2_core.models import inception_resnet_v2 as _irv2  # noqa: F401  (registers the builder)
-from irv2_core.models.inception_resnet_v2 import InceptionResNetV2, check_image_size
-from irv2_core.models.registry import create_model, list_models, register_model
-
-__all__ = [
-    "InceptionResNetV2",
-    "check_image_size",
-    "create_model",
-    "list_models",
-    "register_model",
-]
+This ``__init__`` imports nothing heavy, so that ``irv2_core.models.metadata`` stays free of
+MindSpore.
+"""

@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import mindspore as ms
+from mindspore.train import serialization
+
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import FILE_MODE
 
@@ -25,8 +28,6 @@ __all__ = ["read_checkpoint", "save_checkpoint_atomic"]
 
 def save_checkpoint_atomic(obj, out: str | os.PathLike[str]) -> Path:
     """``ms.save_checkpoint(obj)`` to a temp name in *out*'s folder, then rename it into place."""
-    import mindspore as ms
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.ckpt")
@@ -55,8 +56,6 @@ def mem_available() -> int | None:
 
 @contextmanager
 def _count_reclaimable_cache() -> Iterator[None]:
-    from mindspore.train import serialization
-
     original = getattr(serialization, "_get_available_memory", None)
     if original is None or mem_available() is None:  # another MindSpore, or not Linux
         yield
@@ -74,8 +73,6 @@ def _count_reclaimable_cache() -> Iterator[None]:
 
 def read_checkpoint(ckpt: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a MindSpore checkpoint as a name -> Parameter dict; Irv2Error if unreadable."""
-    import mindspore as ms
-
     path = Path(ckpt)
     if not path.is_file():
         raise Irv2Error(f"checkpoint not found: {path}")

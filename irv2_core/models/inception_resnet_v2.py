@@ -1,9 +1,10 @@
 """Inception-ResNet-v2 (Szegedy et al. 2016) as MindSpore cells, laid out like timm's model.
 
 Attribute names follow timm (``conv2d_1a``, ``mixed_5b.branch1.0``, ``repeat.3.conv2d`` ...) so
-that every parameter maps 1:1 onto a timm state-dict key (see ``irv2_core.models.weights``). Two choices
-are MindSpore-specific but numerically identical to timm, and both are required for a correct
-ONNX export: every padded stride-1 conv uses ``pad_mode="same"`` (the ONNX exporter silently
+that every parameter maps 1:1 onto a timm state-dict key (see ``irv2_core.models.weights``).
+Two choices are MindSpore-specific but numerically identical to timm, and both are required for
+a correct ONNX export: every padded stride-1 conv uses ``pad_mode="same"`` (the ONNX exporter
+silently
 mis-orders explicit 4-tuple pads), and Mixed_5b's avg-pool uses ``pad_mode="same"`` (which
 excludes padding from the count, like timm's ``count_include_pad=False``, and lowers to a plain
 AvgPool instead of the unexportable AvgPool3D).
@@ -14,11 +15,8 @@ from __future__ import annotations
 from mindspore import nn, ops
 from mindspore.common.initializer import XavierUniform
 
-from irv2_core.config import MIN_IMAGE_SIZE
-from irv2_core.errors import Irv2Error
+from irv2_core.models.metadata import NUM_FEATURES, check_image_size
 from irv2_core.models.registry import register_model
-
-NUM_FEATURES = 1536
 
 
 def _conv(cin: int, cout: int, kernel, stride: int = 1, same: bool = False, bias: bool = False):
@@ -220,19 +218,6 @@ class InceptionResNetV2(nn.Cell):
     def construct(self, x):
         x = ops.mean(self.forward_features(x), (2, 3))
         return self.classif(self.dropout(x))
-
-
-def check_image_size(height: int, width: int | None = None) -> None:
-    """Raise Irv2Error unless an input of *height* x *width* pixels is large enough for IRv2."""
-    width = height if width is None else width
-    if height is None or width is None or height < 0 or width < 0:
-        return  # dynamic dimensions: nothing to check before run time
-    if min(height, width) < MIN_IMAGE_SIZE:
-        raise Irv2Error(
-            f"input images are {height}x{width} px, but Inception-ResNet-v2 needs at least "
-            f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} (its valid-padded convs and pools leave no pixels "
-            f"below that); resize the input or set image_size >= {MIN_IMAGE_SIZE}"
-        )
 
 
 @register_model

@@ -3,23 +3,28 @@
 ``import_timm_weights`` reads a timm ``inception_resnet_v2`` state dict stored as safetensors with
 numpy alone (no torch), renames its keys onto this project's parameter names (they are 1:1 by
 design; only BatchNorm's names differ), checks every name and shape against the real network and
-writes a MindSpore checkpoint atomically. ``load_model`` rebuilds a network from any checkpoint
-this project writes (weights-only or resumable, with optimizer state) for evaluation or export.
+writes a MindSpore checkpoint atomically.
+
+Putting weights into a network goes through one function, :func:`load_into`, whichever the source:
+``load_model`` rebuilds a network from any checkpoint this project writes (weights-only or
+resumable) for evaluation or export, ``load_pretrained`` starts fine-tuning from a checkpoint with
+another classifier, and a run's resume (``training.checkpoints``) restores its train cell.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+import mindspore as ms
 import numpy as np
 
 from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
-from irv2_core.runtime.io import atomic_write_bytes, sha256_file
+from irv2_core.models.factory import create_model
+from irv2_core.models.safetensors_io import read_safetensors
+from irv2_core.runtime.io import sha256_file
 
 # timm BatchNorm suffix -> MindSpore BatchNorm suffix; every other key is identical.
 BN_RENAMES = {
@@ -31,103 +36,6 @@ BN_RENAMES = {
 IGNORED_SUFFIXES = (".num_batches_tracked",)  # a torch BN step counter, no MindSpore counterpart
 CLASSIFIER_PREFIX = "classif."
 RESIDUAL_BIAS_KEY = "repeat.0.conv2d.bias"
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit on the JSON header
-
-
-def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read every tensor of a safetensors file into numpy arrays (BF16 is widened to float32).
-
-    The format is an 8-byte little-endian header length, a JSON header mapping each name to
-    ``{dtype, shape, data_offsets}`` (offsets relative to the end of the header), then the raw
-    little-endian data. A truncated or malformed file raises Irv2Error naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise Irv2Error(f"weights file not found: {path}")
-    blob = path.read_bytes()
-    header, start = _parse_header(blob, path)
-    out: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        out[name] = _decode_tensor(blob, start, name, info, path)
-    return out
-
-
-def _parse_header(blob: bytes, path: Path) -> tuple[dict[str, Any], int]:
-    if len(blob) < 8:
-        raise Irv2Error(f"{path} is not a safetensors file: only {len(blob)} bytes")
-    size = int.from_bytes(blob[:8], "little")
-    if size > _MAX_HEADER or 8 + size > len(blob):
-        raise Irv2Error(
-            f"{path} is not a valid safetensors file (header length {size} does not fit in "
-            f"{len(blob)} bytes); the file is truncated or not safetensors. A torch .pth/.bin "
-            "state dict converts with safetensors.torch.save_file(state_dict, 'w.safetensors')"
-        )
-    try:
-        header = json.loads(blob[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Irv2Error(f"{path}: the safetensors JSON header is unreadable ({exc})") from None
-    if not isinstance(header, dict):
-        raise Irv2Error(f"{path}: the safetensors header is not a JSON object")
-    return header, 8 + size
-
-
-def _decode_tensor(blob: bytes, start: int, name: str, info: Any, path: Path) -> np.ndarray:
-    try:
-        dtype, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
-    except (KeyError, TypeError, ValueError):
-        raise Irv2Error(f"{path}: tensor {name!r} has a malformed header entry {info!r}") from None
-    count = int(np.prod(shape, dtype=np.int64))
-    width = 2 if dtype == "BF16" else np.dtype(_SAFETENSORS_DTYPES.get(dtype, np.uint8)).itemsize
-    if dtype != "BF16" and dtype not in _SAFETENSORS_DTYPES:
-        raise Irv2Error(
-            f"{path}: tensor {name!r} has unsupported dtype {dtype!r}; "
-            f"supported: BF16, {', '.join(_SAFETENSORS_DTYPES)}"
-        )
-    if not 0 <= begin <= end or start + end > len(blob) or end - begin != count * width:
-        raise Irv2Error(
-            f"{path}: tensor {name!r} ({dtype}{shape}) has data offsets {begin}..{end} that do "
-            f"not match its size or the file length {len(blob)}; the file is truncated or corrupt"
-        )
-    raw = blob[start + begin : start + end]
-    if dtype == "BF16":
-        # bfloat16 is the top half of a float32: widen by shifting into the high 16 bits.
-        bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-        return bits.view(np.float32).reshape(shape)
-    arr = np.frombuffer(raw, dtype=np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<"))
-    return arr.reshape(shape).astype(arr.dtype.newbyteorder("="))
-
-
-def write_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike[str]) -> Path:
-    """Write numpy arrays (float64/32/16, ints, bool) as a safetensors file, atomically."""
-    names = {np.dtype(v).type: k for k, v in _SAFETENSORS_DTYPES.items()}
-    header: dict[str, Any] = {}
-    chunks, offset = [], 0
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
-        data = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {
-            "dtype": names[arr.dtype.type],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        chunks.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)  # the format aligns the data start to 8 bytes
-    return atomic_write_bytes(path, len(head).to_bytes(8, "little") + head + b"".join(chunks))
 
 
 def timm_to_ms_name(key: str) -> str | None:
@@ -186,8 +94,6 @@ def import_timm_weights(
     real network, which is then saved to *out* atomically. ``num_classes`` other than the file's
     drops ``classif.*`` so the classifier starts fresh (fine-tuning). Returns a summary dict.
     """
-    from irv2_core.models import create_model
-
     tensors = read_safetensors(src)
     state = {}
     for key, arr in tensors.items():
@@ -239,8 +145,6 @@ def import_timm_weights(
 
 
 def _assign(net, state: dict[str, np.ndarray]) -> None:
-    import mindspore as ms
-
     for param in net.get_parameters():
         if param.name in state:
             param.set_data(ms.Tensor(np.ascontiguousarray(state[param.name], dtype=np.float32)))
@@ -258,10 +162,6 @@ def load_model(
     Irv2Error. Optimizer state in a resumable checkpoint is ignored. ``info`` holds
     ``{checkpoint, num_classes, residual_bias}``.
     """
-    import mindspore as ms
-
-    from irv2_core.models import create_model
-
     params = read_checkpoint(ckpt)
     head = params.get(CLASSIFIER_PREFIX + "weight")
     if head is None:
@@ -286,32 +186,38 @@ def load_model(
     check_state_against_net(
         {k: np.empty(v.shape, np.uint8) for k, v in state.items()}, expected, str(ckpt)
     )
-    ms.load_param_into_net(net, state, strict_load=True)
+    load_into(net, state, ckpt, "use the checkpoint's own num_classes and residual_bias")
     net.set_train(False)
     return net, {"checkpoint": str(ckpt), "num_classes": found_classes, "residual_bias": found_bias}
 
 
-def _cmd_import(args: argparse.Namespace) -> int:
-    result = import_timm_weights(args.src, args.out, num_classes=args.num_classes)
-    print(result["message"])
-    print(json.dumps({k: v for k, v in result.items() if k != "message"}, indent=2))
-    return 0
+def load_into(cell, params: dict, path: Path | str, fix: str) -> list[str]:
+    """``load_param_into_net`` with a shape mismatch turned into an Irv2Error ending in *fix*;
+    returns the names of the cell's parameters the checkpoint did not provide."""
+    try:
+        missing, _ = ms.load_param_into_net(cell, params)
+    except RuntimeError as exc:
+        detail = str(exc).split(". May")[0].split(".May")[0]
+        raise Irv2Error(f"checkpoint {path} does not fit: {detail}; {fix}") from None
+    return missing
 
 
-def add_cli(subparsers) -> None:
-    """Register ``irv2 import-weights SRC.safetensors --out W.ckpt [--num-classes N]``."""
-    p = subparsers.add_parser(
-        "import-weights",
-        help="convert timm inception_resnet_v2 safetensors weights to a MindSpore checkpoint",
-        description="Convert a timm inception_resnet_v2 state dict (.safetensors; F32/F16/BF16) "
-        "into a MindSpore checkpoint for evaluate/export/predict or fine-tuning (no torch needed).",
-    )
-    p.add_argument("src", help="timm state dict as .safetensors")
-    p.add_argument("--out", required=True, help="checkpoint to write (.ckpt)")
-    p.add_argument(
-        "--num-classes",
-        type=int,
-        default=None,
-        help="classifier width; if it differs from the file's, classif.* is dropped (fine-tune)",
-    )
-    p.set_defaults(func=_cmd_import)
+def load_pretrained(net, path: str | Path) -> list[str]:
+    """Load weights from *path* into *net* for fine-tuning, leaving out tensors whose shape does
+    not fit (a classifier of another width); return the names left out."""
+    path = Path(path)
+    if not path.is_file():
+        raise Irv2Error(f"pretrained checkpoint not found: {path} (config key 'pretrained')")
+    params = read_checkpoint(path)
+    own = {p.name: p for p in net.get_parameters()}
+    skipped = [k for k, v in params.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    for k in skipped:
+        params.pop(k)
+    missing = load_into(net, params, path, "is it an Inception-ResNet-v2 checkpoint?")
+    left = [m for m in missing if m not in skipped]
+    if left:
+        raise Irv2Error(
+            f"pretrained checkpoint {path} lacks {len(left)} of the network's parameters, "
+            f"e.g. {left[:3]}; is it an Inception-ResNet-v2 with the same residual_bias?"
+        )
+    return skipped

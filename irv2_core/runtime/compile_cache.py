@@ -15,6 +15,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import mindspore as ms
+
 __all__ = ["allow_scoped_cache", "configure_compile_cache"]
 
 _state = {"allowed": False, "used": False}
@@ -26,8 +28,6 @@ def allow_scoped_cache() -> None:
 
 
 def _enabled() -> bool:
-    import mindspore as ms
-
     flag = ms.get_context("enable_compile_cache")
     if flag is None:
         return os.environ.get("MS_COMPILER_CACHE_ENABLE") == "1"
@@ -49,8 +49,6 @@ def configure_compile_cache(scope: str) -> str | None:
     """Point an enabled cache at a folder unique to *scope* (a string naming the command and all
     graph-shaping values) when allowed and first in this process; otherwise disable it.
     Returns the cache folder in use, or None."""
-    import mindspore as ms
-
     if not _enabled():
         return None
     if not _state["allowed"] or _state["used"]:

@@ -1,4 +1,4 @@
-"""Resumable training checkpoints of a run folder, and pretrained-weight loading.
+"""Resumable training checkpoints of a run folder: rotation, ``latest.json`` and restore.
 
 A checkpoint holds the whole train cell: network weights and BN statistics, the optimizer's
 moments, its ``global_step`` (which indexes the per-step LR) and the loss-scale state. Files are
@@ -14,26 +14,14 @@ from pathlib import Path
 from irv2_core.config import Config
 from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
+from irv2_core.models.weights import load_into
 from irv2_core.runtime.io import atomic_write_json, read_json
 from irv2_core.training.distributed import DistInfo
 
-__all__ = ["LATEST", "CheckpointStore", "load_into", "load_pretrained"]
+__all__ = ["LATEST", "CheckpointStore"]
 
 LATEST = "checkpoints/latest.json"
 _NAME = re.compile(r"^irv2-e(\d+)-s(\d+)\.ckpt$")
-
-
-def load_into(cell, params: dict, path: Path | str, fix: str) -> list[str]:
-    """``load_param_into_net`` with a shape mismatch turned into an Irv2Error ending in *fix*;
-    returns the names of the cell's parameters the checkpoint did not provide."""
-    import mindspore as ms
-
-    try:
-        missing, _ = ms.load_param_into_net(cell, params)
-    except RuntimeError as exc:
-        detail = str(exc).split(". May")[0].split(".May")[0]
-        raise Irv2Error(f"checkpoint {path} does not fit: {detail}; {fix}") from None
-    return missing
 
 
 class CheckpointStore:
@@ -101,26 +89,3 @@ class CheckpointStore:
         if not self.world.is_master:
             return None
         return save_checkpoint_atomic(net, self.run_dir / "final.ckpt")
-
-
-def load_pretrained(net, path: str | Path) -> list[str]:
-    """Load weights from *path* into *net* for fine-tuning, leaving out tensors whose shape does
-    not fit (a classifier of another width); return the names left out."""
-    import mindspore as ms
-
-    path = Path(path)
-    if not path.is_file():
-        raise Irv2Error(f"pretrained checkpoint not found: {path} (config key 'pretrained')")
-    params = read_checkpoint(path)
-    own = {p.name: p for p in net.get_parameters()}
-    skipped = [k for k, v in params.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    for k in skipped:
-        params.pop(k)
-    missing, _ = ms.load_param_into_net(net, params)
-    left = [m for m in missing if m not in skipped]
-    if left:
-        raise Irv2Error(
-            f"pretrained checkpoint {path} lacks {len(left)} of the network's parameters, "
-            f"e.g. {left[:3]}; is it an Inception-ResNet-v2 with the same residual_bias?"
-        )
-    return skipped

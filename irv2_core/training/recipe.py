@@ -14,7 +14,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from irv2_core.config import Config, ConfigError
+from irv2_core.config import Config, ConfigError, loss_scale_problem
 
 __all__ = [
     "CrossEntropySmooth",
@@ -28,11 +28,6 @@ __all__ = [
 
 # Substrings the zoo uses to recognise BatchNorm affine params and biases.
 NO_DECAY_MARKERS = ("gamma", "beta", "bias")
-SUPPORTED_LOSS_SCALES = {
-    "CPU": ("fixed",),
-    "GPU": ("fixed", "dynamic"),
-    "Ascend": ("fixed", "dynamic"),
-}
 
 
 def cosine_lr(
@@ -144,14 +139,9 @@ def create_optimizer(cfg: Config, net: nn.Cell, lr: np.ndarray | float) -> nn.Op
 
 def check_amp_supported(cfg: Config, device_target: str | None = None) -> None:
     """Raise ConfigError when the loss-scale choice cannot run on the device, naming the choices."""
-    device = device_target or cfg.device_target
-    allowed = SUPPORTED_LOSS_SCALES[device]
-    if cfg.loss_scale_type not in allowed:
-        raise ConfigError(
-            f"loss_scale_type {cfg.loss_scale_type!r} is not supported on device_target {device}: "
-            "MindSpore's CPU backend accepts only a fixed loss scale without overflow-drop. "
-            f"Supported on {device}: {', '.join(allowed)} (GPU/Ascend: fixed, dynamic)."
-        )
+    problem = loss_scale_problem(cfg.loss_scale_type, device_target or cfg.device_target)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _loss_scale_manager(cfg: Config) -> ms.amp.LossScaleManager:

@@ -10,14 +10,20 @@ retried job can always pass it. Under msrun every rank trains its shard with ave
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
 
-from irv2_core.config import PRESETS, Config, load_config, parse_overrides, save_config
+import mindspore as ms
+import mindspore.dataset as ds
+
+from irv2_core.config import Config, save_config
+from irv2_core.data.datasets import create_dataset, dataset_size, has_split, read_classes
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.compile_cache import allow_scoped_cache
+from irv2_core.evaluation import eval_batches, evaluate_network
+from irv2_core.models.factory import create_model
+from irv2_core.models.weights import load_pretrained
+from irv2_core.runtime.context import setup_context
 from irv2_core.runtime.io import atomic_write_json
 from irv2_core.training import checkpoints as ckpts
 from irv2_core.training.distributed import (
@@ -27,34 +33,15 @@ from irv2_core.training.distributed import (
     is_scheduler,
     run_scheduler,
 )
+from irv2_core.training.recipe import (
+    build_train_cell,
+    check_amp_supported,
+    create_optimizer,
+    lr_schedule,
+)
 from irv2_core.training.runlog import RunLog
 
-__all__ = ["add_cli", "resolve_num_classes", "setup_context", "train"]
-
-
-def setup_context(cfg: Config, cache_scope: str = "") -> None:
-    """GRAPH (or PyNative) mode on ``cfg.device_target``; a clear error if that device is absent.
-
-    *cache_scope* names the graphs this process will compile (see :mod:`irv2_core.runtime.compile_cache`).
-    """
-    import mindspore as ms
-    import numpy as np
-
-    from irv2_core.runtime.compile_cache import configure_compile_cache
-
-    configure_compile_cache(f"{cache_scope}|{cfg.model_dump_json()}")
-    mode = ms.GRAPH_MODE if cfg.mode == "graph" else ms.PYNATIVE_MODE
-    ms.set_context(mode=mode)
-    try:
-        # set_device refuses any call once ops have run, even with the same target.
-        if ms.get_context("device_target") != cfg.device_target:
-            ms.set_device(cfg.device_target)
-        (ms.Tensor(np.ones(1, np.float32)) + 1).asnumpy()  # the device fails on first use
-    except (RuntimeError, ValueError) as exc:
-        raise Irv2Error(
-            f"device_target {cfg.device_target!r} cannot run here ({str(exc).splitlines()[0]}); "
-            "use --set device_target=CPU (or --preset cpu-smoke) on a machine without it"
-        ) from None
+__all__ = ["resolve_num_classes", "train"]
 
 
 def resolve_num_classes(cfg: Config, classes: dict[str, int]) -> Config:
@@ -70,8 +57,6 @@ def resolve_num_classes(cfg: Config, classes: dict[str, int]) -> Config:
 
 
 def _steps_per_epoch(cfg: Config, data_dir: Path, world: DistInfo) -> int:
-    from irv2_core.data.datasets import dataset_size
-
     images = dataset_size(data_dir, "train", world.rank, world.size)
     steps = images // cfg.batch_size
     if steps == 0:
@@ -83,11 +68,6 @@ def _steps_per_epoch(cfg: Config, data_dir: Path, world: DistInfo) -> int:
 
 
 def _build(cfg: Config, lr):
-    import mindspore as ms
-
-    from irv2_core.models import create_model
-    from irv2_core.training.recipe import build_train_cell, create_optimizer
-
     ms.set_seed(cfg.seed)  # identical initial weights on every rank
     net = create_model(
         cfg.model,
@@ -96,14 +76,12 @@ def _build(cfg: Config, lr):
         drop_rate=cfg.drop_rate,
     )
     if cfg.pretrained:
-        ckpts.load_pretrained(net, cfg.pretrained)
+        load_pretrained(net, cfg.pretrained)
     opt = create_optimizer(cfg, net, lr)
     return net, opt, build_train_cell(cfg, net, opt)
 
 
 def _prepare_run_dir(cfg: Config, run_dir: Path, data_dir: Path, resume: bool, world) -> None:
-    from irv2_core.data.datasets import read_classes
-
     if not resume and (run_dir / ckpts.LATEST).is_file():
         raise Irv2Error(
             f"{run_dir} already holds a training run ({run_dir / ckpts.LATEST}); pass --resume "
@@ -115,10 +93,6 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, data_dir: Path, resume: bool, w
 
 
 def _epoch_batches(cfg: Config, data_dir: Path, world: DistInfo, epoch: int, skip: int):
-    import mindspore.dataset as ds
-
-    from irv2_core.data.datasets import create_dataset
-
     ds.config.set_seed(cfg.seed + epoch)  # same order on a resumed run as on a straight one
     data = create_dataset(data_dir, "train", cfg, True, world.rank, world.size)
     if skip:
@@ -127,9 +101,6 @@ def _epoch_batches(cfg: Config, data_dir: Path, world: DistInfo, epoch: int, ski
 
 
 def _evaluate(cfg: Config, net, data_dir: Path) -> dict[str, Any] | None:
-    from irv2_core.data.datasets import has_split
-    from irv2_core.evaluation import eval_batches, evaluate_network
-
     if not has_split(data_dir, "val"):
         return None
     batches, batch_size = eval_batches(data_dir, "val", cfg)
@@ -149,9 +120,6 @@ def train(
     global step) and is safe when there is none. *stop_after_steps* stops cleanly after that
     global step with a resumable checkpoint and no ``train_summary.json`` (the run is incomplete).
     """
-    from irv2_core.data.datasets import dataset_size, has_split, read_classes
-    from irv2_core.training.recipe import check_amp_supported, lr_schedule
-
     if is_scheduler():  # msrun runs our command line as its scheduler too: it must not train
         run_scheduler()
         return {"role": "scheduler"}
@@ -255,35 +223,3 @@ def _partial_summary(step, total, spe, epochs, started, speeds, last_loss, world
         "rank_size": world.size,
         "stopped": step < total,
     }
-
-
-def _run(args: argparse.Namespace) -> int:
-    allow_scoped_cache()  # a command process: its graph order is known
-    overrides = parse_overrides(args.set)
-    saved = Path(args.out) / "config.yaml"
-    if args.resume and not (args.preset or args.config) and saved.is_file():
-        cfg = load_config(path=saved, overrides=overrides)
-    else:
-        cfg = load_config(args.preset, args.config, overrides)
-    train(cfg, args.data, args.out, resume=args.resume, stop_after_steps=args.stop_after_steps)
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``irv2 train --data MR_DIR --out RUN_DIR [--preset P] [--config F] [--set k=v]
-    [--resume]``."""
-    p = subparsers.add_parser("train", help="train Inception-ResNet-v2 on a MindRecord folder")
-    p.add_argument("--data", required=True, help="MindRecord folder (irv2 convert output)")
-    p.add_argument("--out", required=True, help="run folder (created)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="config preset")
-    p.add_argument("--config", help="YAML config file (applied after the preset)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the run folder's latest checkpoint (starts fresh if none)",
-    )
-    p.add_argument(
-        "--stop-after-steps", type=int, help="stop after this global step (resumable checkpoint)"
-    )
-    p.set_defaults(func=_run)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from deployments import load_deployment_specs
 from flows.params import validate_params
+from flows.serve import build_deployments
 from irv2_core.errors import Irv2Error
-from irv2_core.serve import build_deployments, load_deployment_specs
 from tasks.caching import cache_key, stamp_path, write_stamp
 from tasks.common import is_transient_network_error, is_user_error
 from tasks.launch import TrainingProcessError, run_supervised
@@ -212,7 +213,7 @@ def test_deployments_file_defines_the_three_deployments():
 
 
 def test_demo_settings_pass_the_flow_validation(tmp_path):
-    from irv2_core.demo import DEMO_OVERRIDES
+    from flows.demo import DEMO_OVERRIDES
 
     params = validate_params(source=str(tmp_path), overrides=DEMO_OVERRIDES, device_target="CPU")
     cfg = params.resolve_config()

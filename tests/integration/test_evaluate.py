@@ -22,7 +22,7 @@ def run(tmp_path_factory):
     """Data plus a run folder holding config.yaml and a (seeded, untrained) final.ckpt."""
     import mindspore as ms
 
-    from irv2_core.models import create_model
+    from irv2_core.models.factory import create_model
 
     root = tmp_path_factory.mktemp("eval")
     data = make_mindrecord(root)
@@ -46,7 +46,7 @@ def test_evaluate_counts_every_image_and_matches_a_plain_forward(run, tmp_path):
     import mindspore as ms
 
     from irv2_core.data.transforms import preprocess_image
-    from irv2_core.models import create_model
+    from irv2_core.models.factory import create_model
 
     data, ckpt = run
     result = evaluate(ckpt, data, out=tmp_path / "eval.json")  # config.yaml beside the ckpt
@@ -76,7 +76,7 @@ def test_evaluate_cli_prints_and_writes_json(run, tmp_path, capsys):
 def test_evaluate_errors_are_clear(run, tmp_path):
     import mindspore as ms
 
-    from irv2_core.models import create_model
+    from irv2_core.models.factory import create_model
 
     data, _ = run
     with pytest.raises(Irv2Error, match="checkpoint not found"):

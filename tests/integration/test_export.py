@@ -28,7 +28,7 @@ def ckpt(tmp_path_factory) -> Path:
     """A 5-class checkpoint with non-trivial BN statistics (as after training)."""
     import mindspore as ms
 
-    from irv2_core.models import create_model
+    from irv2_core.models.factory import create_model
     from irv2_core.models.weights import save_checkpoint_atomic
 
     net = create_model(num_classes=5)
@@ -134,7 +134,7 @@ def test_bad_requests_fail_before_exporting(ckpt, tmp_path):
 def test_export_helpers_restore_the_callers_mode_and_cache_setting():
     import mindspore as ms
 
-    from irv2_core.export.exporter import compile_cache_disabled, pynative_mode
+    from irv2_core.runtime.context import compile_cache_disabled, pynative_mode
 
     mode, cache = ms.get_context("mode"), ms.get_context("enable_compile_cache")
     if cache is None:  # unset: the environment variable decides

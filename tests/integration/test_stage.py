@@ -15,6 +15,7 @@ import pytest
 from data_cases import awkward_tree, upload_tree, write_tree
 
 from irv2_core.cli import main
+from irv2_core.data import s3 as stage_s3
 from irv2_core.data.stage import source_fingerprint, stage
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import read_json, sha256_file

@@ -95,9 +95,9 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(data):
     import mindspore.dataset as ds
 
     from irv2_core.data.datasets import create_dataset
-    from irv2_core.models import create_model
+    from irv2_core.models.factory import create_model
+    from irv2_core.runtime.context import setup_context
     from irv2_core.training.recipe import build_train_cell, create_optimizer
-    from irv2_core.training.train import setup_context
 
     cfg = smoke_config(num_classes=3)
     setup_context(cfg)

@@ -7,8 +7,8 @@ import pytest
 
 import irv2_core  # noqa: F401  (oneDNN setting before any op)
 from irv2_core.errors import Irv2Error
-from irv2_core.export.exporter import compile_cache_disabled
-from irv2_core.models import create_model, list_models
+from irv2_core.models.factory import create_model, list_models
+from irv2_core.runtime.context import compile_cache_disabled
 
 pytestmark = pytest.mark.usefixtures("pynative_mode")
 

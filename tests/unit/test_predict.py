@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("pynative_mode")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run-folder lookalike: final.ckpt (3 classes) with classes.json beside it."""
-    from irv2_core.models import create_model
+    from irv2_core.models.factory import create_model
     from irv2_core.models.weights import save_checkpoint_atomic
 
     d = tmp_path_factory.mktemp("run")

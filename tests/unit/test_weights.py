@@ -15,14 +15,9 @@ import pytest
 import irv2_core  # noqa: F401  (oneDNN setting before any op)
 from irv2_core.cli import main
 from irv2_core.errors import Irv2Error
-from irv2_core.export.exporter import compile_cache_disabled
-from irv2_core.models.weights import (
-    import_timm_weights,
-    load_model,
-    read_safetensors,
-    timm_to_ms_name,
-    write_safetensors,
-)
+from irv2_core.models.safetensors_io import read_safetensors, write_safetensors
+from irv2_core.models.weights import import_timm_weights, load_model, timm_to_ms_name
+from irv2_core.runtime.context import compile_cache_disabled
 from irv2_core.runtime.io import sha256_file
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -101,7 +96,7 @@ def test_truncated_safetensors_is_a_clear_error(tmp_path):
 
 
 def test_every_timm_key_maps_one_to_one_onto_our_parameters(reference):
-    from irv2_core.models import create_model
+    from irv2_core.models.factory import create_model
 
     ours = {p.name: tuple(p.shape) for p in create_model().get_parameters()}
     mapped = {}

@@ -4,8 +4,7 @@ The image set is rendered from scikit-learn's bundled handwritten digits (``demo
 ``WORKDIR/source``, which plays the object store. The flow function is called directly, so
 Prefect's local engine runs it against an ephemeral API (no server to start). Rank 0's training
 lines stream to the console through Prefect's logger. A second run finds every heavy stage in
-Prefect's cache and finishes in seconds. Prefect is imported only inside the command.
-"""
+Prefect's cache and finishes in seconds."""
 
 from __future__ import annotations
 
@@ -14,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from irv2_core.data.digits import DEMO_TRAIN_OVERRIDES
-from irv2_core.errors import Irv2Error
+from irv2_core.config import parse_overrides
+from irv2_core.data.digits import DEMO_TRAIN_OVERRIDES, make_digits_dataset
 
-__all__ = ["DEMO_OVERRIDES", "DEMO_PER_CLASS", "add_cli", "run_demo"]
+__all__ = ["DEMO_OVERRIDES", "DEMO_PER_CLASS", "add_demo", "run_demo"]
 
 DEFAULT_WORKDIR = "./irv2-demo"
 # The training settings of the demo (cpu-smoke plus these; measured in demo_data).
@@ -44,16 +43,10 @@ def run_demo(
 
     *overrides* replace the demo's training settings key by key (config keys of cpu-smoke).
     """
-    from irv2_core.data.digits import make_digits_dataset
-
     _prefect_local_engine()
-    try:
-        from flows.train_eval_export import train_eval_export
-    except ImportError as exc:
-        raise Irv2Error(
-            f"the demo needs Prefect and the project's flows ({exc}); install the project with "
-            "`pip install -e .` from the repository root"
-        ) from None
+    # imported after the settings above: Prefect reads them when it is first imported
+    from flows.train_eval_export import train_eval_export
+
     work = Path(workdir).expanduser().resolve()
     source = make_digits_dataset(work / "source", per_class=per_class)
     print(f"demo image set: {source['total']} digits in {source['dest']}", flush=True)
@@ -67,9 +60,7 @@ def run_demo(
     )
 
 
-def _run(args: argparse.Namespace) -> int:
-    from irv2_core.config import parse_overrides
-
+def _run_demo(args: argparse.Namespace) -> int:
     summary = run_demo(args.workdir, overrides=parse_overrides(args.set))
     print(f"top-1: {summary['top1'] * 100:.2f} %  (top-5: {summary['top5'] * 100:.2f} %)")
     print(f"report: {summary['report']}")
@@ -81,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(subparsers: Any) -> None:
+def add_demo(subparsers: Any) -> None:
     """Register ``irv2 demo [--workdir DIR] [--set key=value ...]``."""
     p = subparsers.add_parser(
         "demo", help="run the whole flow locally on a small real image set (digits)"
@@ -93,4 +84,4 @@ def add_cli(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="override one of the demo's training settings (a config key)",
     )
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run_demo)

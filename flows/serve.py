@@ -1,0 +1,65 @@
+"""``irv2 serve``: serve the deployments of ``deployments/prefect.yaml`` from this process.
+
+No work pool or worker is needed: Prefect's ``serve`` registers the deployments with the API
+(``PREFECT_API_URL``, e.g. a ``prefect server start``) and runs their flow runs here, on schedule
+or on ``prefect deployment run train-eval-export/<name>``. ``prefect.yaml`` (shipped in the
+``deployments`` package) stays the one definition of names, parameters and schedules.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prefect import serve
+from prefect.schedules import Cron
+
+from deployments import PREFECT_YAML, load_deployment_specs
+from flows.train_eval_export import train_eval_export
+
+__all__ = ["add_serve", "build_deployments", "serve_deployments"]
+
+
+def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
+    """RunnerDeployments of the flow for prefect.yaml entries (name, parameters, cron)."""
+    deployments = []
+    for spec in specs:
+        schedules = [
+            Cron(s["cron"], timezone=s.get("timezone", "UTC"))
+            for s in spec.get("schedules") or []
+            if "cron" in s
+        ]
+        deployments.append(
+            train_eval_export.to_deployment(
+                name=spec["name"],
+                description=(spec.get("description") or "").strip() or None,
+                parameters=spec.get("parameters") or {},
+                schedules=schedules or None,
+            )
+        )
+    return deployments
+
+
+def serve_deployments(specs: list[dict[str, Any]], limit: int = 1) -> None:
+    """Register the deployments with the API and run their flow runs here until interrupted."""
+    serve(*build_deployments(specs), limit=limit)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    specs = load_deployment_specs(args.file, args.only)
+    if args.list:
+        for spec in specs:
+            print(f"{spec['name']}: {(spec.get('description') or '').strip().split(chr(10))[0]}")
+        return 0
+    serve_deployments(specs, limit=args.limit)
+    return 0
+
+
+def add_serve(subparsers: Any) -> None:
+    """Register ``irv2 serve [--only NAME ...] [--file prefect.yaml] [--limit N] [--list]``."""
+    p = subparsers.add_parser("serve", help="serve the Prefect deployments from this process")
+    p.add_argument("--file", default=str(PREFECT_YAML), help="prefect.yaml with the deployments")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="serve only these deployments")
+    p.add_argument("--limit", type=int, default=1, help="flow runs at a time (default 1)")
+    p.add_argument("--list", action="store_true", help="list the deployments and exit")
+    p.set_defaults(func=_run_serve)
