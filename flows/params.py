@@ -6,6 +6,7 @@ is resolved here (preset + overrides + device target) so that a bad value never 
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from irv2_core.config import PRESETS, Config, ConfigError, load_config
 from irv2_core.errors import Irv2Error
+from irv2_core.export import FORMATS
 
-__all__ = ["FlowParams", "validate_params"]
+__all__ = ["FlowParams", "flow_signature", "validate_params"]
 
-ExportFormat = Literal["MINDIR", "ONNX", "AIR"]
+ExportFormat = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
 
 
 class FlowParams(BaseModel):
@@ -119,3 +121,22 @@ def validate_params(**values: Any) -> FlowParams:
             field = ".".join(str(p) for p in e["loc"])
             lines.append(f"  - {field}: {msg}" if field else f"  - {msg}")
         raise Irv2Error("\n".join(lines)) from None
+
+
+def flow_signature() -> inspect.Signature:
+    """The flow function's signature, made from :class:`FlowParams` (the one declaration of the
+    parameters): Prefect builds the UI's parameter form and the deployment schema from it."""
+    params = []
+    for name, field in FlowParams.model_fields.items():
+        default = inspect.Parameter.empty
+        if not field.is_required():
+            default = field.get_default(call_default_factory=True)
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=field.annotation,
+            )
+        )
+    return inspect.Signature(params, return_annotation=dict[str, Any])

@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.params import FlowParams, validate_params
+from flows.params import FlowParams, flow_signature, validate_params
 from irv2_core.export import FORMATS
 from tasks import (
     convert_task,
@@ -130,23 +130,7 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
     return summary
 
 
-@flow(name=FLOW_NAME, persist_result=True, result_serializer="json", log_prints=True)
-def train_eval_export(
-    source: str,
-    workdir: str = "./irv2-work",
-    preset: str = "cpu-smoke",
-    overrides: dict[str, Any] | None = None,
-    endpoint_url: str | None = None,
-    device_target: str | None = None,
-    device_num: int = 1,
-    export_formats: list[str] | None = None,
-    num_nodes: int = 1,
-    node_rank: int = 0,
-    master_addr: str = "127.0.0.1",
-    val_fraction: float = 0.2,
-    shards: int = 1,
-    train_timeout_s: float | None = None,
-) -> dict[str, Any]:
+def _train_eval_export(**parameters: Any) -> dict[str, Any]:
     """Stage *source*, convert, train, evaluate, export and report under *workdir*.
 
     *source* is s3://bucket/prefix (credentials from the environment / AWS chain; *endpoint_url*
@@ -154,20 +138,17 @@ def train_eval_export(
     *device_num* > 1 trains with msrun (plus *num_nodes*/*node_rank*/*master_addr* across nodes).
     Returns top1, top5, the export paths, the report path, the data fingerprint and timings.
     """
-    params = validate_params(
-        source=source,
-        workdir=workdir,
-        preset=preset,
-        overrides=overrides or {},
-        endpoint_url=endpoint_url,
-        device_target=device_target,
-        device_num=device_num,
-        export_formats=export_formats if export_formats is not None else ["MINDIR", "ONNX"],
-        num_nodes=num_nodes,
-        node_rank=node_rank,
-        master_addr=master_addr,
-        val_fraction=val_fraction,
-        shards=shards,
-        train_timeout_s=train_timeout_s,
-    )
-    return run_stages(params)
+    return run_stages(validate_params(**parameters))
+
+
+# The parameters are declared once, in FlowParams; the signature Prefect shows and stores is made
+# from it. FlowParams validates them (field-named errors, cross-field checks) before any stage.
+_train_eval_export.__signature__ = flow_signature()
+train_eval_export = flow(
+    _train_eval_export,
+    name=FLOW_NAME,
+    persist_result=True,
+    result_serializer="json",
+    log_prints=True,
+    validate_parameters=False,
+)
