@@ -1,8 +1,11 @@
 """irv2_core: Inception-ResNet-v2 on MindSpore as a library (no Prefect needed).
 
 Stages: ``stage`` (object storage -> local), ``convert`` (images -> MindRecord), ``train``,
-``evaluate``, ``export``, ``report``. Heavy modules import MindSpore lazily; importing the package
-only applies the CPU speed setting (see ``_env``) so that it is in force before any op runs.
+``evaluate``, ``export``, ``report``. Importing the package only applies the CPU speed setting
+(see ``runtime.env``) so that it is in force before any op runs; it imports no MindSpore.
+
+Layers point one way (a test walks the imports): ``runtime`` -> ``models`` / ``config`` /
+``data`` -> ``evaluation`` / ``training`` -> ``export`` / ``report`` -> ``cli``.
 """
 
 from __future__ import annotations
@@ -13,12 +16,4 @@ apply_cpu_speed_settings()
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models"]
-
-
-def __getattr__(name: str):  # lazy: keep `import irv2_core` free of the 2 s MindSpore import
-    if name in ("create_model", "list_models"):
-        from irv2_core import models
-
-        return getattr(models, name)
-    raise AttributeError(f"module 'irv2_core' has no attribute {name!r}")
+__all__ = ["__version__"]

@@ -11,14 +11,15 @@ suffix, which no stored result has, so the task recomputes and re-stamps.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from irv2_core.runtime.io import atomic_write_json, read_json, sha256_json
+import irv2_core
+from irv2_core.runtime.fingerprint import TRAINING_CODE, code_fingerprint
+from irv2_core.runtime.io import atomic_write_json, read_json, sha256_file, sha256_json
 
 __all__ = [
     "cache_key",
@@ -31,7 +32,6 @@ __all__ = [
     "write_stamp",
 ]
 
-_TRAINING_MODULES = ("train.py", "recipe.py", "transforms.py", "datasets.py", "distributed.py")
 _DIGEST_MEMO: dict[tuple[str, int, int], str] = {}
 
 
@@ -112,8 +112,6 @@ def current_cache_key() -> str | None:
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """sha256 of a file, memoised on (path, size, mtime) so cache keys do not re-hash 200 MB."""
-    from irv2_core.runtime.io import sha256_file
-
     st = Path(path).stat()
     memo_key = (str(path), st.st_size, st.st_mtime_ns)
     if memo_key not in _DIGEST_MEMO:
@@ -122,14 +120,6 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def code_version() -> str:
-    """Digest of the training code (package version plus the sources that shape a trained model)."""
-    import irv2_core
-
-    root = Path(irv2_core.__file__).parent
-    h = hashlib.sha256(irv2_core.__version__.encode())
-    sources = [root / name for name in _TRAINING_MODULES] + sorted((root / "models").rglob("*.py"))
-    for src in sources:
-        if src.exists():
-            h.update(src.name.encode())
-            h.update(src.read_bytes())
-    return h.hexdigest()
+    """Digest of the training code: the package version plus every source of the subpackages
+    that shape a trained model (:data:`irv2_core.runtime.fingerprint.TRAINING_CODE`)."""
+    return sha256_json([irv2_core.__version__, code_fingerprint(TRAINING_CODE)])

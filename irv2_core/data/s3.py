@@ -141,6 +141,10 @@ class S3Source:
             raise self.explain(exc, "listing") from None
         return out
 
+    def empty_hint(self) -> str:
+        tops = self.top_level()
+        return f"; top-level prefixes in the bucket: {', '.join(tops)}" if tops else ""
+
     def top_level(self) -> list[str]:
         """Up to 10 top-level prefixes of the bucket (to suggest one when a prefix is empty)."""
         try:

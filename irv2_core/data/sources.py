@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
@@ -104,6 +104,27 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+class Source(Protocol):
+    """What staging needs from a source (a local folder or an S3 prefix)."""
+
+    endpoint: str | None  # the S3 endpoint URL, None for a local folder
+
+    def describe(self) -> str:
+        """The source as a URI, for messages and the manifest."""
+
+    def list(self) -> list[SourceObject]:
+        """Every object under the source, sorted by key."""
+
+    def empty_hint(self) -> str:
+        """A hint to append when the source lists nothing usable ("" when there is none)."""
+
+    def fetch(self, items: Iterable[tuple[SourceObject, Path]], done: Done, fail: Fail) -> None:
+        """Download each (object, final path) verified, calling *done* or *fail* per object."""
+
+    def verify_in_place(self, obj: SourceObject, path: Path) -> dict[str, Any] | None:
+        """The verification entry of an already present file, or None if it must be fetched."""
+
+
 class LocalSource:
     """A local folder; the etag of a file is ``mtime-<ns>`` (cheap, no read needed).
 
@@ -118,8 +139,13 @@ class LocalSource:
                 f"source folder not found: {root} (give an existing folder or s3://...)"
             )
 
+    endpoint = None
+
     def describe(self) -> str:
         return self.root.as_uri()
+
+    def empty_hint(self) -> str:
+        return ""
 
     def list(self) -> list[SourceObject]:
         """Every regular file under the folder (hidden in-progress files excepted), sorted."""

@@ -26,6 +26,7 @@ from irv2_core.data.s3 import S3Source
 from irv2_core.data.sources import (
     TEMP_PREFIX,
     LocalSource,
+    Source,
     SourceObject,
     parse_source,
     redact_url,
@@ -93,7 +94,7 @@ def fingerprint(objects: list[SourceObject]) -> str:
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
 
 
-def _open_source(src: str, endpoint_url: str | None, workers: int):
+def _open_source(src: str, endpoint_url: str | None, workers: int) -> Source:
     kind, where, prefix = parse_source(src)
     if kind == "local":
         return LocalSource(Path(where).expanduser().resolve(), workers)
@@ -101,13 +102,10 @@ def _open_source(src: str, endpoint_url: str | None, workers: int):
     return S3Source(where, prefix, endpoint_url, workers)
 
 
-def _list(source) -> tuple[list[SourceObject], list[dict], int]:
+def _list(source: Source) -> tuple[list[SourceObject], list[dict], int]:
     objects, rejected, markers = _filter(source.list())
     if not objects:
-        hint = ""
-        if hasattr(source, "top_level"):
-            tops = source.top_level()
-            hint = f"; top-level prefixes in the bucket: {', '.join(tops)}" if tops else ""
+        hint = source.empty_hint()
         what = "no objects" if not rejected else f"only rejected keys ({len(rejected)})"
         raise Irv2Error(f"{what} under {source.describe()}: check the prefix{hint}")
     return objects, rejected, markers
@@ -218,7 +216,7 @@ def _mirror(source, objects: list[SourceObject], dest: Path):
     removed = _remove_deleted(dest, old, {o.rel for o in objects})
     manifest = {
         "source": source.describe(),
-        "endpoint": redact_url(getattr(source, "endpoint", None)),
+        "endpoint": redact_url(source.endpoint),
         "fingerprint": fingerprint(objects),
         "objects": {rel: entries[rel] for rel in sorted(entries)},
     }

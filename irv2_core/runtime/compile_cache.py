@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import mindspore as ms
+
+from irv2_core.runtime.fingerprint import code_fingerprint
 
 __all__ = ["allow_scoped_cache", "configure_compile_cache"]
 
@@ -34,17 +35,6 @@ def _enabled() -> bool:
     return bool(flag)
 
 
-def _code_fingerprint(root: Path | None = None) -> str:
-    """Hash of irv2_core's own sources. MindSpore validates a cached graph only against the
-    entry script's imports (``irv2_core/__main__``): an edited model would reuse old graphs."""
-    root = root or Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def configure_compile_cache(scope: str) -> str | None:
     """Point an enabled cache at a folder unique to *scope* (a string naming the command and all
     graph-shaping values) when allowed and first in this process; otherwise disable it.
@@ -55,7 +45,7 @@ def configure_compile_cache(scope: str) -> str | None:
         ms.set_context(enable_compile_cache=False)
         return None
     base = ms.get_context("compile_cache_path") or os.environ.get("MS_COMPILER_CACHE_PATH")
-    key = hashlib.sha256(f"{ms.__version__}|{_code_fingerprint()}|{scope}".encode()).hexdigest()
+    key = hashlib.sha256(f"{ms.__version__}|{code_fingerprint()}|{scope}".encode()).hexdigest()
     key = key[:20]
     path = os.path.join(base or ".", f"irv2-{key}")
     ms.set_context(compile_cache_path=path)
