@@ -1,10 +1,7 @@
 """The S3 side of ``stage``: client, listing, parallel verified downloads, readable errors.
 
-Works with AWS S3, MinIO and Huawei OBS (S3 API): endpoint from the argument or
-``AWS_ENDPOINT_URL``; credentials and region from the standard AWS chain. Transient failures
-(5xx, throttling, dropped connections) are retried by botocore's ``standard`` mode with bounded
-attempts, and broken response streams by the transfer manager. Every message is scrubbed of the
-secret key and session token before it can reach a log or the user.
+The client, its retries and its secret-free errors are ``irv2_core.storage.s3client``'s; broken
+response streams are fetched again here (bounded), and by the transfer manager for big objects.
 """
 
 from __future__ import annotations
@@ -19,16 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    EndpointConnectionError,
     FlexibleChecksumError,
-    NoCredentialsError,
-    PartialCredentialsError,
 )
 from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
@@ -41,21 +33,12 @@ from irv2_core.data.sources import (
     hash_file,
     new_hasher,
     part_digests,
-    redact_url,
     temp_path,
 )
 from irv2_core.errors import Irv2Error
+from irv2_core.storage.s3client import MAX_ATTEMPTS, S3Client
 
-MAX_ATTEMPTS = 6  # botocore standard mode: exponential backoff with jitter, capped at 20 s
 MULTIPART_THRESHOLD = 64 << 20
-_CRED_HINTS = {
-    "InvalidAccessKeyId": "the access key id is not known to this endpoint",
-    "SignatureDoesNotMatch": "the secret access key does not match the access key id",
-    "InvalidClientTokenId": "the access key id is not known to this endpoint",
-    "ExpiredToken": "the session token has expired",
-    "InvalidToken": "the session token is invalid",
-    "TokenRefreshRequired": "the session token must be refreshed",
-}
 # Checksums we can recompute without extra packages (CRC32C/CRC64NVME need awscrt).
 _CHECKSUMS = ("ChecksumSHA256", "ChecksumSHA1", "ChecksumCRC32")
 
@@ -65,67 +48,19 @@ class S3Source:
 
     def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, workers: int):
         self.bucket, self.prefix, self.workers = bucket, prefix, workers
-        self.endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        self.session = boto3.session.Session()
-        cfg = Config(
-            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-            max_pool_connections=workers + 4,
-            connect_timeout=10,
-            read_timeout=60,
-        )
-        self.client = self.session.client("s3", endpoint_url=self.endpoint, config=cfg)
+        self.s3 = S3Client(endpoint_url, workers)
+        self.endpoint, self.client = self.s3.endpoint, self.s3.client
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    # ----- errors -------------------------------------------------------------------------
-    def _secrets(self) -> list[str]:
-        creds = self.session.get_credentials()
-        if creds is None:
-            return []
-        frozen = creds.get_frozen_credentials()
-        return [s for s in (frozen.secret_key, frozen.token) if s]
-
     def scrub(self, text: str) -> str:
         """*text* with the secret key and session token replaced by ``***``."""
-        for secret in self._secrets():
-            if len(secret) >= 4:  # a 1-3 character "secret" would shred the message instead
-                text = text.replace(secret, "***")
-        return text
+        return self.s3.scrub(text)
 
     def explain(self, exc: Exception, what: str) -> Irv2Error:
         """A user-facing error for a boto3 failure while doing *what*; names the cause."""
-        where = f"{self.describe()} (endpoint {redact_url(self.endpoint) or 'AWS default'})"
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            msg = (
-                f"no usable S3 credentials for {where}: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where an instance role is available"
-            )
-        elif isinstance(exc, EndpointConnectionError):
-            msg = f"cannot reach the S3 endpoint for {where}: check --endpoint-url and the network"
-        elif isinstance(exc, ClientError):
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in _CRED_HINTS:
-                msg = (
-                    f"S3 rejected the credentials while {what} {where}: {_CRED_HINTS[code]} "
-                    f"({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile"
-                )
-            elif code == "NoSuchBucket" or (status == 404 and what == "listing"):
-                msg = f"bucket {self.bucket!r} does not exist at {where}; check the bucket name"
-            elif code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
-                msg = (
-                    f"access denied while {what} {where}: the credentials were accepted but lack "
-                    "permission (s3:ListBucket on the bucket, s3:GetObject on the keys)"
-                )
-            elif code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301"):
-                msg = f"bucket {self.bucket!r} is in another region: set AWS_DEFAULT_REGION"
-            else:
-                msg = f"S3 error while {what} {where}: {code or status} {err.get('Message', '')}"
-        else:
-            msg = f"failed while {what} {where}: {type(exc).__name__}: {exc}"
-        return Irv2Error(self.scrub(msg))
+        return self.s3.explain(exc, what, self.describe(), self.bucket)
 
     # ----- listing ------------------------------------------------------------------------
     def list(self) -> list[SourceObject]:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from irv2_core.errors import Irv2Error
@@ -92,16 +92,6 @@ def part_digests(path: Path, sizes: list[int], algo: str) -> list[bytes]:
                 left -= len(chunk)
             out.append(h.digest())
     return out
-
-
-def redact_url(url: str | None) -> str | None:
-    """*url* without any user:password part (endpoints may embed credentials)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 class Source(Protocol):

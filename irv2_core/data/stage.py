@@ -29,11 +29,11 @@ from irv2_core.data.sources import (
     Source,
     SourceObject,
     parse_source,
-    redact_url,
 )
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.io import atomic_write_json, read_json
+from irv2_core.storage.s3client import redact_url
 
 __all__ = ["stage", "source_fingerprint", "fingerprint", "check_key"]
 

@@ -1,0 +1,111 @@
+"""One writer per run in the object store: a lease object with an expiry and a heartbeat.
+
+The lease is created with a conditional write (only if absent), so of two workers exactly one
+holds it; the holder renews it every ``ttl/3`` seconds from a background thread. A lease whose
+expiry has passed (its worker died) is taken over with a write conditional on the version that
+was read, so two workers cannot both take over the same stale lease. A second writer fails fast
+naming the holder, or waits for it when asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from irv2_core.errors import Irv2Error
+from irv2_core.storage.store import ObjectStore
+
+__all__ = ["DEFAULT_TTL_S", "LeaseHeld", "StoreLease", "holder_id"]
+
+DEFAULT_TTL_S = 120.0
+
+
+class LeaseHeld(Irv2Error):
+    """Another live worker holds the lease; the message names it."""
+
+
+def holder_id() -> str:
+    """Who this process is, for lease records and messages: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class StoreLease:
+    """An exclusive lease on *key* in *store*; use as a context manager or acquire/release."""
+
+    store: ObjectStore
+    key: str
+    what: str = "run"
+    ttl_s: float = DEFAULT_TTL_S
+    holder: str = field(default_factory=holder_id)
+    _version: str | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        record = {"holder": self.holder, "expires_at": time.time() + self.ttl_s}
+        return json.dumps(record).encode()
+
+    def _try_acquire(self) -> str | None:
+        """Take the lease if free or expired; return None on success, else the holder."""
+        stored = self.store.create(self._body(), self.key)
+        if stored is not None:
+            self._version = stored.version
+            return None
+        current = self.store.head(self.key)
+        data = self.store.get_bytes(self.key)
+        try:
+            record = json.loads(data or b"{}")
+        except ValueError:
+            record = {}
+        if current is None:
+            return "(released just now)"
+        if float(record.get("expires_at", 0)) > time.time():
+            return str(record.get("holder", "unknown"))
+        stored = self.store.create(self._body(), self.key, replace=current.version)
+        if stored is None:
+            return "(taken over by another worker just now)"
+        self._version = stored.version
+        return None
+
+    def acquire(self, wait_s: float = 0.0, poll_s: float = 2.0) -> StoreLease:
+        """Hold the lease (waiting up to *wait_s* for a live holder); start the heartbeat."""
+        deadline = time.monotonic() + wait_s
+        while (holder := self._try_acquire()) is not None:
+            if time.monotonic() >= deadline:
+                raise LeaseHeld(
+                    f"another worker ({holder}) is writing this {self.what} "
+                    f"({self.store.uri}/{self.key}); wait for it to finish, or for its lease to "
+                    f"expire ({self.ttl_s:.0f} s after it last renewed) if it died"
+                )
+            time.sleep(poll_s)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._heartbeat, name="irv2-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            stored = self.store.create(self._body(), self.key, replace=self._version)
+            if stored is None:  # lost it (expired while this process was stalled)
+                return
+            self._version = stored.version
+
+    def release(self) -> None:
+        """Stop renewing and remove the lease (only if this process still holds it)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        current = self.store.head(self.key)
+        if current is not None and current.version == self._version:
+            self.store.delete(self.key)
+
+    def __enter__(self) -> StoreLease:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,109 @@
+"""One boto3 S3 client setup and one way to explain its failures, for staging and publishing.
+
+Works with AWS S3, MinIO and Huawei OBS (S3 API): endpoint from the argument or
+``AWS_ENDPOINT_URL``; credentials and region from the standard AWS chain. Transient failures
+(5xx, throttling, dropped connections) are retried by botocore's ``standard`` mode with bounded
+attempts. Every message is scrubbed of the secret key and session token before it can reach a log
+or the user.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from irv2_core.errors import Irv2Error
+
+__all__ = ["MAX_ATTEMPTS", "S3Client", "redact_url"]
+
+MAX_ATTEMPTS = 6  # botocore standard mode: exponential backoff with jitter, capped at 20 s
+_CRED_HINTS = {
+    "InvalidAccessKeyId": "the access key id is not known to this endpoint",
+    "SignatureDoesNotMatch": "the secret access key does not match the access key id",
+    "InvalidClientTokenId": "the access key id is not known to this endpoint",
+    "ExpiredToken": "the session token has expired",
+    "InvalidToken": "the session token is invalid",
+    "TokenRefreshRequired": "the session token must be refreshed",
+}
+
+
+def redact_url(url: str | None) -> str | None:
+    """*url* without any ``user:password@`` part (safe to log and record)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+class S3Client:
+    """A boto3 session and S3 client for one endpoint, with secret-free error messages."""
+
+    def __init__(self, endpoint_url: str | None = None, workers: int = 8) -> None:
+        self.endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        self.session = boto3.session.Session()
+        cfg = Config(
+            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+            max_pool_connections=workers + 4,
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self.client = self.session.client("s3", endpoint_url=self.endpoint, config=cfg)
+
+    def _secrets(self) -> list[str]:
+        creds = self.session.get_credentials()
+        if creds is None:
+            return []
+        frozen = creds.get_frozen_credentials()
+        return [s for s in (frozen.secret_key, frozen.token) if s]
+
+    def scrub(self, text: str) -> str:
+        """*text* with the secret key and session token replaced by ``***``."""
+        for secret in self._secrets():
+            if len(secret) >= 4:  # a 1-3 character "secret" would shred the message instead
+                text = text.replace(secret, "***")
+        return text
+
+    def explain(self, exc: Exception, what: str, uri: str, bucket: str) -> Irv2Error:
+        """A user-facing error for a boto3 failure while doing *what* on *uri*; names the cause."""
+        where = f"{uri} (endpoint {redact_url(self.endpoint) or 'AWS default'})"
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            msg = (
+                f"no usable S3 credentials for {where}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where an instance role is available"
+            )
+        elif isinstance(exc, EndpointConnectionError):
+            msg = f"cannot reach the S3 endpoint for {where}: check --endpoint-url and the network"
+        elif isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _CRED_HINTS:
+                msg = (
+                    f"S3 rejected the credentials while {what} {where}: {_CRED_HINTS[code]} "
+                    f"({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile"
+                )
+            elif code == "NoSuchBucket" or (status == 404 and what == "listing"):
+                msg = f"bucket {bucket!r} does not exist at {where}; check the bucket name"
+            elif code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
+                msg = (
+                    f"access denied while {what} {where}: the credentials were accepted but lack "
+                    "permission (s3:ListBucket on the bucket, s3:GetObject/PutObject on the keys)"
+                )
+            elif code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301"):
+                msg = f"bucket {bucket!r} is in another region: set AWS_DEFAULT_REGION"
+            else:
+                msg = f"S3 error while {what} {where}: {code or status} {err.get('Message', '')}"
+        else:
+            msg = f"failed while {what} {where}: {type(exc).__name__}: {exc}"
+        return Irv2Error(self.scrub(msg))

@@ -1,0 +1,177 @@
+"""Object storage as the system of record: verified transfers, commit markers, leases.
+
+Every test runs against a local folder and against a real S3 HTTP endpoint (moto server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from irv2_core.errors import Irv2Error
+from irv2_core.storage import open_store
+from irv2_core.storage.lease import LeaseHeld, StoreLease
+from irv2_core.storage.publish import (
+    COMMIT_MARKER,
+    fetch_committed,
+    folder_files,
+    publish_files,
+    read_commit,
+)
+from irv2_core.storage.store import join_key
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    endpoint = request.getfixturevalue("s3_server")
+    client = request.getfixturevalue("s3_client")
+    bucket = f"store-{os.getpid()}-{time.monotonic_ns()}"
+    client.create_bucket(Bucket=bucket)
+    return open_store(f"s3://{bucket}/runs", endpoint_url=endpoint)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _files(tmp_path):
+    folder = tmp_path / "out"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "final.ckpt").write_bytes(os.urandom(300_000))
+    (folder / "checkpoints" / "irv2-e1-s4.ckpt").write_bytes(os.urandom(1000))
+    (folder / "metrics.jsonl").write_text('{"step": 1}\n')
+    (folder / ".hidden").write_text("not published")
+    return folder
+
+
+def test_published_files_come_back_verified(store, tmp_path):
+    folder = _files(tmp_path)
+    files = folder_files(folder)
+    assert ".hidden" not in files and "checkpoints/irv2-e1-s4.ckpt" in files
+    marker = publish_files(store, "r1", files, meta={"run": "r1"})
+    assert read_commit(store, "r1")["files"] == marker["files"]
+    got = fetch_committed(store, "r1", tmp_path / "back")
+    for rel in files:
+        assert (tmp_path / "back" / rel).read_bytes() == (folder / rel).read_bytes()
+    assert got["meta"] == {"run": "r1"}
+
+
+def test_a_prefix_without_its_commit_marker_is_not_complete(store, tmp_path):
+    folder = _files(tmp_path)
+    publish_files(store, "r2", folder_files(folder))
+    store.delete(join_key("r2", COMMIT_MARKER))  # as if the worker died before committing
+    assert read_commit(store, "r2") is None
+    with pytest.raises(Irv2Error, match="not a completely published output"):
+        fetch_committed(store, "r2", tmp_path / "back")
+
+
+def test_a_damaged_object_fails_its_sha256_check(store, tmp_path):
+    folder = _files(tmp_path)
+    publish_files(store, "r3", folder_files(folder))
+    store.put_bytes(b"garbage", join_key("r3", "final.ckpt"))
+    with pytest.raises(Irv2Error, match="does not match its recorded sha256"):
+        fetch_committed(store, "r3", tmp_path / "back", only=["final.ckpt"])
+    assert not (tmp_path / "back" / "final.ckpt").exists()  # nothing half-written left
+
+
+def test_create_writes_only_if_absent_or_at_the_known_version(store):
+    first = store.create(b"a", "lease.json")
+    assert first is not None
+    assert store.create(b"b", "lease.json") is None
+    assert store.get_bytes("lease.json") == b"a"
+    assert store.create(b"c", "lease.json", replace=store.head("lease.json").version)
+    assert store.create(b"d", "lease.json", replace=first.version) is None  # stale version
+    assert store.get_bytes("lease.json") == b"c"
+
+
+def test_a_second_writer_fails_fast_naming_the_holder(store):
+    second = StoreLease(store, "r4/lease.json", holder="node-b:202")
+    with (
+        StoreLease(store, "r4/lease.json", ttl_s=30, holder="node-a:101"),
+        pytest.raises(LeaseHeld, match=r"node-a:101"),
+    ):
+        second.acquire()
+    # released: the next writer gets it at once
+    StoreLease(store, "r4/lease.json", holder="node-b:202").acquire().release()
+
+
+def test_a_dead_workers_lease_expires_and_the_next_run_proceeds(store):
+    record = {"holder": "dead-node:9", "expires_at": time.time() - 1}
+    store.put_bytes(json.dumps(record).encode(), "r5/lease.json")  # a SIGKILLed holder's lease
+    lease = StoreLease(store, "r5/lease.json", ttl_s=30, holder="node-c:3").acquire()
+    assert json.loads(store.get_bytes("r5/lease.json"))["holder"] == "node-c:3"
+    lease.release()
+    assert store.head("r5/lease.json") is None
+
+
+def test_the_heartbeat_keeps_a_live_lease(store):
+    lease = StoreLease(store, "r6/lease.json", ttl_s=1.5, holder="node-d:4").acquire()
+    try:
+        time.sleep(2.5)  # longer than the ttl: only renewals keep it
+        with pytest.raises(LeaseHeld, match="node-d:4"):
+            StoreLease(store, "r6/lease.json", holder="node-e:5").acquire()
+    finally:
+        lease.release()
+
+
+def test_preflight_names_a_missing_bucket(s3_server):
+    missing = open_store("s3://no-such-bucket-here/x", endpoint_url=s3_server)
+    with pytest.raises(Irv2Error, match="no-such-bucket-here.*does not exist"):
+        missing.check_writable()
+
+
+@pytest.fixture(scope="module")
+def authenticating_s3():
+    """A moto server that checks credentials (none are known to it: every key is rejected)."""
+    port = _free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("moto server with authentication did not start")
+            time.sleep(0.3)
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def test_preflight_names_bad_credentials_without_the_secret(authenticating_s3, monkeypatch):
+    secret = "wrong-secret-value-1234"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGKEYID000000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with pytest.raises(Irv2Error) as err:
+        open_store("s3://some-bucket/x", endpoint_url=authenticating_s3).check_writable()
+    text = str(err.value)
+    assert "rejected the credentials" in text and "s3://some-bucket/x" in text
+    assert secret not in text
+
+
+def test_preflight_names_an_unwritable_local_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / ".irv2-preflight").write_text("a file where a folder must go")
+    with pytest.raises(Irv2Error, match="cannot be written"):
+        open_store(str(folder)).check_writable()
