@@ -12,9 +12,9 @@ from PIL import Image
 from irv2_core.data.image_folders import DataSplit, Item, mindrecord_sizes
 from irv2_core.data.images import BadImage, is_image_name, prepare_image
 from irv2_core.data.sources import SourceObject, parse_source
-from irv2_core.storage.s3client import redact_url
 from irv2_core.data.stage import check_key, fingerprint
 from irv2_core.errors import Irv2Error
+from irv2_core.storage.s3client import redact_url
 
 
 @pytest.mark.parametrize(
