@@ -24,6 +24,8 @@ from irv2_core.errors import Irv2Error
 
 log = logging.getLogger(__name__)
 
+_OUTSIDE_LINK = "symbolic link to a file outside the source folder: not staged"
+_LINKED_FOLDER = "symbolic link to a folder: not followed (link its files' real folder instead)"
 TEMP_PREFIX = ".irv2part-"  # in-progress files; never a final name, swept at the next run
 PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
 MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
@@ -37,6 +39,7 @@ class SourceObject:
     rel: str
     size: int
     etag: str
+    rejected: str | None = None  # why it must not be staged (the source itself decided)
 
 
 # done(obj, entry) for a verified file in place; fail(obj, reason) otherwise.
@@ -138,28 +141,43 @@ class LocalSource:
         return ""
 
     def list(self) -> list[SourceObject]:
-        """Every regular file under the folder (hidden in-progress files excepted), sorted."""
+        """Every regular file under the folder (hidden in-progress files excepted), sorted.
+
+        A symbolic link is followed only to a file inside the folder (then its real path is
+        copied); one that leads outside, or a linked folder, is returned rejected with the
+        reason, so staging never carries a worker's other files into the mirror.
+        """
         out = []
+        root_real = self.root.resolve()
         for root, dirs, files in os.walk(self.root):
             dirs.sort()
+            for name in [d for d in dirs if (Path(root) / d).is_symlink()]:
+                rel = (Path(root) / name).relative_to(self.root).as_posix() + "/"
+                out.append(SourceObject(rel, rel.rstrip("/"), 0, "", _LINKED_FOLDER))
             for name in sorted(files):
-                if name.startswith(TEMP_PREFIX):
-                    continue
-                path = Path(root) / name
-                try:
-                    st = path.stat()
-                except OSError:  # a dangling symlink or a file removed meanwhile: nothing to copy
-                    log.warning("stage: skipping unreadable %s", path)
-                    continue
-                rel = path.relative_to(self.root).as_posix()
-                out.append(SourceObject(str(path), rel, st.st_size, f"mtime-{st.st_mtime_ns}"))
+                if not name.startswith(TEMP_PREFIX):
+                    out.extend(self._entry(Path(root) / name, root_real))
         return out
+
+    def _entry(self, path: Path, root_real: Path) -> list[SourceObject]:
+        rel = path.relative_to(self.root).as_posix()
+        real = path.resolve()
+        if path.is_symlink() and not real.is_relative_to(root_real):
+            return [SourceObject(str(path), rel, 0, "", _OUTSIDE_LINK)]
+        try:
+            st = real.stat()
+        except OSError:  # a dangling symlink or a file removed meanwhile: nothing to copy
+            log.warning("stage: skipping unreadable %s", path)
+            return []
+        return [SourceObject(str(real), rel, st.st_size, f"mtime-{st.st_mtime_ns}")]
 
     def _copy(self, obj: SourceObject, final: Path) -> dict[str, Any]:
         tmp = temp_path(final)
         h = hashlib.sha256()
         try:
-            with open(obj.key, "rb") as src, open(tmp, "wb") as dst:
+            # O_NOFOLLOW: a file swapped for a link after the listing is refused, not followed
+            fd = os.open(obj.key, os.O_RDONLY | os.O_NOFOLLOW)
+            with open(fd, "rb") as src, open(tmp, "wb") as dst:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     h.update(chunk)
                     dst.write(chunk)

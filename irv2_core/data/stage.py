@@ -74,7 +74,7 @@ def _filter(listing: list[SourceObject]) -> tuple[list[SourceObject], list[dict]
         if obj.rel == "" or obj.rel.endswith("/"):
             markers += 1
             continue
-        reason = check_key(obj.rel)
+        reason = obj.rejected or check_key(obj.rel)
         if reason:
             rejected.append({"key": obj.key, "reason": reason})
         else:

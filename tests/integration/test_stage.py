@@ -320,3 +320,28 @@ def test_stage_verifies_multipart_etags_and_s3_checksums(
     real_big = SourceObject("mp/big.bin", "big.bin", len(big), objects["big.bin"]["etag"])
     with pytest.raises(Irv2Error, match="multipart ETag mismatch"):
         source.verify(real_big, bad)
+
+
+def test_local_links_never_read_outside_the_source(tmp_path):
+    src = write_tree(tmp_path / "src", {"train/a/x.jpg": b"inside", "train/b/y.jpg": b"y"})
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"a worker's private file")
+    (src / "train" / "a" / "passwd.jpg").symlink_to(outside)
+    (src / "train" / "a" / "alias.jpg").symlink_to(src / "train" / "b" / "y.jpg")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "z.jpg").write_bytes(b"z")
+    (src / "train" / "c").symlink_to(tmp_path / "elsewhere")
+    dest = tmp_path / "dest"
+
+    result = stage(str(src), dest)
+
+    reasons = {item["key"].split("src/")[-1]: item["reason"] for item in result["rejected"]}
+    assert "outside the source folder" in reasons["train/a/passwd.jpg"]
+    assert "symbolic link to a folder" in reasons["train/c/"]
+    objects = read_json(dest / "manifest.json")["objects"]
+    assert sorted(objects) == ["train/a/alias.jpg", "train/a/x.jpg", "train/b/y.jpg"]
+    assert (dest / "train" / "a" / "alias.jpg").read_bytes() == b"y"  # a link inside is fine
+    assert not (dest / "train" / "a" / "passwd.jpg").exists()
+    assert not (dest / "train" / "c").exists()
+    staged = b"".join(p.read_bytes() for p in dest.rglob("*") if p.is_file())
+    assert b"private" not in staged
