@@ -3,7 +3,10 @@
 A checkpoint holds the whole train cell: network weights and BN statistics, the optimizer's
 moments, its ``global_step`` (which indexes the per-step LR) and the loss-scale state. Files are
 written under a temporary name, made writable (MindSpore writes 0400), renamed, and only then
-``latest.json`` is replaced, so a crash never leaves a half checkpoint that looks complete.
+``latest.json`` is replaced, so a crash never leaves a half checkpoint that looks complete. Each
+checkpoint's sha256 is recorded beside it (``<name>.sha256``); resume takes the newest checkpoint
+that verifies and loads, and reports the ones it skipped (a file truncated by a full disk or a
+node that died mid-write no longer stops every retry).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from irv2_core.config import Config
 from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
 from irv2_core.models.weights import load_into
-from irv2_core.runtime.io import atomic_write_json, read_json
+from irv2_core.runtime.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from irv2_core.training.distributed import DistInfo
 
 __all__ = ["LATEST", "CheckpointStore"]
@@ -35,6 +38,8 @@ class CheckpointStore:
         base = self.run_dir / "checkpoints"
         self.writes = world.is_master or not cfg.is_save_on_master
         self.dir = base if world.is_master or cfg.is_save_on_master else base / f"rank{world.rank}"
+        self.restored_from: Path | None = None
+        self.skipped: list[tuple[Path, str]] = []
         for stale in self.dir.glob(".tmp-*"):  # left by a crash mid-save
             if self.writes:
                 stale.unlink(missing_ok=True)
@@ -47,33 +52,61 @@ class CheckpointStore:
         path = Path(read_json(latest)["path"])
         return path if path.is_absolute() else self.run_dir / path
 
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``(global step, path)`` of this rank's checkpoints, newest first."""
+        found = [
+            (int(m.group(2)), p) for p in self.dir.glob("irv2-*.ckpt") if (m := _NAME.match(p.name))
+        ]
+        return sorted(found, reverse=True)
+
     def save(self, cell, epoch: int, step: int) -> Path | None:
-        """Write ``irv2-e{epoch}-s{step}.ckpt``, point latest.json at it, keep the newest N."""
+        """Write ``irv2-e{epoch}-s{step}.ckpt`` and its sha256, point latest.json at it, keep the
+        newest N."""
         if not self.writes:
             return None
         target = save_checkpoint_atomic(cell, self.dir / f"irv2-e{epoch}-s{step}.ckpt")
+        atomic_write_text(_digest_path(target), sha256_file(target) + "\n")
         rel = target.relative_to(self.run_dir).as_posix()
         atomic_write_json(self.dir / "latest.json", {"path": rel, "epoch": epoch, "step": step})
-        found = sorted(
-            (int(m.group(2)), p) for p in self.dir.iterdir() if (m := _NAME.match(p.name))
-        )
-        for _, old in found[: max(0, len(found) - self.keep)]:
+        for _, old in self.checkpoints()[self.keep :]:
             old.unlink(missing_ok=True)
+            _digest_path(old).unlink(missing_ok=True)
         return target
 
     def restore(self, cell) -> int:
-        """Load the latest checkpoint into *cell* (weights + optimizer); return its global step,
-        or 0 when the run folder has no checkpoint yet."""
-
-        path = self.latest_path()
-        if path is None:
-            return 0
-        if not path.is_file():
+        """Load the newest checkpoint that verifies into *cell* (weights + optimizer); return its
+        global step, or 0 when the run folder has no checkpoint yet. ``restored_from`` and
+        ``skipped`` (``[(path, reason)]``) say what happened."""
+        self.restored_from: Path | None = None
+        self.skipped: list[tuple[Path, str]] = []
+        candidates = self.checkpoints()
+        if not candidates and self.latest_path() is not None:
             raise Irv2Error(
-                f"{self.dir / 'latest.json'} points to {path}, which is missing; restore it or "
-                "start a new run folder without --resume"
+                f"{self.dir / 'latest.json'} points to {self.latest_path()}, which is missing; "
+                "restore it or start a new run folder without --resume"
             )
-        params = read_checkpoint(path)
+        for _, path in candidates:
+            reason = _unverified(path)
+            if reason is None:
+                try:
+                    params = read_checkpoint(path)
+                except Irv2Error as exc:
+                    reason = str(exc)
+            if reason is not None:
+                self.skipped.append((path, reason))
+                continue
+            self._load(cell, params, path)
+            self.restored_from = path
+            return int(params["global_step"].asnumpy().reshape(-1)[0])
+        if candidates:
+            listed = "; ".join(f"{p.name}: {r}" for p, r in self.skipped)
+            raise Irv2Error(
+                f"no checkpoint in {self.dir} verifies ({listed}); delete them to start the run "
+                "again from step 0, or restore a good copy"
+            )
+        return 0
+
+    def _load(self, cell, params: dict, path: Path) -> None:
         fix = "resume with the run's own config.yaml or start a new run folder"
         missing = load_into(cell, params, path, fix)
         if missing or "global_step" not in params:
@@ -82,10 +115,25 @@ class CheckpointStore:
                 f"({len(missing)} parameters missing, e.g. {missing[:3]}); resume with the "
                 "run's own config.yaml or start a new run folder"
             )
-        return int(params["global_step"].asnumpy().reshape(-1)[0])
 
     def save_final(self, net) -> Path | None:
         """Write the network-only ``final.ckpt`` (rank 0); return its path."""
         if not self.world.is_master:
             return None
         return save_checkpoint_atomic(net, self.run_dir / "final.ckpt")
+
+
+def _digest_path(ckpt: Path) -> Path:
+    return ckpt.with_name(ckpt.name + ".sha256")
+
+
+def _unverified(path: Path) -> str | None:
+    """Why *path* fails its recorded sha256, or None (also when none was recorded: runs
+    written before digests existed still resume)."""
+    digest = _digest_path(path)
+    if not digest.is_file():
+        return None
+    want = digest.read_text(encoding="utf-8").strip()
+    if sha256_file(path) != want:
+        return f"sha256 does not match the one recorded when it was written ({want[:12]}...)"
+    return None

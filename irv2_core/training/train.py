@@ -140,10 +140,12 @@ def train(
     net, opt, cell = _build(cfg, lr)
     store = ckpts.CheckpointStore(run_dir, cfg, world)
     step = store.restore(cell) if resume else 0
+    for path, reason in store.skipped if resume else []:
+        log.line(f"resume: skipped {path.name}: {reason}")
     if resume and step == 0:
         log.line("resume: no checkpoint in the run folder yet, starting from step 0")
     elif resume:
-        log.line(f"resume: restored step {step}/{total} from {store.latest_path()}")
+        log.line(f"resume: restored step {step}/{total} from {store.restored_from}")
         log.trim_after(step)
 
     global_batch = cfg.batch_size * world.size

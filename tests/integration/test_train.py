@@ -11,7 +11,7 @@ import pytest
 from train_data import make_mindrecord, run_cli, smoke_args, smoke_config
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.io import read_json
+from irv2_core.runtime.io import read_json, sha256_file
 from irv2_core.training.recipe import lr_schedule
 from irv2_core.training.train import train
 
@@ -47,8 +47,11 @@ def test_run_folder_contract(straight):
     # keep_checkpoint_max=1: the epoch-1 checkpoint was pruned; no temp file left behind
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "irv2-e2-s4.ckpt",
+        "irv2-e2-s4.ckpt.sha256",
         "latest.json",
     ]
+    recorded = (run / "checkpoints" / "irv2-e2-s4.ckpt.sha256").read_text().strip()
+    assert recorded == sha256_file(run / "checkpoints" / "irv2-e2-s4.ckpt")
     latest = read_json(run / "checkpoints/latest.json")
     assert latest == {"path": "checkpoints/irv2-e2-s4.ckpt", "epoch": 2, "step": 4}
     assert os.access(run / "final.ckpt", os.W_OK)
@@ -78,9 +81,15 @@ def test_two_steps_then_resume_equals_four_straight(straight, data, tmp_path):
     assert "step 2/4" in part.stdout and "step 3/4" not in part.stdout
     assert not (run / "train_summary.json").exists() and not (run / "final.ckpt").exists()
     assert read_json(run / "checkpoints/latest.json")["step"] == 2
+    # a newer checkpoint that was written whole (its sha256 recorded) and then truncated
+    good = run / "checkpoints" / "irv2-e1-s2.ckpt"
+    bad = good.with_name("irv2-e2-s3.ckpt")
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    bad.with_name(bad.name + ".sha256").write_text(sha256_file(good) + "\n")
     # the retry: a fresh process, the run folder's own config.yaml, the same command + --resume
     done = run_cli(*base, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "resume: skipped irv2-e2-s3.ckpt: sha256 does not match" in done.stdout
     assert "resume: restored step 2/4" in done.stdout and "step 4/4" in done.stdout
     assert [r["step"] for r in _rows(run, "train")] == [1, 2, 3, 4]
     resumed = ms.load_checkpoint(str(run / "final.ckpt"))
