@@ -103,6 +103,12 @@ class Config(BaseModel):
         None, ge=1, description="cap on steps per epoch (smoke runs); null = the whole split"
     )
     log_every_steps: int = Field(10, ge=1)
+    recovery_every_steps: int | None = Field(
+        None, ge=1, description="also keep a recovery checkpoint every N steps (newest only)"
+    )
+    recovery_every_minutes: float | None = Field(
+        None, gt=0, description="also keep a recovery checkpoint every N minutes (newest only)"
+    )
     seed: int = 1
     mode: Literal["graph", "pynative"] = "graph"
     pretrained: str | None = Field(None, description="checkpoint to start from (fine-tuning)")

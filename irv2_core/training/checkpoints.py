@@ -12,6 +12,7 @@ node that died mid-write no longer stops every retry).
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from irv2_core.config import Config
@@ -19,29 +20,43 @@ from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
 from irv2_core.models.weights import load_into
 from irv2_core.runtime.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from irv2_core.storage.mirror import Mirror, pull_newest
+from irv2_core.storage.store import ObjectStore
 from irv2_core.training.distributed import DistInfo
 
 __all__ = ["LATEST", "CheckpointStore"]
 
 LATEST = "checkpoints/latest.json"
+RECOVERY = "recovery"  # folder of the recovery checkpoints, beside the epoch ones
 _NAME = re.compile(r"^irv2-e(\d+)-s(\d+)\.ckpt$")
 
 
 class CheckpointStore:
     """The checkpoints of one rank: rank 0 in ``checkpoints/``; other ranks in
-    ``checkpoints/rank{r}/`` unless ``is_save_on_master`` (then they write nothing)."""
+    ``checkpoints/rank{r}/`` unless ``is_save_on_master`` (then they write nothing).
 
-    def __init__(self, run_dir: str | Path, cfg: Config, world: DistInfo) -> None:
+    Epoch checkpoints keep the newest ``keep_checkpoint_max``; recovery checkpoints (by steps or
+    minutes, for preemptible nodes) live in ``recovery/`` beside them and keep only the newest.
+    With a *mirror*, every checkpoint written is also uploaded in the background, and a rank with
+    no local checkpoint pulls the newest complete one from the store before it resumes.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, cfg: Config, world: DistInfo, mirror: Mirror | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.keep = cfg.keep_checkpoint_max
         self.world = world
+        self.cfg = cfg
         base = self.run_dir / "checkpoints"
         self.writes = world.is_master or not cfg.is_save_on_master
         self.dir = base if world.is_master or cfg.is_save_on_master else base / f"rank{world.rank}"
+        self.mirror = mirror if self.writes else None
         self.restored_from: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
-        for stale in self.dir.glob(".tmp-*"):  # left by a crash mid-save
-            if self.writes:
+        self._last_recovery = (0, time.monotonic())
+        for stale in [*self.dir.glob(".tmp-*"), *self.dir.glob(f"{RECOVERY}/.tmp-*")]:
+            if self.writes:  # left by a crash mid-save
                 stale.unlink(missing_ok=True)
 
     def latest_path(self) -> Path | None:
@@ -52,26 +67,62 @@ class CheckpointStore:
         path = Path(read_json(latest)["path"])
         return path if path.is_absolute() else self.run_dir / path
 
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """``(global step, path)`` of this rank's checkpoints, newest first."""
+    def checkpoints(self, folder: Path | None = None) -> list[tuple[int, Path]]:
+        """``(global step, path)`` of this rank's checkpoints (epoch and recovery, or only those
+        in *folder*), newest first."""
+        folders = [folder] if folder else [self.dir, self.dir / RECOVERY]
         found = [
-            (int(m.group(2)), p) for p in self.dir.glob("irv2-*.ckpt") if (m := _NAME.match(p.name))
+            (int(m.group(2)), p)
+            for f in folders
+            for p in f.glob("irv2-*.ckpt")
+            if (m := _NAME.match(p.name))
         ]
         return sorted(found, reverse=True)
 
-    def save(self, cell, epoch: int, step: int) -> Path | None:
-        """Write ``irv2-e{epoch}-s{step}.ckpt`` and its sha256, point latest.json at it, keep the
-        newest N."""
+    def save(self, cell, epoch: int, step: int, recovery: bool = False) -> Path | None:
+        """Write ``irv2-e{epoch}-s{step}.ckpt`` and its sha256 (under ``recovery/`` for a
+        recovery checkpoint), point latest.json at it, rotate, and mirror it."""
         if not self.writes:
             return None
-        target = save_checkpoint_atomic(cell, self.dir / f"irv2-e{epoch}-s{step}.ckpt")
+        folder = self.dir / RECOVERY if recovery else self.dir
+        target = save_checkpoint_atomic(cell, folder / f"irv2-e{epoch}-s{step}.ckpt")
         atomic_write_text(_digest_path(target), sha256_file(target) + "\n")
         rel = target.relative_to(self.run_dir).as_posix()
         atomic_write_json(self.dir / "latest.json", {"path": rel, "epoch": epoch, "step": step})
-        for _, old in self.checkpoints()[self.keep :]:
+        if self.mirror is not None:
+            self.mirror.upload(target, rel)
+        for _, old in self.checkpoints(folder)[1 if recovery else self.keep :]:
             old.unlink(missing_ok=True)
             _digest_path(old).unlink(missing_ok=True)
+            if self.mirror is not None:
+                self.mirror.delete(old.relative_to(self.run_dir).as_posix())
+        if recovery:
+            self._last_recovery = (step, time.monotonic())
         return target
+
+    def recovery_due(self, step: int) -> bool:
+        """Whether a recovery checkpoint is due after *step* (``recovery_every_steps`` or
+        ``recovery_every_minutes`` since the last one)."""
+        last_step, last_time = self._last_recovery
+        by_steps = self.cfg.recovery_every_steps
+        by_minutes = self.cfg.recovery_every_minutes
+        return bool(
+            (by_steps and step - last_step >= by_steps)
+            or (by_minutes and time.monotonic() - last_time >= by_minutes * 60)
+        )
+
+    def pull(self, store: ObjectStore, prefix: str) -> Path | None:
+        """With no local checkpoint, fetch the newest complete one from *store* (under the
+        run's *prefix*) into this rank's folder; return its path (None: nothing to fetch)."""
+        if self.checkpoints():
+            return None
+        rel = self.dir.relative_to(self.run_dir).as_posix()
+        return pull_newest(store, prefix, [rel, f"{rel}/{RECOVERY}"], self.run_dir)
+
+    def close(self) -> None:
+        """Wait for the mirror to finish uploading what was saved."""
+        if self.mirror is not None:
+            self.mirror.close()
 
     def restore(self, cell) -> int:
         """Load the newest checkpoint that verifies into *cell* (weights + optimizer); return its

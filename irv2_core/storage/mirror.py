@@ -1,0 +1,94 @@
+"""Copies of a run's checkpoints in the object store, uploaded in the background.
+
+Training hands each checkpoint (already written and hashed locally) to :class:`Mirror` and goes
+on; one thread uploads it, then its ``.sha256`` sidecar, which acts as the checkpoint's commit
+marker: a checkpoint without its sidecar in the store is incomplete and never resumed from.
+Deletions of rotated checkpoints are mirrored too. :func:`pull_newest` brings the newest complete
+checkpoint back, verified, to a worker that has none.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from irv2_core.errors import Irv2Error
+from irv2_core.storage.store import ObjectStore, join_key
+
+__all__ = ["DIGEST_SUFFIX", "Mirror", "pull_newest"]
+
+DIGEST_SUFFIX = ".sha256"
+_STEP = re.compile(r"-s(\d+)\.ckpt$")
+
+
+class Mirror:
+    """A background uploader of files under *prefix* of *store*, in the order they come."""
+
+    def __init__(self, store: ObjectStore, prefix: str, on_error: Callable[[str], None]) -> None:
+        self.store, self.prefix, self.on_error = store, prefix, on_error
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="irv2-mirror", daemon=True)
+        self._thread.start()
+
+    def upload(self, path: Path, rel: str) -> None:
+        """Queue *path* (and then its ``.sha256`` sidecar, which must exist) for key *rel*."""
+        self._jobs.put(("put", path, rel))
+
+    def delete(self, rel: str) -> None:
+        """Queue the removal of *rel* and its sidecar (sidecar first: never a stale commit)."""
+        self._jobs.put(("delete", None, rel))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            op, path, rel = job
+            key = join_key(self.prefix, rel)
+            try:
+                if op == "put":
+                    self.store.put_file(path, key)
+                    sidecar = path.with_name(path.name + DIGEST_SUFFIX)
+                    self.store.put_file(sidecar, key + DIGEST_SUFFIX)
+                else:
+                    self.store.delete(key + DIGEST_SUFFIX)
+                    self.store.delete(key)
+            except (Irv2Error, OSError) as exc:  # training goes on; the next upload may work
+                self.on_error(f"mirror: {op} {rel} failed: {exc}")
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is in the store."""
+        self._jobs.join()
+
+    def close(self) -> None:
+        """Finish the queued uploads and stop the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+
+def pull_newest(store: ObjectStore, prefix: str, folders: list[str], dest: Path) -> Path | None:
+    """Download the newest complete checkpoint directly in any of *folders* (under *prefix*)
+    to the same relative place under *dest* (with its sidecar), verified against the sidecar's
+    sha256; a damaged one is passed over for the next older. None when the store has none."""
+    complete = []
+    for folder in folders:
+        base = join_key(prefix, folder) + "/"
+        keys = {o.key for o in store.list(base)}
+        for key in keys:
+            rest = key[len(base) :]
+            step = _STEP.search(rest)
+            if "/" not in rest and step and key + DIGEST_SUFFIX in keys:
+                complete.append((int(step.group(1)), key, join_key(folder, rest)))
+    for _, key, rel in sorted(complete, reverse=True):
+        digest = (store.get_bytes(key + DIGEST_SUFFIX) or b"").decode().strip()
+        target = dest / rel
+        try:
+            store.get_file(key, target, sha256=digest)
+        except Irv2Error:
+            continue
+        target.with_name(target.name + DIGEST_SUFFIX).write_text(digest + "\n")
+        return target
+    return None
