@@ -13,6 +13,17 @@ export MS_COMPILER_CACHE_ENABLE=1
 export MS_COMPILER_CACHE_PATH="${MS_COMPILER_CACHE_PATH:-$repo/.cache/ms-compile}"
 .venv/bin/ruff check "$repo"
 .venv/bin/ruff format --check "$repo"
+# tests/ui drives Debian's chromium through Playwright (Playwright's own browser download is not
+# used). As root with apt, install it when missing; otherwise the ui tier skips, saying why.
+if [ ! -x "${IRV2_UI_CHROMIUM:-/usr/bin/chromium}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "tests/ui: installing chromium with apt-get"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+            >/dev/null || echo "tests/ui: installing chromium failed; the ui tier will be skipped"
+    else
+        echo "tests/ui: no /usr/bin/chromium and no root apt-get; the ui tier will be skipped"
+    fi
+fi
 work="$(mktemp -d)"
 cd "$work"
 "$repo/.venv/bin/python" -m pytest "$repo/tests" -p no:cacheprovider "$@"
