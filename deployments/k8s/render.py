@@ -7,9 +7,12 @@ with client-side Prefect objects standing in for the flow run, the deployment an
 server and no cluster are contacted; a template that refers to ``prefect.blocks.*`` or
 ``prefect.variables.*`` would need the API and is refused.
 
-    python -m deployments.k8s.render                         # the ascend-8p-k8s Job, as JSON
-    python -m deployments.k8s.render --set image=REGISTRY/irv2-ascend:0.1.0 \\
-        | kubectl apply --dry-run=server -f -                 # let a cluster's API server judge it
+    IRV2_IMAGE=REGISTRY/irv2/irv2-ascend:0.1.0 python -m deployments.k8s.render  # the Job, JSON
+    python -m deployments.k8s.render --set image=REGISTRY/irv2/irv2-ascend:0.1.0 \\
+        | kubectl apply --dry-run=server --validate=warn -f -   # a cluster's API server judges it
+
+(``--validate=warn``: prefect-kubernetes puts ``parallelism``/``completions`` in the pod spec, which
+the API server drops with a warning; the worker submits them the same way.)
 
 The flow run id and name in the output are made up: use it to check the manifest, not to run it.
 """
@@ -51,9 +54,13 @@ def load_template(path: str | Path = JOB_TEMPLATE) -> dict[str, Any]:
 def deployment_job_variables(
     name: str = DEPLOYMENT, prefect_yaml: str | Path = PREFECT_YAML
 ) -> dict[str, Any]:
-    """``work_pool.job_variables`` of the deployment *name* in *prefect_yaml*."""
+    """``work_pool.job_variables`` of the deployment *name* in *prefect_yaml*, with ``{{ $VAR }}``
+    placeholders filled from the environment as ``prefect deploy`` fills them (unset: empty)."""
+    from prefect.utilities.templating import apply_values
+
     (spec,) = load_deployment_specs(prefect_yaml, [name])
-    return copy.deepcopy((spec.get("work_pool") or {}).get("job_variables") or {})
+    values = copy.deepcopy((spec.get("work_pool") or {}).get("job_variables") or {})
+    return apply_values(values, {}, remove_notset=True)
 
 
 def resolve_job_variables(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

@@ -73,9 +73,15 @@ def template() -> dict:
     return load_template()
 
 
+IMAGE = "registry.example.com/irv2/irv2-ascend:0.1.0"
+
+
 @pytest.fixture(scope="module")
 def job_vars() -> dict:
-    return deployment_job_variables("ascend-8p-k8s")
+    """ascend-8p-k8s's job variables, deployed with IRV2_IMAGE set (prefect.yaml's image)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IRV2_IMAGE", IMAGE)
+        return deployment_job_variables("ascend-8p-k8s")
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +220,15 @@ def test_node_selector_and_image(rendered):
     _, job = rendered
     pod = job.spec.template.spec
     assert pod.node_selector == {"accelerator-type": "module"}
-    assert pod.containers[0].image == "registry.example.com/irv2/irv2-ascend:0.1.0"
+    assert pod.containers[0].image == IMAGE
+
+
+def test_image_comes_from_irv2_image_at_deploy_time(monkeypatch, template):
+    monkeypatch.delenv("IRV2_IMAGE", raising=False)
+    values = deployment_job_variables("ascend-8p-k8s")
+    assert values["image"] == ""  # what prefect deploy makes of an unset variable
+    with pytest.raises(Irv2Error, match="Validation failed for field .image"):
+        resolve_job_variables(template, values)
 
 
 def test_optional_pod_fields_are_left_out_when_not_set(rendered):
@@ -309,7 +323,8 @@ def test_bad_job_variables_fail_clearly(template, job_vars, name, value):
         resolve_job_variables(template, {**job_vars, name: value})
 
 
-def test_render_cli(capsys):
+def test_render_cli(capsys, monkeypatch):
+    monkeypatch.delenv("IRV2_IMAGE", raising=False)
     assert main(["--set", "image=reg.example/irv2:1", "--set", "npu_count=2"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert _container(manifest)["image"] == "reg.example/irv2:1"
