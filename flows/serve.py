@@ -17,7 +17,9 @@ from prefect.schedules import Cron
 from deployments import PREFECT_YAML, load_deployment_specs
 from flows.train_eval_export import train_eval_export
 
-__all__ = ["add_serve", "build_deployments", "serve_deployments"]
+__all__ = ["PROCESS_POOL", "add_serve", "build_deployments", "serve_deployments", "served"]
+
+PROCESS_POOL = "irv2-process"  # the deployments irv2 serve runs itself (others: --only)
 
 
 def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
@@ -45,13 +47,27 @@ def serve_deployments(specs: list[dict[str, Any]], limit: int = 1) -> None:
     serve(*build_deployments(specs), limit=limit)
 
 
+def served(specs: list[dict[str, Any]], named: bool) -> list[dict[str, Any]]:
+    """The specs this process serves: all that were *named* (``--only``), else those on the
+    process work pool; a Kubernetes deployment is run by its pool's worker, not here."""
+    if named:
+        return specs
+    return [
+        s for s in specs if (s.get("work_pool") or {}).get("name", PROCESS_POOL) == PROCESS_POOL
+    ]
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     specs = load_deployment_specs(args.file, args.only)
+    chosen = served(specs, bool(args.only))
     if args.list:
         for spec in specs:
-            print(f"{spec['name']}: {(spec.get('description') or '').strip().split(chr(10))[0]}")
+            note = "" if spec in chosen else f" [work pool {spec['work_pool']['name']}: not served]"
+            print(
+                f"{spec['name']}: {(spec.get('description') or '').strip().split(chr(10))[0]}{note}"
+            )
         return 0
-    serve_deployments(specs, limit=args.limit)
+    serve_deployments(chosen, limit=args.limit)
     return 0
 
 

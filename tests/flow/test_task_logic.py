@@ -198,9 +198,9 @@ def test_invalid_parameters_name_the_field(tmp_path):
     assert ok.resolve_config().batch_size == 2 and ok.export_formats == ["MINDIR", "ONNX"]
 
 
-def test_deployments_file_defines_the_three_deployments():
+def test_deployments_file_defines_the_deployments():
     specs = load_deployment_specs()
-    assert [s["name"] for s in specs] == ["local", "nightly-retrain", "ascend-8p"]
+    assert [s["name"] for s in specs] == ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s"]
     for spec in specs:  # every deployment's parameters pass the flow's validation
         validate_params(**{"source": "s3://bucket/prefix", **spec["parameters"]})
     deployments = {d.name: d for d in build_deployments(specs)}
