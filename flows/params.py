@@ -7,6 +7,7 @@ is resolved here (preset + overrides + device target) so that a bad value never 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ from irv2_core.config import PRESETS, Config, ConfigError, load_config
 from irv2_core.errors import Irv2Error
 from irv2_core.export import FORMATS
 
-__all__ = ["FlowParams", "flow_signature", "validate_params"]
+__all__ = ["FlowParams", "flow_signature", "validate_params", "with_signature"]
 
 ExportFormat = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
 
@@ -140,3 +141,14 @@ def flow_signature() -> inspect.Signature:
             )
         )
     return inspect.Signature(params, return_annotation=dict[str, Any])
+
+
+def with_signature(signature: inspect.Signature) -> Callable[[Callable], Callable]:
+    """Decorator: give a ``**kwargs`` function *signature* (what Prefect reads for the flow's
+    parameter schema), keeping its name so the deployment entrypoint names the flow."""
+
+    def apply(fn: Callable) -> Callable:
+        fn.__signature__ = signature
+        return fn
+
+    return apply

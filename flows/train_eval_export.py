@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.params import FlowParams, flow_signature, validate_params
+from flows.params import FlowParams, flow_signature, validate_params, with_signature
 from irv2_core.export import FORMATS
 from tasks import (
     convert_task,
@@ -130,7 +130,17 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
     return summary
 
 
-def _train_eval_export(**parameters: Any) -> dict[str, Any]:
+# The parameters are declared once, in FlowParams; the signature Prefect shows and stores is made
+# from it. FlowParams validates them (field-named errors, cross-field checks) before any stage.
+@flow(
+    name=FLOW_NAME,
+    persist_result=True,
+    result_serializer="json",
+    log_prints=True,
+    validate_parameters=False,
+)
+@with_signature(flow_signature())
+def train_eval_export(**parameters: Any) -> dict[str, Any]:
     """Stage *source*, convert, train, evaluate, export and report under *workdir*.
 
     *source* is s3://bucket/prefix (credentials from the environment / AWS chain; *endpoint_url*
@@ -139,16 +149,3 @@ def _train_eval_export(**parameters: Any) -> dict[str, Any]:
     Returns top1, top5, the export paths, the report path, the data fingerprint and timings.
     """
     return run_stages(validate_params(**parameters))
-
-
-# The parameters are declared once, in FlowParams; the signature Prefect shows and stores is made
-# from it. FlowParams validates them (field-named errors, cross-field checks) before any stage.
-_train_eval_export.__signature__ = flow_signature()
-train_eval_export = flow(
-    _train_eval_export,
-    name=FLOW_NAME,
-    persist_result=True,
-    result_serializer="json",
-    log_prints=True,
-    validate_parameters=False,
-)
