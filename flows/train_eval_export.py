@@ -3,19 +3,30 @@
 Wiring only: each stage is a task in ``tasks/``. Parameters are validated (pydantic) before any
 stage runs. The workdir holds ``data/`` (staged), ``mindrecord/``, ``runs/run-<digest>/`` (with
 ``eval.json`` and ``report/``) and ``exports/``. Per-stage wall times and task states (Completed or
-Cached) are collected into the summary and the report.
+Cached) are collected into the summary and the report. Each task returns its stage record as a
+JSON dict (``irv2_core.records``); the flow reads it back as that record.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 
 from flows.params import FlowParams, flow_signature, validate_params, with_signature
 from irv2_core.export import FORMATS
+from irv2_core.records import (
+    ConversionRecord,
+    EvalRecord,
+    ExportRecord,
+    PipelineFacts,
+    Record,
+    ReportRecord,
+    StageRecord,
+    TrainSummary,
+)
 from tasks import (
     convert_task,
     evaluate_task,
@@ -30,6 +41,8 @@ __all__ = ["FLOW_NAME", "run_stages", "train_eval_export"]
 
 FLOW_NAME = "train-eval-export"
 
+R = TypeVar("R", bound=Record)
+
 
 class _Stages:
     """Runs tasks one after another, recording each one's wall time and final state name."""
@@ -37,12 +50,13 @@ class _Stages:
     def __init__(self) -> None:
         self.timings: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, name: str, task: Any, **kwargs: Any) -> Any:
+    def __call__(self, name: str, task: Any, record: type[R], **kwargs: Any) -> R:
+        """Run *task*; return its result (fresh or cached) read as *record*."""
         start = time.perf_counter()
         state = task(**kwargs, return_state=True)
         seconds = time.perf_counter() - start
         self.timings[name] = {"seconds": round(seconds, 3), "state": state.name}
-        return state.result()  # raises the task's exception when it failed
+        return record.model_validate(state.result())  # raises the task's exception if it failed
 
 
 def run_stages(params: FlowParams) -> dict[str, Any]:
@@ -56,72 +70,83 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
     staged = run(
         "stage",
         stage_task,
+        StageRecord,
         source=params.source,
         dest=str(work / "data"),
         endpoint_url=params.endpoint_url,
     )
-    records = run(
+    converted = run(
         "convert",
         convert_task,
-        data_dir=staged["dest"],
+        ConversionRecord,
+        data_dir=staged.dest,
         out_dir=str(work / "mindrecord"),
-        input_fingerprint=staged["fingerprint"],
+        input_fingerprint=staged.fingerprint,
         shards=params.shards,
         val_fraction=params.val_fraction,
         seed=cfg["seed"],
     )
+    mindrecord_dir = converted.out_dir or str(work / "mindrecord")
     trained = run(
         "train",
         train_task,
-        data_dir=records["out_dir"],
-        data_fingerprint=records["fingerprint"],
+        TrainSummary,
+        data_dir=mindrecord_dir,
+        data_fingerprint=converted.fingerprint,
         config=cfg,
         runs_dir=str(work / "runs"),
         launch=params.launch(),
         timeout_s=params.train_timeout_s,
     )
-    run_dir = trained["run_dir"]
+    run_dir = trained.run_dir
+    checkpoint = trained.final_checkpoint
+    if run_dir is None or checkpoint is None:
+        raise RuntimeError(f"the train task returned no run folder or final checkpoint: {trained}")
     metrics = run(
         "evaluate",
         evaluate_task,
-        checkpoint=trained["final_checkpoint"],
-        data_dir=records["out_dir"],
-        data_fingerprint=records["fingerprint"],
+        EvalRecord,
+        checkpoint=checkpoint,
+        data_dir=mindrecord_dir,
+        data_fingerprint=converted.fingerprint,
         config=cfg,
         out=str(Path(run_dir) / "eval.json"),
     )
-    exports = []
+    exports: list[ExportRecord] = []
     options = export_options(run_dir, cfg)
     for fmt in params.export_formats:
         exports.append(
             run(
                 f"export-{fmt}",
                 export_task,
-                checkpoint=trained["final_checkpoint"],
+                ExportRecord,
+                checkpoint=checkpoint,
                 fmt=fmt,
                 out=str(work / "exports" / f"irv2{FORMATS[fmt]}"),
                 options=options,
             )
         )
-    facts = {
-        "evaluation": metrics,
-        "exports": exports,
-        "data_fingerprint": staged["fingerprint"],
-        "mindrecord_fingerprint": records["fingerprint"],
-        "timings": run.timings,
-    }
-    reported = run("report", report_task, run_dir=run_dir, facts=facts)
+    facts = PipelineFacts.model_validate(
+        {
+            "evaluation": metrics.to_json(),
+            "exports": [e.to_json() for e in exports],
+            "data_fingerprint": staged.fingerprint,
+            "mindrecord_fingerprint": converted.fingerprint,
+            "timings": run.timings,
+        }
+    )
+    reported = run("report", report_task, ReportRecord, run_dir=run_dir, facts=facts)
     summary = {
-        "top1": metrics["top1"],
-        "top5": metrics["top5"],
-        "exports": [e["path"] for e in exports],
-        "report": reported["markdown"],
-        "report_html": reported["html"],
-        "data_fingerprint": staged["fingerprint"],
-        "mindrecord_fingerprint": records["fingerprint"],
+        "top1": metrics.top1,
+        "top5": metrics.top5,
+        "exports": [e.path for e in exports],
+        "report": reported.markdown,
+        "report_html": reported.html,
+        "data_fingerprint": staged.fingerprint,
+        "mindrecord_fingerprint": converted.fingerprint,
         "run_dir": run_dir,
-        "checkpoint": trained["final_checkpoint"],
-        "global_step": trained.get("global_step"),
+        "checkpoint": checkpoint,
+        "global_step": trained.global_step,
         "timings": run.timings,
     }
     logger.info(

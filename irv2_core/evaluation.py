@@ -20,6 +20,7 @@ from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint
 from irv2_core.models.factory import create_model
 from irv2_core.models.weights import load_into
+from irv2_core.records import EvalMetrics, EvalRecord
 from irv2_core.runtime.context import setup_context
 from irv2_core.runtime.io import atomic_write_json
 
@@ -41,9 +42,9 @@ def topk_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
-def evaluate_network(net, batches, batch_size: int) -> dict[str, Any]:
+def evaluate_network(net, batches, batch_size: int) -> EvalMetrics:
     """Run *net* in eval mode over ``(images, labels)`` numpy *batches*; return
-    ``{top1, top5, loss, count}``. Short batches are zero-padded to *batch_size* and masked."""
+    top1, top5, loss and count. Short batches are zero-padded to *batch_size* and masked."""
     was_training = net.training
     net.set_train(False)
     totals = {"correct1": 0.0, "correct5": 0.0, "loss_sum": 0.0, "count": 0.0}
@@ -61,12 +62,12 @@ def evaluate_network(net, batches, batch_size: int) -> dict[str, Any]:
     count = int(totals["count"])
     if count == 0:
         raise Irv2Error("the evaluation split holds no images")
-    return {
-        "top1": totals["correct1"] / count,
-        "top5": totals["correct5"] / count,
-        "loss": totals["loss_sum"] / count,
-        "count": count,
-    }
+    return EvalMetrics(
+        top1=totals["correct1"] / count,
+        top5=totals["correct5"] / count,
+        loss=totals["loss_sum"] / count,
+        count=count,
+    )
 
 
 def eval_batches(data_dir: str | Path, split: str, cfg: Config) -> tuple[Any, int]:
@@ -83,9 +84,10 @@ def evaluate(
     split: str = "val",
     out: str | Path | None = None,
     image_size: int | None = None,
-) -> dict[str, Any]:
-    """Evaluate checkpoint *ckpt* on *split* of *data_dir*; return and (if *out*) write
-    ``{top1, top5, loss, count, protocol, checkpoint, image_size}``.
+) -> EvalRecord:
+    """Evaluate checkpoint *ckpt* on *split* of *data_dir*; return and (if *out*) write the
+    :class:`~irv2_core.records.EvalRecord` (top1, top5, loss, count, protocol, checkpoint,
+    image_size).
 
     *cfg* None reads ``config.yaml`` beside the checkpoint (a run folder), else cpu-smoke
     defaults with *image_size*. The class count comes from the data's ``classes.json``.
@@ -114,8 +116,13 @@ def evaluate(
             f"e.g. {missing[:3]}"
         )
     batches, batch_size = eval_batches(data_dir, split, cfg)
-    result = evaluate_network(net, batches, batch_size)
-    result.update(protocol=cfg.eval_protocol, checkpoint=str(ckpt), image_size=cfg.image_size)
+    metrics = evaluate_network(net, batches, batch_size)
+    result = EvalRecord(
+        **metrics.model_dump(),
+        protocol=cfg.eval_protocol,
+        checkpoint=str(ckpt),
+        image_size=cfg.image_size,
+    )
     if out is not None:
-        atomic_write_json(out, result)
+        atomic_write_json(out, result.file_content())
     return result

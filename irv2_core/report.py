@@ -17,8 +17,10 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from irv2_core.errors import Irv2Error
+from irv2_core.records import EvalFacts, ExportFacts, PipelineFacts, ReportRecord, StageTiming
 from irv2_core.runtime.io import atomic_write_text, read_json, sha256_file
 
 __all__ = ["ZOO_REFERENCE", "PIPELINE_FILE", "build_report", "load_metrics"]
@@ -73,10 +75,10 @@ def _as_percent(value: Any) -> float | None:
     return round(value * 100.0 if value <= 1.0 else value, 2)
 
 
-def _metrics_table(evaluation: dict[str, Any] | None) -> pd.DataFrame:
+def _metrics_table(evaluation: EvalFacts | None) -> pd.DataFrame:
     rows = []
     for name in ("top1", "top5"):
-        got = _as_percent((evaluation or {}).get(name))
+        got = _as_percent(getattr(evaluation, name, None))
         ref = ZOO_REFERENCE[name]
         rows.append(
             {
@@ -89,24 +91,24 @@ def _metrics_table(evaluation: dict[str, Any] | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _exports_table(exports: list[dict[str, Any]]) -> pd.DataFrame:
+def _exports_table(exports: list[ExportFacts]) -> pd.DataFrame:
     rows = []
     for item in exports:
-        path = Path(item["path"])
-        size = item.get("bytes")
-        digest = item.get("sha256")
+        path = Path(item.path)
+        size = item.bytes
+        digest = item.sha256
         if path.exists():  # trust the file over a stale record
             size = path.stat().st_size
             digest = digest or sha256_file(path)
         rows.append(
             {
-                "format": item.get("format"),
+                "format": item.format,
                 "path": str(path),
                 "bytes": size,
                 "MiB": None if size is None else round(size / 2**20, 1),
                 "sha256": digest,
-                "verified_with": item.get("verified_with"),
-                "max_abs_diff": item.get("max_abs_diff"),
+                "verified_with": item.verified_with,
+                "max_abs_diff": item.max_abs_diff,
             }
         )
     columns = ["format", "path", "bytes", "MiB", "sha256", "verified_with", "max_abs_diff"]
@@ -121,17 +123,10 @@ def _config_table(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame([{"key": k, "value": str(v)} for k, v in sorted(cfg.items())])
 
 
-def _timings_table(timings: dict[str, Any]) -> pd.DataFrame:
+def _timings_table(timings: dict[str, StageTiming]) -> pd.DataFrame:
     rows = []
-    for stage, value in timings.items():
-        info = value if isinstance(value, dict) else {"seconds": value}
-        rows.append(
-            {
-                "stage": stage,
-                "seconds": round(float(info.get("seconds", 0.0)), 2),
-                "state": info.get("state", ""),
-            }
-        )
+    for stage, timing in timings.items():
+        rows.append({"stage": stage, "seconds": round(timing.seconds, 2), "state": timing.state})
     return pd.DataFrame(rows, columns=["stage", "seconds", "state"])
 
 
@@ -174,7 +169,7 @@ def _save(fig: Any, path: Path) -> str:
     return str(path)
 
 
-def _load_extra(run_dir: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
+def _load_extra(run_dir: Path, extra: dict[str, Any] | None) -> PipelineFacts:
     merged: dict[str, Any] = {}
     pipeline = run_dir / PIPELINE_FILE
     if pipeline.exists():
@@ -182,7 +177,16 @@ def _load_extra(run_dir: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
     merged.update(extra or {})
     if "evaluation" not in merged and (run_dir / "eval.json").exists():
         merged["evaluation"] = read_json(run_dir / "eval.json")
-    return merged
+    try:
+        return PipelineFacts.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise Irv2Error(
+            f"the pipeline facts of {run_dir} ({PIPELINE_FILE}, eval.json, --extra) do not read "
+            f"as a report's input: {problems}"
+        ) from None
 
 
 def _markdown(sections: list[tuple[str, pd.DataFrame | str]], plots: list[str]) -> str:
@@ -234,13 +238,14 @@ def build_report(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ReportRecord:
     """Write the report of *run_dir* into *out_dir* (default ``RUN_DIR/report``) and list its files.
 
-    *extra* (merged over ``RUN_DIR/pipeline.json``) may hold ``evaluation`` ({top1, top5, ...}),
-    ``exports`` ([{format, path, bytes, sha256}]), ``data_fingerprint`` and ``timings``
-    ({stage: seconds or {seconds, state}}). Returns ``{markdown, html, csv, plots, tables}`` where
-    ``tables`` maps each table name to its rows (for the flow's table artifacts).
+    *extra* (merged over ``RUN_DIR/pipeline.json``; see :class:`~irv2_core.records.PipelineFacts`)
+    may hold ``evaluation`` ({top1, top5, ...}), ``exports`` ([{format, path, bytes, sha256}]),
+    ``data_fingerprint`` and ``timings`` ({stage: seconds or {seconds, state}}). Returns the
+    :class:`~irv2_core.records.ReportRecord`, whose ``tables`` maps each table name to its rows
+    (for the flow's table artifacts).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -255,9 +260,9 @@ def build_report(
         else {}
     )
     tables = {
-        "final_metrics": _metrics_table(info.get("evaluation")),
-        "exports": _exports_table(info.get("exports") or []),
-        "timings": _timings_table(info.get("timings") or {}),
+        "final_metrics": _metrics_table(info.evaluation),
+        "exports": _exports_table(info.exports),
+        "timings": _timings_table(info.timings),
         # the summary's eval dict duplicates the evaluations table
         "training": pd.DataFrame([{k: v for k, v in summary.items() if k != "eval"}])
         if summary
@@ -272,11 +277,11 @@ def build_report(
         atomic_write_text(target, frame.to_csv(index=False))
         csv_paths.append(str(target))
     plots = _plot_training(train, evals, out)
-    fingerprint = str(info.get("data_fingerprint") or "(unknown)")
-    ev = info.get("evaluation") or {}
+    fingerprint = info.data_fingerprint or "(unknown)"
+    ev = info.evaluation or EvalFacts()
     this_run = (
-        f"This run: {ev.get('count', '?')} images, {ev.get('image_size', '?')} px, "
-        f"{ev.get('protocol', '?')} protocol."
+        f"This run: {_or_unknown(ev.count)} images, {_or_unknown(ev.image_size)} px, "
+        f"{_or_unknown(ev.protocol)} protocol."
     )
     sections: list[tuple[str, pd.DataFrame | str]] = [
         ("Final metrics beside the model-zoo reference", tables["final_metrics"]),
@@ -290,10 +295,14 @@ def build_report(
     ]
     md_path = atomic_write_text(out / "report.md", _markdown(sections, plots))
     html_path = atomic_write_text(out / "report.html", _html(sections, plots))
-    return {
-        "markdown": str(md_path),
-        "html": str(html_path),
-        "csv": csv_paths,
-        "plots": plots,
-        "tables": {k: json.loads(v.to_json(orient="records")) for k, v in tables.items()},
-    }
+    return ReportRecord(
+        markdown=str(md_path),
+        html=str(html_path),
+        csv=csv_paths,
+        plots=plots,
+        tables={k: json.loads(v.to_json(orient="records")) for k, v in tables.items()},
+    )
+
+
+def _or_unknown(value: Any) -> Any:
+    return "?" if value is None else value

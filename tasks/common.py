@@ -4,19 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from irv2_core.errors import Irv2Error
+from irv2_core.records import schema_digest
 
 __all__ = [
     "PERSIST",
     "exception_of",
+    "for_record",
     "is_transient_network_error",
     "is_user_error",
     "retry_transient_only",
     "retry_unless_user_error",
 ]
 
-# Results are small JSON-safe dicts (paths, fingerprints, metrics); never pickle them.
+# Results are stage records (irv2_core.records) dumped as plain JSON dicts; never pickle them.
 PERSIST: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
+
+
+def for_record(key: str, record: type[BaseModel]) -> str:
+    """The cache *key* tagged with the schema digest of the *record* type the task returns.
+
+    A stored result is then handed back only while the record has the same shape, so the flow's
+    ``model_validate`` never meets a result written by older code. The tag is a suffix: the
+    stamped output still matches its content digest (``tasks.caching.stamped_key``), so a new
+    record shape re-reads intact outputs instead of redoing the work.
+    """
+    return f"{key.split('~')[0]}~{schema_digest(record)}"
+
 
 _TRANSIENT_S3_CODES = {
     "RequestTimeout",

@@ -3,7 +3,8 @@
 stage is keyed on the source listing (keys, sizes, ETags; no download) and retried only on
 transient network errors; convert is keyed on the staged data's fingerprint plus its options.
 Both keys also check the stamped output (see ``tasks.caching``), so a deleted or changed output
-folder is rebuilt instead of returned from the cache.
+folder is rebuilt instead of returned from the cache. Both return their stage record
+(``irv2_core.records``) as a JSON dict.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
+from irv2_core.records import ConversionRecord, StageRecord
 from irv2_core.runtime.io import read_json
 from tasks.caching import cache_key, current_cache_key, write_stamp
-from tasks.common import PERSIST, retry_transient_only
+from tasks.common import PERSIST, for_record, retry_transient_only
 
 __all__ = ["convert_task", "stage_task"]
 
@@ -26,7 +28,9 @@ def _stage_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 
     listing = source_fingerprint(params["source"], endpoint_url=params.get("endpoint_url"))
     content = {"task": "stage", "source": params["source"], "listing": listing}
-    return cache_key(params["dest"], {**content, "dest": str(params["dest"])})
+    return for_record(
+        cache_key(params["dest"], {**content, "dest": str(params["dest"])}), StageRecord
+    )
 
 
 @task(
@@ -38,7 +42,7 @@ def _stage_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     **PERSIST,
 )
 def stage_task(source: str, dest: str, endpoint_url: str | None = None) -> dict[str, Any]:
-    """Mirror *source* (s3://bucket/prefix or a folder) into *dest*; return the stage record.
+    """Mirror *source* (s3://bucket/prefix or a folder) into *dest*; return the StageRecord.
 
     Credentials come from the environment / AWS chain, never from parameters, so nothing secret
     reaches the persisted result.
@@ -49,22 +53,19 @@ def stage_task(source: str, dest: str, endpoint_url: str | None = None) -> dict[
     logger.info("staging %s -> %s", source, dest)
     record = stage(source, dest, endpoint_url=endpoint_url)
     logger.info(
-        "staged %s objects (%s downloaded, %s unchanged, %s removed), fingerprint %s",
-        record.get("objects"),
-        record.get("downloaded"),
-        record.get("unchanged"),
-        record.get("removed"),
-        record.get("fingerprint"),
+        "staged %s objects (%s downloaded, %s unchanged, %s removed, %s rejected), fingerprint %s",
+        record.objects,
+        record.downloaded,
+        record.unchanged,
+        record.removed,
+        len(record.rejected),
+        record.fingerprint,
     )
-    dest_dir = Path(dest)
+    dest_dir = Path(record.dest)
     manifest = dest_dir / "manifest.json"
     objects = read_json(manifest).get("objects", {})
-    write_stamp(dest_dir, current_cache_key(), [manifest, *(dest_dir / k for k in objects)])
-    keep = ("dest", "fingerprint", "objects", "downloaded", "unchanged", "removed", "bytes")
-    result = {k: record.get(k) for k in keep}
-    result["rejected"] = len(record.get("rejected") or [])
-    result["dest"] = str(dest_dir)
-    return result
+    write_stamp(Path(dest), current_cache_key(), [manifest, *(dest_dir / k for k in objects)])
+    return record.to_json()
 
 
 def _convert_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -74,7 +75,7 @@ def _convert_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
         "options": _convert_options(params),
         "out_dir": str(params["out_dir"]),
     }
-    return cache_key(params["out_dir"], content)
+    return for_record(cache_key(params["out_dir"], content), ConversionRecord)
 
 
 def _convert_options(params: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def convert_task(
     val_fraction: float = 0.2,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Convert the staged class folders into sharded MindRecord; return a small summary.
+    """Convert the staged class folders into sharded MindRecord; return the ConversionRecord.
 
     *input_fingerprint* (the staged data's fingerprint) is part of the cache key, so new data
     reconverts even when the folder path is the same.
@@ -100,16 +101,9 @@ def convert_task(
     logger = get_run_logger()
     record = convert(data_dir, out_dir, shards=shards, val_fraction=val_fraction, seed=seed)
     out = Path(out_dir)
-    skipped = record.get("skipped") or []
-    for item in skipped[:20]:
-        logger.warning("skipped %s: %s", item.get("path"), item.get("reason"))
-    logger.info("converted %s, fingerprint %s", record.get("totals"), record.get("fingerprint"))
+    for item in record.skipped[:20]:
+        logger.warning("skipped %s: %s", item.path, item.reason)
+    logger.info("converted %s, fingerprint %s", record.totals, record.fingerprint)
     outputs = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     write_stamp(out, current_cache_key(), outputs)
-    return {
-        "out_dir": str(out),
-        "fingerprint": record["fingerprint"],
-        "totals": record.get("totals"),
-        "classes": len(read_json(out / "classes.json")),
-        "skipped": len(skipped),
-    }
+    return record.to_json()

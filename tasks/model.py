@@ -1,6 +1,7 @@
 """Prefect tasks for ``evaluate`` and ``export``, keyed on the checkpoint's sha256 plus options.
 
-Both run in the flow's process (they compile one graph each) and return small JSON-safe dicts.
+Both run in the flow's process (they compile one graph each) and return their stage record
+(``EvalRecord``, ``ExportRecord``) as a JSON dict.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
+from irv2_core.records import EvalRecord, ExportRecord
 from irv2_core.runtime.io import read_json
 from tasks.caching import cache_key, current_cache_key, file_digest, write_stamp
-from tasks.common import PERSIST, retry_unless_user_error
+from tasks.common import PERSIST, for_record, retry_unless_user_error
 
 __all__ = ["evaluate_task", "export_task"]
 
@@ -30,7 +32,7 @@ def _eval_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
         "split": params.get("split", "val"),
         "out": str(params["out"]),
     }
-    return cache_key(params["out"], content)
+    return for_record(cache_key(params["out"], content), EvalRecord)
 
 
 @task(
@@ -57,13 +59,13 @@ def evaluate_task(
     logger.info(
         "%s: top-1 %.4f, top-5 %.4f on %s images (%s protocol)",
         split,
-        result["top1"],
-        result["top5"],
-        result.get("count"),
-        result.get("protocol"),
+        result.top1,
+        result.top5,
+        result.count,
+        result.protocol,
     )
     write_stamp(out, current_cache_key(), [out])
-    return {k: result.get(k) for k in ("top1", "top5", "loss", "count", "protocol", "image_size")}
+    return result.to_json()
 
 
 def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -74,7 +76,7 @@ def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
         "options": params["options"],
         "out": str(params["out"]),
     }
-    return cache_key(params["out"], content)
+    return for_record(cache_key(params["out"], content), ExportRecord)
 
 
 @task(
@@ -98,15 +100,14 @@ def export_task(checkpoint: str, fmt: str, out: str, options: dict[str, Any]) ->
     logger.info(
         "%s: %s (%s bytes, sha256 %s, verified with %s, max |diff| %s)",
         fmt,
-        record["path"],
-        record.get("bytes"),
-        record.get("sha256"),
-        record.get("verified_with"),
-        record.get("max_abs_diff"),
+        record.path,
+        record.bytes,
+        record.sha256,
+        record.verified_with,
+        record.max_abs_diff,
     )
-    write_stamp(target, current_cache_key(), [record["path"]])
-    keys = ("format", "path", "bytes", "sha256", "verified_with", "max_abs_diff", "image_size")
-    return {k: record.get(k) for k in keys}
+    write_stamp(target, current_cache_key(), [record.path])
+    return record.to_json()
 
 
 def export_options(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:

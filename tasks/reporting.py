@@ -11,6 +11,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from irv2_core.records import PipelineFacts
 from irv2_core.report import PIPELINE_FILE, build_report
 from irv2_core.runtime.io import atomic_write_json
 from tasks.common import PERSIST
@@ -21,24 +22,26 @@ _TABLE_ARTIFACTS = ("final_metrics", "exports", "timings")
 
 
 @task(name="report", **PERSIST)
-def report_task(run_dir: str, facts: dict[str, Any]) -> dict[str, Any]:
+def report_task(run_dir: str, facts: PipelineFacts | dict[str, Any]) -> dict[str, Any]:
     """Write the report of *run_dir* with the pipeline *facts*; publish it as artifacts.
 
     *facts* (evaluation, exports, data_fingerprint, timings) is saved as the run folder's
-    ``pipeline.json`` first, so ``irv2 report RUN_DIR`` later rebuilds the same report.
+    ``pipeline.json`` first, so ``irv2 report RUN_DIR`` later rebuilds the same report. Returns
+    the ReportRecord (without its tables) as a JSON dict.
     """
     logger = get_run_logger()
-    atomic_write_json(Path(run_dir) / PIPELINE_FILE, facts)
+    facts = PipelineFacts.model_validate(facts)
+    atomic_write_json(Path(run_dir) / PIPELINE_FILE, facts.file_content())
     result = build_report(run_dir)
-    markdown = Path(result["markdown"]).read_text(encoding="utf-8")
+    markdown = Path(result.markdown).read_text(encoding="utf-8")
     create_markdown_artifact(
         markdown=markdown, key="irv2-report", description=f"report of {run_dir}"
     )
     for name in _TABLE_ARTIFACTS:
-        rows = result["tables"].get(name) or []
+        rows = result.tables.get(name) or []
         if rows:
             create_table_artifact(
                 table=rows, key=f"irv2-{name.replace('_', '-')}", description=name
             )
-    logger.info("report: %s", result["markdown"])
-    return {k: result[k] for k in ("markdown", "html", "csv", "plots")}
+    logger.info("report: %s", result.markdown)
+    return result.to_json()

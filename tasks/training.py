@@ -20,9 +20,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
 
+from irv2_core.records import TrainSummary
 from irv2_core.runtime.io import read_json, sha256_json
 from tasks.caching import cache_key, code_version, current_cache_key, stamped_key, write_stamp
-from tasks.common import PERSIST, retry_unless_user_error
+from tasks.common import PERSIST, for_record, retry_unless_user_error
 from tasks.launch import run_supervised
 
 __all__ = ["run_dir_for", "train_command", "train_task"]
@@ -46,7 +47,8 @@ def run_dir_for(runs_dir: str | os.PathLike[str], params: dict[str, Any]) -> Pat
 
 
 def _train_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
-    return cache_key(run_dir_for(params["runs_dir"], params), _train_content(params))
+    key = cache_key(run_dir_for(params["runs_dir"], params), _train_content(params))
+    return for_record(key, TrainSummary)
 
 
 def train_command(
@@ -101,11 +103,10 @@ def _fmt(value: Any) -> str:
 
 
 def _result(run_dir: Path) -> dict[str, Any]:
-    summary = read_json(run_dir / "train_summary.json")
-    keep = ("global_step", "total_steps", "epochs", "wall_s", "img_per_s", "last_loss", "rank_size")
-    out = {k: summary.get(k) for k in keep}
-    out.update(run_dir=str(run_dir), final_checkpoint=str(run_dir / "final.ckpt"))
-    return out
+    """The run folder's TrainSummary with ``run_dir``; ``final_checkpoint`` is made absolute."""
+    summary = TrainSummary.model_validate(read_json(run_dir / "train_summary.json"))
+    update = {"run_dir": str(run_dir), "final_checkpoint": str(run_dir / "final.ckpt")}
+    return summary.model_copy(update=update).to_json()
 
 
 @task(
@@ -124,7 +125,8 @@ def train_task(
     launch: dict[str, Any] | None = None,
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Train on the MindRecord folder *data_dir* with the resolved *config*; return its summary.
+    """Train on the MindRecord folder *data_dir* with the resolved *config*; return its
+    TrainSummary (with ``run_dir``).
 
     *launch* holds ``device_num``, ``num_nodes``, ``node_rank``, ``master_addr``. A retry resumes
     from the run folder's last checkpoint (weights, optimizer, step).

@@ -9,9 +9,9 @@ def _run_stage(args) -> int:
     from irv2_core.data.stage import stage
 
     result = stage(args.src, args.dest, endpoint_url=args.endpoint_url, workers=args.workers)
-    for item in result["rejected"]:
-        print(f"rejected {item['key']!r}: {item['reason']}")
-    print(json.dumps({k: v for k, v in result.items() if k != "rejected"}, indent=2))
+    for item in result.rejected:
+        print(f"rejected {item.key!r}: {item.reason}")
+    print(json.dumps(result.model_dump(mode="json", exclude={"rejected"}), indent=2))
     return 0
 
 
@@ -47,10 +47,14 @@ def _run_convert(args) -> int:
         full_decode=args.full_decode,
         workers=args.workers,
     )
-    for item in record["skipped"]:
-        print(f"skipped {item['path']}: {item['reason']}")
-    summary = {k: record[k] for k in ("totals", "num_classes", "fingerprint")}
-    summary["skipped"] = len(record["skipped"])
+    for item in record.skipped:
+        print(f"skipped {item.path}: {item.reason}")
+    summary = {
+        "totals": record.totals,
+        "num_classes": record.num_classes,
+        "fingerprint": record.fingerprint,
+        "skipped": len(record.skipped),
+    }
     print(json.dumps(summary, indent=2))
     return 0
 

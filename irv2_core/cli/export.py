@@ -21,7 +21,7 @@ def _run_export(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
         image_size=args.image_size,
     )
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result.to_json(), indent=2))
     return 0
 
 

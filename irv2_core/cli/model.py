@@ -56,7 +56,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             args.preset, args.config, overrides, run_config=saved, fallback_preset="cpu-smoke"
         )
     result = evaluate(args.ckpt, args.data, cfg, args.split, args.out, args.image_size)
-    print(json.dumps(result, sort_keys=True), flush=True)
+    print(json.dumps(result.to_json(), sort_keys=True), flush=True)
     return 0
 
 

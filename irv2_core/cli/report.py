@@ -20,8 +20,8 @@ def _run_report(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise Irv2Error(f"--extra {args.extra}: cannot read a JSON object ({exc})") from None
     result = build_report(args.run_dir, args.out, extra)
-    print(result["markdown"])
-    print(result["html"])
+    print(result.markdown)
+    print(result.html)
     return 0
 
 

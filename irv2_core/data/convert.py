@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mindspore.mindrecord import FileWriter
+from pydantic import ValidationError
 
 from irv2_core.data.image_folders import (
     DataSplit,
@@ -28,6 +29,7 @@ from irv2_core.data.image_folders import (
 )
 from irv2_core.data.images import BadImage, prepare_file
 from irv2_core.errors import Irv2Error
+from irv2_core.records import ConversionRecord
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.io import atomic_write_json, publish_dir, read_json, sha256_json
 
@@ -52,22 +54,25 @@ def _check_options(shards: int, val_fraction: float) -> None:
         )
 
 
-def _reusable(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The existing record if *out_dir* already holds this exact conversion, complete."""
+def _reusable(out_dir: Path, fingerprint: str) -> ConversionRecord | None:
+    """The existing record if *out_dir* already holds this exact conversion, complete.
+
+    A ``conversion.json`` that does not read as a :class:`ConversionRecord` means convert again.
+    """
     path = out_dir / RECORD_NAME
     if not path.is_file():
         return None
     try:
-        record = read_json(path)
-    except (OSError, ValueError):
+        record = ConversionRecord.model_validate(read_json(path))
+    except (OSError, ValueError, ValidationError):
         return None
-    if record.get("fingerprint") != fingerprint:
+    if record.fingerprint != fingerprint:
         return None
-    for name, size in record.get("files", {}).items():
+    for name, size in record.files.items():
         f = out_dir / name
         if not f.is_file() or f.stat().st_size != size:
             return None
-    return record
+    return record.model_copy(update={"out_dir": str(out_dir)})
 
 
 def _prepare_all(split: DataSplit, full_decode: bool, workers: int):
@@ -168,14 +173,15 @@ def convert(
     seed: int = 0,
     full_decode: bool = False,
     workers: int | None = None,
-) -> dict[str, Any]:
+) -> ConversionRecord:
     """Convert an image folder into ``train``/``val`` MindRecord shards plus ``classes.json``.
 
-    Returns the conversion record that is also written as ``OUT_DIR/conversion.json``: counts per
-    split and class, the ``skipped`` files with reasons, the MindRecord header/page sizes, the
-    ``input_fingerprint`` and the output ``fingerprint`` (the cache key). If *out_dir* already
-    holds a complete conversion with the same fingerprint, it is returned and nothing is written.
-    *full_decode* also decodes good JPEGs (slower); *workers* defaults to the CPU count.
+    Returns the :class:`~irv2_core.records.ConversionRecord`, also written (without ``out_dir``)
+    as ``OUT_DIR/conversion.json``: counts per split and class, the ``skipped`` files with
+    reasons, the MindRecord header/page sizes, the ``input_fingerprint`` and the output
+    ``fingerprint`` (the cache key). If *out_dir* already holds a complete conversion with the
+    same fingerprint, it is returned and nothing is written. *full_decode* also decodes good
+    JPEGs (slower); *workers* defaults to the CPU count.
     """
     _check_options(shards, val_fraction)
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir).resolve()
@@ -209,10 +215,11 @@ def convert(
         tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
         tmp_dir.mkdir()
         try:
-            record = _build(layout, tmp_dir, int(shards), full_decode, workers)
+            built = _build(layout, tmp_dir, int(shards), full_decode, workers)
             wall = time.perf_counter() - started
-            total = sum(record["totals"].values())
-            record.update(
+            total = sum(built["totals"].values())
+            record = ConversionRecord(
+                **built,
                 fingerprint=fingerprint,
                 input_fingerprint=in_fp,
                 input_fingerprint_source=in_fp_source,
@@ -221,8 +228,9 @@ def convert(
                 options=options,
                 wall_s=round(wall, 3),
                 img_per_s=round(total / wall, 1) if wall > 0 else None,
+                out_dir=str(out_dir),
             )
-            atomic_write_json(tmp_dir / RECORD_NAME, record)
+            atomic_write_json(tmp_dir / RECORD_NAME, record.file_content())
             publish_dir(tmp_dir, out_dir)
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -230,7 +238,7 @@ def convert(
     log.info(
         "convert: wrote %s (%s images, %d skipped)",
         out_dir,
-        record["totals"],
-        len(record["skipped"]),
+        record.totals,
+        len(record.skipped),
     )
     return record

@@ -31,6 +31,7 @@ from irv2_core.data.sources import (
     parse_source,
 )
 from irv2_core.errors import Irv2Error
+from irv2_core.records import StageRecord
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.io import atomic_write_json, read_json
 from irv2_core.storage.s3client import redact_url
@@ -225,12 +226,12 @@ def _mirror(source, objects: list[SourceObject], dest: Path):
 
 def stage(
     src: str, dest: str | os.PathLike[str], endpoint_url: str | None = None, workers: int = 8
-) -> dict[str, Any]:
+) -> StageRecord:
     """Mirror *src* (``s3://bucket/prefix``, ``file://`` URI or folder) into *dest*, verified.
 
-    Returns ``{dest, fingerprint, objects, downloaded, unchanged, removed, rejected, bytes,
-    bytes_downloaded, folder_markers, wall_s}`` where ``rejected`` lists ``{key, reason}`` for
-    keys never written (hostile or reserved) and ``bytes`` is the size of the mirrored set.
+    Returns the :class:`~irv2_core.records.StageRecord`, where ``rejected`` lists ``{key,
+    reason}`` for keys never written (hostile or reserved) and ``bytes`` is the size of the
+    mirrored set.
     Raises Irv2Error (missing bucket, empty prefix, bad credentials, objects that still fail
     after retries); then no manifest is written and the next run resumes.
     """
@@ -256,16 +257,16 @@ def stage(
     log.info(
         "stage: %d objects, %d downloaded (%d bytes) in %.1fs", len(objects), len(todo), got, wall
     )
-    return {
-        "dest": str(dest),
-        "fingerprint": manifest["fingerprint"],
-        "objects": len(objects),
-        "downloaded": len(todo),
-        "unchanged": n_unchanged,
-        "removed": removed,
-        "rejected": rejected,
-        "bytes": sum(o.size for o in objects),
-        "bytes_downloaded": got,
-        "folder_markers": markers,
-        "wall_s": round(wall, 3),
-    }
+    return StageRecord(
+        dest=str(dest),
+        fingerprint=manifest["fingerprint"],
+        objects=len(objects),
+        downloaded=len(todo),
+        unchanged=n_unchanged,
+        removed=removed,
+        rejected=rejected,
+        bytes=sum(o.size for o in objects),
+        bytes_downloaded=got,
+        folder_markers=markers,
+        wall_s=round(wall, 3),
+    )

@@ -21,6 +21,7 @@ from irv2_core.errors import Irv2Error
 from irv2_core.export import FORMATS
 from irv2_core.models.metadata import check_image_size
 from irv2_core.models.weights import load_model
+from irv2_core.records import ExportRecord
 from irv2_core.runtime.context import compile_cache_disabled, pynative_mode
 from irv2_core.runtime.io import FILE_MODE, sha256_file
 
@@ -91,14 +92,13 @@ def export_model(
     num_classes: int | None = None,
     image_size: int = 299,
     residual_bias: bool | None = None,
-) -> dict[str, Any]:
+) -> ExportRecord:
     """Export a checkpoint to MINDIR, ONNX or AIR at *image_size*, verify it, publish it atomically.
 
     ``num_classes``/``residual_bias`` default to what the checkpoint holds. The file goes to a
     temp name in *out*'s folder, is reloaded and compared with the network on a fixed input, and
     is renamed to *out* (the format's extension is appended if missing) only if the max abs
-    difference is within tolerance. Returns ``{format, path, bytes, sha256, verified_with,
-    max_abs_diff, image_size, num_classes, batch, input_shape}``.
+    difference is within tolerance. Returns the :class:`~irv2_core.records.ExportRecord`.
     """
     fmt = _check_format(fmt)
     check_image_size(int(image_size))
@@ -118,16 +118,16 @@ def export_model(
         if written is not None and written.exists():
             written.unlink()
         os.chmod(final.parent, folder_mode)  # ms.export chmods the folder to 0700
-    return {
-        "format": fmt,
-        "path": str(final),
-        "bytes": final.stat().st_size,
-        "sha256": sha256_file(final),
-        "image_size": int(image_size),
-        "num_classes": info["num_classes"],
-        "checkpoint": str(ckpt),
+    return ExportRecord(
+        format=fmt,
+        path=str(final),
+        bytes=final.stat().st_size,
+        sha256=sha256_file(final),
+        image_size=int(image_size),
+        num_classes=info["num_classes"],
+        checkpoint=str(ckpt),
         **result,
-    }
+    )
 
 
 def _verify(net, path: Path, fmt: str, image_size: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from irv2_core.records import EvalMetrics
 from irv2_core.runtime.io import atomic_write_json, atomic_write_text
 
 __all__ = ["RunLog"]
@@ -77,17 +78,15 @@ class RunLog:
         }
         atomic_write_json(self.progress, snapshot)
 
-    def eval(self, step: int, epoch: int, result: dict[str, Any]) -> None:
+    def eval(self, step: int, epoch: int, result: EvalMetrics) -> None:
         """Record an evaluation result (top1, top5, loss, count) after *step*."""
         if not self.enabled:
             return
         self.line(
-            f"eval after step {step} epoch {epoch}: top1 {result['top1']:.4f} "
-            f"top5 {result['top5']:.4f} loss {result['loss']:.4f} on {result['count']} images"
+            f"eval after step {step} epoch {epoch}: top1 {result.top1:.4f} "
+            f"top5 {result.top5:.4f} loss {result.loss:.4f} on {result.count} images"
         )
-        row = {"kind": "eval", "step": step, "epoch": epoch}
-        row.update({k: result[k] for k in ("top1", "top5", "loss", "count")})
-        self._append(row)
+        self._append({"kind": "eval", "step": step, "epoch": epoch, **result.model_dump()})
 
     def trim_after(self, step: int) -> None:
         """Drop rows logged after *step* by an interrupted attempt, so a resumed run's log has no

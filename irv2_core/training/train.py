@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import mindspore as ms
 import mindspore.dataset as ds
@@ -23,6 +22,7 @@ from irv2_core.errors import Irv2Error
 from irv2_core.evaluation import eval_batches, evaluate_network
 from irv2_core.models.factory import create_model
 from irv2_core.models.weights import load_pretrained
+from irv2_core.records import EvalMetrics, TrainSummary
 from irv2_core.runtime.context import setup_context
 from irv2_core.runtime.io import atomic_write_json
 from irv2_core.training import checkpoints as ckpts
@@ -100,7 +100,7 @@ def _epoch_batches(cfg: Config, data_dir: Path, world: DistInfo, epoch: int, ski
     return data.create_tuple_iterator(num_epochs=1)
 
 
-def _evaluate(cfg: Config, net, data_dir: Path) -> dict[str, Any] | None:
+def _evaluate(cfg: Config, net, data_dir: Path) -> EvalMetrics | None:
     if not has_split(data_dir, "val"):
         return None
     batches, batch_size = eval_batches(data_dir, "val", cfg)
@@ -113,16 +113,17 @@ def train(
     run_dir: str | Path,
     resume: bool = False,
     stop_after_steps: int | None = None,
-) -> dict[str, Any]:
+) -> TrainSummary | None:
     """Train on *data_dir* (train split; val for evals) into *run_dir*; return the summary.
 
     *resume* continues from the run folder's latest checkpoint (weights, optimizer moments,
     global step) and is safe when there is none. *stop_after_steps* stops cleanly after that
-    global step with a resumable checkpoint and no ``train_summary.json`` (the run is incomplete).
+    global step with a resumable checkpoint and no ``train_summary.json`` (the run is incomplete;
+    the summary says ``stopped``). None in msrun's scheduler process, which does not train.
     """
     if is_scheduler():  # msrun runs our command line as its scheduler too: it must not train
         run_scheduler()
-        return {"role": "scheduler"}
+        return None
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     started = time.perf_counter()
     cfg = resolve_num_classes(cfg, read_classes(data_dir))
@@ -166,18 +167,23 @@ def train(
         ):
             store.save(cell, cfg.start_epoch + epoch, step)
         if stopped:
-            return _partial_summary(step, total, spe, epochs, started, speeds, last_loss, world)
+            return _summary(run_dir, step, total, spe, epochs, started, speeds, last_loss, world)
         if epoch_done and world.is_master and _eval_due(cfg, epoch, epochs):
             last_eval = _evaluate(cfg, net, data_dir)
             if last_eval is not None:
                 log.eval(step, cfg.start_epoch + epoch, last_eval)
 
     final = store.save_final(net)
-    summary = _partial_summary(step, total, spe, epochs, started, speeds, last_loss, world)
-    summary.update(final_checkpoint=str(final) if final else None, eval=last_eval)
-    summary.pop("stopped")
+    summary = _summary(run_dir, step, total, spe, epochs, started, speeds, last_loss, world)
+    summary = summary.model_copy(
+        update={
+            "final_checkpoint": str(final) if final else None,
+            "eval": last_eval,
+            "stopped": False,
+        }
+    )
     if world.is_master:
-        atomic_write_json(run_dir / "train_summary.json", summary)
+        atomic_write_json(run_dir / "train_summary.json", summary.file_content())
     log.line(f"done: {step}/{total} steps, final checkpoint {final}")
     return summary
 
@@ -212,16 +218,17 @@ def _eval_due(cfg: Config, epoch: int, epochs: int) -> bool:
     return cfg.eval_every_epochs > 0 and (epoch + 1) % cfg.eval_every_epochs == 0
 
 
-def _partial_summary(step, total, spe, epochs, started, speeds, last_loss, world) -> dict:
+def _summary(run_dir, step, total, spe, epochs, started, speeds, last_loss, world) -> TrainSummary:
     steady = speeds[1:] or speeds  # the first step of a process includes graph compilation
-    return {
-        "global_step": step,
-        "total_steps": total,
-        "epochs": epochs,
-        "steps_per_epoch": spe,
-        "wall_s": round(time.perf_counter() - started, 3),
-        "img_per_s": round(sum(steady) / len(steady), 3) if steady else None,
-        "last_loss": last_loss,
-        "rank_size": world.size,
-        "stopped": step < total,
-    }
+    return TrainSummary(
+        global_step=step,
+        total_steps=total,
+        epochs=epochs,
+        steps_per_epoch=spe,
+        wall_s=round(time.perf_counter() - started, 3),
+        img_per_s=round(sum(steady) / len(steady), 3) if steady else None,
+        last_loss=last_loss,
+        rank_size=world.size,
+        run_dir=str(run_dir),
+        stopped=step < total,
+    )

@@ -44,26 +44,26 @@ def test_stage_then_convert_awkward_tree_reads_back_with_minddataset(
     s3_client.put_object(Bucket="convert-e2e", Key="set/../evil.jpg", Body=b"x")
     s3_client.put_object(Bucket="convert-e2e", Key="set/dog/", Body=b"")
     staged = stage("s3://convert-e2e/set", tmp_path / "staged", endpoint_url=s3_server)
-    assert [r["key"] for r in staged["rejected"]] == ["set/../evil.jpg"]
+    assert [r.key for r in staged.rejected] == ["set/../evil.jpg"]
     out = tmp_path / "mr"
 
     record = convert(tmp_path / "staged", out, shards=2, val_fraction=0.34, seed=3)
 
     assert read_json(out / "classes.json") == {"cat": 0, "dog": 1, "fish": 2}
-    assert record["input_fingerprint"] == staged["fingerprint"]
-    assert record["input_fingerprint_source"] == "manifest"
-    assert {s["path"]: s["reason"] for s in record["skipped"]}.keys() == BROKEN.keys()
-    for item in record["skipped"]:
-        assert BROKEN[item["path"]] in item["reason"].lower()
+    assert record.input_fingerprint == staged.fingerprint
+    assert record.input_fingerprint_source == "manifest"
+    assert {s.path: s.reason for s in record.skipped}.keys() == BROKEN.keys()
+    for item in record.skipped:
+        assert BROKEN[item.path] in item.reason.lower()
     valid = [r for r in files if r not in BROKEN and r not in IGNORED]
-    sizes = record["mindrecord"]["sizes"]["train"]
-    assert sizes["page_size"] <= 1 << 22 and sizes["header_size"] <= 1 << 20
-    assert sum((out / n).stat().st_size for n in record["files"]) < 32 << 20  # not sparse-huge
+    sizes = record.mindrecord.sizes["train"]
+    assert sizes.page_size <= 1 << 22 and sizes.header_size <= 1 << 20
+    assert sum((out / n).stat().st_size for n in record.files) < 32 << 20  # not sparse-huge
 
     seen = {}
     for split in ("train", "val"):
         rows = _read(out, split, decode=True)
-        assert len(rows) == record["totals"][split]
+        assert len(rows) == record.totals[split]
         per_class = {c: 0 for c in ("cat", "dog", "fish")}
         for row in rows:
             cls = row["file_name"].split("/")[0]
@@ -71,7 +71,7 @@ def test_stage_then_convert_awkward_tree_reads_back_with_minddataset(
             assert row["image"].dtype == np.uint8 and row["image"].shape[2] == 3
             per_class[cls] += 1
             seen[row["file_name"]] = row["image"]
-        assert per_class == record["counts"][split]
+        assert per_class == record.counts[split]
     assert sorted(seen) == sorted(valid)  # every valid file once, across train and val
     assert seen["cat/exif rotated.jpg"].shape[:2] == (SIZE[0], SIZE[1])  # rotated upright
     assert seen["cat/one_px.png"].shape[:2] == (1, 1)
@@ -83,7 +83,7 @@ def test_stage_then_convert_awkward_tree_reads_back_with_minddataset(
     }
     assert raw["cat/good_0.jpg"] == files["cat/good_0.jpg"]  # good JPEG stored byte-for-byte
     assert raw["dog/ünïcode name.jpg"] == files["dog/ünïcode name.jpg"]
-    assert record["stored"]["as-is"] == 7
+    assert record.stored["as-is"] == 7
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     again = convert(tmp_path / "staged", out, shards=2, val_fraction=0.34, seed=3)
@@ -93,22 +93,22 @@ def test_stage_then_convert_awkward_tree_reads_back_with_minddataset(
 def test_convert_layouts_split_and_val_subset(tmp_path, capsys):
     flat = write_image_tree(tmp_path / "flat", classes=3, per_class=10)
     a = convert(flat, tmp_path / "a", val_fraction=0.2, seed=1)
-    assert a["layout"] == "class-folders" and a["input_fingerprint_source"] == "content"
-    assert a["counts"]["val"] == {"class_0": 2, "class_1": 2, "class_2": 2}
+    assert a.layout == "class-folders" and a.input_fingerprint_source == "content"
+    assert a.counts["val"] == {"class_0": 2, "class_1": 2, "class_2": 2}
     val_a = {r["file_name"] for r in _read(tmp_path / "a", "val", False)}
     b = convert(flat, tmp_path / "b", val_fraction=0.2, seed=1)
     assert {r["file_name"] for r in _read(tmp_path / "b", "val", False)} == val_a  # same seed
     c = convert(flat, tmp_path / "c", val_fraction=0.2, seed=2)
     assert {r["file_name"] for r in _read(tmp_path / "c", "val", False)} != val_a
-    assert a["fingerprint"] == b["fingerprint"] != c["fingerprint"]
+    assert a.fingerprint == b.fingerprint != c.fingerprint
 
     inet = tmp_path / "inet"
     write_image_tree(inet, classes=3, per_class=4, split="train")
     write_image_tree(inet, classes=2, per_class=2, split="val", seed=5)
     rec = convert(inet, tmp_path / "d")
-    assert rec["layout"] == "train/val"
-    assert rec["totals"] == {"train": 12, "val": 4}
-    assert rec["counts"]["val"] == {"class_0": 2, "class_1": 2, "class_2": 0}
+    assert rec.layout == "train/val"
+    assert rec.totals == {"train": 12, "val": 4}
+    assert rec.counts["val"] == {"class_0": 2, "class_1": 2, "class_2": 0}
     (inet / "val" / "zebra").mkdir()
     write_image_tree(inet / "val" / "zebra", classes=1, per_class=1)
     capsys.readouterr()
@@ -126,7 +126,7 @@ def test_failed_convert_keeps_the_old_output_and_leaves_no_temp(tmp_path):
         (data / rel).write_bytes(b"<html>gone</html>")  # every candidate image now broken
     with pytest.raises(Irv2Error, match="no usable image"):
         convert(data, out, val_fraction=0.34)
-    assert read_json(out / "conversion.json") == first
+    assert read_json(out / "conversion.json") == first.file_content()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "data", "out"]
     from irv2_core.runtime.dirlock import folder_lock
 

@@ -50,9 +50,9 @@ def test_evaluate_counts_every_image_and_matches_a_plain_forward(run, tmp_path):
 
     data, ckpt = run
     result = evaluate(ckpt, data, out=tmp_path / "eval.json")  # config.yaml beside the ckpt
-    assert result["count"] == 3 * VAL_PER_CLASS  # batches of 4, 4 and a padded 1
-    assert (result["protocol"], result["image_size"]) == ("zoo", 75)
-    assert json.loads((tmp_path / "eval.json").read_text()) == result
+    assert result.count == 3 * VAL_PER_CLASS  # batches of 4, 4 and a padded 1
+    assert (result.protocol, result.image_size) == ("zoo", 75)
+    assert json.loads((tmp_path / "eval.json").read_text()) == result.file_content()
     # reference: the val JPEGs through preprocess_image, one batch, same weights
     files = sorted((data.parent / "images" / "val").glob("class_*/*.jpg"))
     labels = np.array([int(f.parent.name[-1]) for f in files])
@@ -61,8 +61,8 @@ def test_evaluate_counts_every_image_and_matches_a_plain_forward(run, tmp_path):
     ms.load_param_into_net(net, ms.load_checkpoint(str(ckpt)))
     net.set_train(False)
     ref = topk_metrics(net(ms.Tensor(images)).asnumpy(), labels)
-    assert result["top1"] == pytest.approx(ref["correct1"] / len(files))
-    assert result["loss"] == pytest.approx(ref["loss_sum"] / len(files), rel=1e-4)
+    assert result.top1 == pytest.approx(ref["correct1"] / len(files))
+    assert result.loss == pytest.approx(ref["loss_sum"] / len(files), rel=1e-4)
 
 
 def test_evaluate_cli_prints_and_writes_json(run, tmp_path, capsys):

@@ -78,10 +78,10 @@ def test_mindir_round_trip_with_dynamic_batch(ckpt, reference, tmp_path):
     folder_mode = out_dir.stat().st_mode
     result = export_model(ckpt, "mindir", out_dir / "irv2", image_size=SIZE)
     path = out_dir / "irv2.mindir"
-    assert result["path"] == str(path) and result["format"] == "MINDIR"
-    assert result["verified_with"] == "mindspore.GraphCell" and result["max_abs_diff"] <= 1e-4
-    assert result["num_classes"] == 5 and result["batch"] == "dynamic"
-    assert result["sha256"] == sha256_file(path) and result["bytes"] == path.stat().st_size
+    assert result.path == str(path) and result.format == "MINDIR"
+    assert result.verified_with == "mindspore.GraphCell" and result.max_abs_diff <= 1e-4
+    assert result.num_classes == 5 and result.batch == "dynamic"
+    assert result.sha256 == sha256_file(path) and result.bytes == path.stat().st_size
     assert sorted(p.name for p in out_dir.iterdir()) == ["irv2.mindir"]  # no temp leftovers
     # readable like any other output (MindSpore alone leaves 0400 and chmods the folder 0700)
     assert path.stat().st_mode & 0o777 == FILE_MODE

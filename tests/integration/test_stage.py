@@ -56,12 +56,12 @@ def test_stage_s3_mirrors_verifies_and_restages_incrementally(
 
     result = stage(f"s3://{bucket}/imgs", dest, endpoint_url=s3_server, workers=4)
 
-    assert result["objects"] == len(files) and result["downloaded"] == len(files)
-    assert result["bytes"] == sum(len(b) for b in files.values())
-    assert result["folder_markers"] == 1
-    assert {r["key"]: r["reason"] for r in result["rejected"]}.keys() == HOSTILE.keys()
-    for r in result["rejected"]:
-        assert HOSTILE[r["key"]] in r["reason"]
+    assert result.objects == len(files) and result.downloaded == len(files)
+    assert result.bytes == sum(len(b) for b in files.values())
+    assert result.folder_markers == 1
+    assert {r.key: r.reason for r in result.rejected}.keys() == HOSTILE.keys()
+    for r in result.rejected:
+        assert HOSTILE[r.key] in r.reason
     assert not (tmp_path / "escape.jpg").exists() and not Path("/abs.jpg").exists()
     manifest = read_json(dest / "manifest.json")
     assert manifest["objects"].keys() == files.keys()  # nothing else (hostile keys, marker)
@@ -70,29 +70,27 @@ def test_stage_s3_mirrors_verifies_and_restages_incrementally(
         entry = manifest["objects"][rel]
         assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["size"] == len(data)
         assert entry["verified"] == "md5"  # single-part uploads: ETag is the MD5
-    assert manifest["fingerprint"] == result["fingerprint"]
-    assert (
-        source_fingerprint(f"s3://{bucket}/imgs/", endpoint_url=s3_server) == result["fingerprint"]
-    )
+    assert manifest["fingerprint"] == result.fingerprint
+    assert source_fingerprint(f"s3://{bucket}/imgs/", endpoint_url=s3_server) == result.fingerprint
     assert not list(dest.rglob(".irv2part-*"))
 
     before = _snapshot(dest)
     again = stage(f"s3://{bucket}/imgs", dest, endpoint_url=s3_server)
-    assert (again["downloaded"], again["unchanged"]) == (0, len(files))
-    assert again["fingerprint"] == result["fingerprint"]
+    assert (again.downloaded, again.unchanged) == (0, len(files))
+    assert again.fingerprint == result.fingerprint
     assert _snapshot(dest) == before  # not rewritten: same inodes and mtimes
 
     s3_client.put_object(Bucket=bucket, Key=PREFIX + "cat/good_0.jpg", Body=files["dog/good_2.jpg"])
     s3_client.delete_object(Bucket=bucket, Key=PREFIX + "fish/notes.txt")
     s3_client.put_object(Bucket=bucket, Key=PREFIX + "new/added.jpg", Body=b"new")
     third = stage(f"s3://{bucket}/imgs", dest, endpoint_url=s3_server)
-    assert (third["downloaded"], third["removed"]) == (2, 1)
+    assert (third.downloaded, third.removed) == (2, 1)
     assert (dest / "cat/good_0.jpg").read_bytes() == files["dog/good_2.jpg"]
     assert (
         not (dest / "fish/notes.txt").exists() and (dest / "new/added.jpg").read_bytes() == b"new"
     )
-    assert third["fingerprint"] != result["fingerprint"]
-    assert third["fingerprint"] == read_json(dest / "manifest.json")["fingerprint"]
+    assert third.fingerprint != result.fingerprint
+    assert third.fingerprint == read_json(dest / "manifest.json")["fingerprint"]
 
 
 def test_stage_s3_errors_say_which_and_never_leak_the_secret(
@@ -221,7 +219,7 @@ def test_stage_retries_transient_failures_and_gets_exact_bytes(
         result = stage(f"s3://{bucket}/imgs", tmp_path / "d", endpoint_url=proxy.url, workers=3)
     finally:
         proxy.close()
-    assert result["downloaded"] == len(files)
+    assert result.downloaded == len(files)
     assert proxy.seen[f"/{bucket}/{PREFIX}c0/img_0.jpg"] >= 3  # 503, truncated, then whole
     for rel, data in files.items():
         assert (tmp_path / "d" / rel).read_bytes() == data
@@ -249,7 +247,7 @@ def test_interrupted_stage_leaves_only_whole_files_and_next_run_completes(
         assert (dest / rel).read_bytes() == files[rel]  # whole and correct, never partial
 
     result = stage(f"s3://{bucket}/imgs", dest, endpoint_url=s3_server)
-    assert (result["downloaded"], result["unchanged"]) == (4, 2)  # the two are re-verified, kept
+    assert (result.downloaded, result.unchanged) == (4, 2)  # the two are re-verified, kept
     for rel, data in files.items():
         assert (dest / rel).read_bytes() == data
     assert read_json(dest / "manifest.json")["objects"].keys() == files.keys()
@@ -266,7 +264,7 @@ def test_stage_local_folder_mirrors_incrementally_via_cli(tmp_path, capsys):
     before = _snapshot(dest)
     (src / "fish" / "notes.txt").unlink()
     second = stage(src.as_uri(), dest)
-    assert (second["downloaded"], second["removed"]) == (0, 1)
+    assert (second.downloaded, second.removed) == (0, 1)
     assert not (dest / "fish" / "notes.txt").exists()
     assert {k: v for k, v in before.items() if k != "fish/notes.txt"} == _snapshot(dest)
 

@@ -63,16 +63,16 @@ def test_report_tables_plots_and_zoo_comparison(tmp_path):
     timings = pd.read_csv(run / "report" / "timings.csv").set_index("stage")
     assert timings.loc["train", "state"] == "Completed" and timings.loc["stage", "seconds"] == 0.25
 
-    md = Path(result["markdown"]).read_text()
+    md = Path(result.markdown).read_text()
     assert "79.96" in md and "fp-123" in md and "image_size" in md
     # a digits run beside an ImageNet number must say what each number is
     assert "This run: 9 images, 75 px, zoo protocol" in md and "ImageNet-1k val" in md
-    html = Path(result["html"]).read_text()
+    html = Path(result.html).read_text()
     assert "<table" in html and "loss_lr.png" in html and "accuracy.png" in html
-    assert sorted(Path(p).name for p in result["plots"]) == ["accuracy.png", "loss_lr.png"]
-    for plot in result["plots"]:
+    assert sorted(Path(p).name for p in result.plots) == ["accuracy.png", "loss_lr.png"]
+    for plot in result.plots:
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert result["tables"]["final_metrics"][0]["this run"] == 50.0
+    assert result.tables["final_metrics"][0]["this run"] == 50.0
 
 
 def test_cli_rebuilds_report_from_pipeline_file(tmp_path, capsys):

@@ -1,0 +1,355 @@
+"""Typed records of what each stage returns (and, where it writes one, of its JSON file).
+
+One model per stage: :class:`StageRecord`, :class:`ConversionRecord` (``conversion.json``),
+:class:`TrainSummary` (``train_summary.json``), :class:`EvalRecord` (``eval.json``),
+:class:`ExportRecord` and :class:`ReportRecord`, plus :class:`PipelineFacts` (``pipeline.json``,
+what the flow adds to a run folder for its report). The core functions return these; the Prefect
+tasks persist ``record.model_dump(mode="json")`` (plain JSON, no class names) and the flow reads
+them back with ``Record.model_validate``. Field names are the JSON keys, so files written before
+these models existed still read. ``docs/contracts.md`` holds tables generated from these models
+(``python scripts/contracts.py``; a unit test checks they are current).
+
+Only pydantic and the standard library are imported here, so any layer may import this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+__all__ = [
+    "RECORDS",
+    "ConversionRecord",
+    "EvalMetrics",
+    "EvalRecord",
+    "ExportRecord",
+    "PipelineFacts",
+    "Record",
+    "ReportRecord",
+    "StageRecord",
+    "StageTiming",
+    "TrainSummary",
+    "contract_tables",
+    "schema_digest",
+]
+
+
+class Record(BaseModel):
+    """Base of every stage record: unknown keys (from newer or older files) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # Fields a record carries in memory and in task results but not in its file (they describe
+    # where the file is, or how the call ended, which the file itself must not pin down).
+    FILE_EXCLUDE: ClassVar[frozenset[str]] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-safe dict a task persists and a command prints."""
+        return self.model_dump(mode="json")
+
+    def file_content(self) -> dict[str, Any]:
+        """The JSON-safe dict the stage writes as its file (without :attr:`FILE_EXCLUDE`)."""
+        return self.model_dump(mode="json", exclude=set(self.FILE_EXCLUDE))
+
+
+class _Item(BaseModel):
+    """A small nested object of a record (a list entry or a sub-dict)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- stage ------------------------------------------------------------------------------------
+
+
+class RejectedKey(_Item):
+    key: str = Field(description="the object's key at the source")
+    reason: str = Field(description="why it was not written")
+
+
+class StageRecord(Record):
+    """What ``stage`` returns (the ``stage`` task persists the same)."""
+
+    dest: str = Field(description="the local folder (absolute)")
+    fingerprint: str = Field(description="sha256 of the sorted (key, size, etag) listing")
+    objects: int = Field(description="objects mirrored")
+    downloaded: int = Field(description="objects fetched by this call")
+    unchanged: int = Field(description="objects already there (same key, size, etag)")
+    removed: int = Field(description="local files removed because the source deleted them")
+    rejected: list[RejectedKey] = Field(description="keys never written (hostile or reserved)")
+    bytes: int = Field(description="size of the mirrored set")
+    bytes_downloaded: int = Field(description="bytes fetched by this call")
+    folder_markers: int = Field(description="zero-byte 'folder/' keys skipped")
+    wall_s: float = Field(description="seconds this call took")
+
+
+# --- convert ----------------------------------------------------------------------------------
+
+
+class SkippedFile(_Item):
+    path: str = Field(description="path relative to the data folder")
+    reason: str = Field(description="why it was skipped")
+
+
+class ConvertOptions(_Item):
+    shards: int
+    val_fraction: float
+    seed: int
+    full_decode: bool
+
+
+class PageSizes(_Item):
+    header_size: int
+    page_size: int
+
+
+class MindRecordLayout(_Item):
+    shards: int = Field(description="files per split")
+    sizes: dict[str, PageSizes] = Field(description="per split")
+
+
+class ConversionRecord(Record):
+    """What ``convert`` returns: ``conversion.json`` plus ``out_dir``."""
+
+    FILE_EXCLUDE: ClassVar[frozenset[str]] = frozenset({"out_dir"})
+
+    fingerprint: str = Field(description="the MindRecord folder's cache key")
+    input_fingerprint: str = Field(description="of the images converted")
+    input_fingerprint_source: str = Field(description="`manifest` or `content`")
+    converter_version: int
+    data_dir: str = Field(description="the image folder converted (absolute)")
+    options: ConvertOptions
+    layout: str = Field(description="how the image folder was read (split folders or bare)")
+    num_classes: int
+    counts: dict[str, dict[str, int]] = Field(description="{split: {class: images}}")
+    totals: dict[str, int] = Field(description="{split: images}")
+    skipped: list[SkippedFile] = Field(description="broken or oversized files, not converted")
+    stored: dict[str, int] = Field(description="images per how they were stored (as-is, ...)")
+    ignored_files: int = Field(description="non-image files ignored")
+    mindrecord: MindRecordLayout
+    files: dict[str, int] = Field(description="{file name: bytes} of the folder's outputs")
+    wall_s: float
+    img_per_s: float | None
+    out_dir: str | None = Field(default=None, description="the MindRecord folder (absolute)")
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+class EvalMetrics(_Item):
+    """Accuracy and loss over a split (fractions; loss is plain cross-entropy)."""
+
+    top1: float
+    top5: float
+    loss: float
+    count: int = Field(description="images evaluated")
+
+
+class TrainSummary(Record):
+    """What ``train`` returns: ``train_summary.json`` plus ``run_dir`` and ``stopped``."""
+
+    FILE_EXCLUDE: ClassVar[frozenset[str]] = frozenset({"run_dir", "stopped"})
+
+    final_checkpoint: str | None = Field(
+        default=None, description="`final.ckpt` (null on ranks > 0 and when stopped early)"
+    )
+    global_step: int
+    total_steps: int
+    epochs: int
+    steps_per_epoch: int
+    wall_s: float
+    img_per_s: float | None = Field(description="mean over steps, the first (compile) left out")
+    last_loss: float | None
+    rank_size: int = Field(description="workers that trained together")
+    eval: EvalMetrics | None = Field(default=None, description="the last evaluation, if any")
+    run_dir: str | None = Field(default=None, description="the run folder")
+    stopped: bool = Field(
+        default=False,
+        description="stopped at `stop_after_steps` before the end (no summary file then)",
+    )
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+class EvalRecord(Record):
+    """What ``evaluate`` returns and writes to ``--out`` (the flow: ``RUN_DIR/eval.json``)."""
+
+    top1: float
+    top5: float
+    loss: float
+    count: int = Field(description="images evaluated (every one: no dropped remainder)")
+    protocol: str = Field(description="evaluation preprocessing: `zoo` or `inception`")
+    checkpoint: str
+    image_size: int
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+class ExportRecord(Record):
+    """What ``export_model`` returns for one written, verified model file."""
+
+    format: str = Field(description="MINDIR, ONNX or AIR")
+    path: str
+    bytes: int
+    sha256: str
+    image_size: int
+    num_classes: int
+    checkpoint: str = Field(description="the checkpoint exported")
+    verified_with: str = Field(description="what ran the file, or why it was not verified")
+    max_abs_diff: float | None = Field(
+        description="vs the network on a fixed input; null if not run"
+    )
+    input_shape: list[int | None] = Field(description="NCHW; null = dynamic batch")
+    batch: str = Field(description="`dynamic` or `static 1`")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+class ReportRecord(Record):
+    """What ``build_report`` returns: the files it wrote (``tables`` stays in memory)."""
+
+    markdown: str = Field(description="report.md")
+    html: str = Field(description="report.html")
+    csv: list[str] = Field(description="one CSV per table")
+    plots: list[str] = Field(description="PNG files")
+    tables: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="rows of each table (for UI artifacts); never dumped, the CSVs hold them",
+    )
+
+
+def _partial(model: type[BaseModel], required: tuple[str, ...] = ()) -> type[BaseModel]:
+    """*model* with every field but *required* optional (None when absent): for facts that may
+    hold only some of a record's fields."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, Field(description=info.description))
+        if name in required
+        else (info.annotation | None, Field(default=None, description=info.description))
+        for name, info in model.model_fields.items()
+        if not info.exclude
+    }
+    return create_model(f"Partial{model.__name__}", __config__=ConfigDict(extra="ignore"), **fields)
+
+
+EvalFacts = _partial(EvalRecord)
+ExportFacts = _partial(ExportRecord, required=("path",))
+
+
+class StageTiming(_Item):
+    """One stage's wall time and final Prefect state (Completed, Cached, ...)."""
+
+    seconds: float
+    state: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_seconds(cls, value: Any) -> Any:
+        return {"seconds": value} if isinstance(value, int | float) else value
+
+
+class PipelineFacts(Record):
+    """``RUN_DIR/pipeline.json``: what the flow adds for the report (``irv2 report --extra``).
+
+    Written by the flow from the task records; read by ``build_report``. An older or hand-written
+    file may hold only some fields of an evaluation or export (e.g. top1/top5), so each of their
+    fields is optional here; a timing may be bare seconds.
+    """
+
+    evaluation: EvalFacts | None = Field(
+        default=None, description="an `EvalRecord`, any of its fields"
+    )
+    exports: list[ExportFacts] = Field(
+        default_factory=list, description="`ExportRecord`s, any of their fields but `path`"
+    )
+    data_fingerprint: str | None = Field(default=None, description="the staged data's")
+    mindrecord_fingerprint: str | None = None
+    timings: dict[str, StageTiming] = Field(default_factory=dict, description="per stage")
+
+
+RECORDS: tuple[type[Record], ...] = (
+    StageRecord,
+    ConversionRecord,
+    TrainSummary,
+    EvalRecord,
+    ExportRecord,
+    ReportRecord,
+    PipelineFacts,
+)
+
+
+@functools.cache
+def schema_digest(model: type[BaseModel]) -> str:
+    """16 hex of the model's JSON schema: put in a cache key, so a stored result of another shape
+    is never handed back as this record."""
+    schema = json.dumps(model.model_json_schema(), sort_keys=True)
+    return hashlib.sha256(schema.encode()).hexdigest()[:16]
+
+
+# --- the tables of docs/contracts.md ----------------------------------------------------------
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    for prefix in ("typing.", "irv2_core.records.", "pydantic.main.", "Partial"):
+        text = text.replace(prefix, "")
+    return text.replace("NoneType", "None")
+
+
+def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
+    rows = []
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue
+        ann = info.annotation
+        notes = [info.description] if info.description else []
+        if isinstance(model, type) and name in getattr(model, "FILE_EXCLUDE", ()):
+            notes.append("not in the file")
+        type_name = _type_name(ann).replace("|", "\\|")
+        rows.append(f"| `{prefix}{name}` | `{type_name}` | {'; '.join(notes)} |")
+        nested = _nested_model(ann)
+        if nested is not None and not nested.__name__.startswith("Partial"):
+            sub = f"{prefix}{name}[]." if _is_list(ann) else f"{prefix}{name}."
+            if _is_dict(ann):
+                sub = f"{prefix}{name}.<key>."
+            rows += _rows(nested, sub)
+    return rows
+
+
+def _args(annotation: Any) -> tuple[Any, ...]:
+    return getattr(annotation, "__args__", ()) or ()
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in _args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_list(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is list
+
+
+def _is_dict(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is dict
+
+
+def contract_tables() -> str:
+    """Markdown tables of every record's fields (the generated part of docs/contracts.md)."""
+    parts = []
+    for model in RECORDS:
+        doc = " ".join((model.__doc__ or "").split("\n\n")[0].split())
+        parts += [f"### `{model.__name__}`", "", doc, ""]
+        parts += ["| field | type | notes |", "|---|---|---|", *_rows(model), ""]
+    return "\n".join(parts).rstrip() + "\n"
