@@ -164,6 +164,9 @@ class TrainSummary(Record):
     img_per_s: float | None = Field(description="mean over steps, the first (compile) left out")
     last_loss: float | None
     rank_size: int = Field(description="workers that trained together")
+    resumed_from_step: int = Field(
+        default=0, description="global step the last process resumed from (0: a fresh start)"
+    )
     eval: EvalMetrics | None = Field(default=None, description="the last evaluation, if any")
     run_dir: str | None = Field(default=None, description="the run folder")
     stopped: bool = Field(
