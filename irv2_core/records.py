@@ -156,6 +156,7 @@ class TrainSummary(Record):
     final_checkpoint: str | None = Field(
         default=None, description="`final.ckpt` (null on ranks > 0 and when stopped early)"
     )
+    final_sha256: str | None = Field(default=None, description="sha256 of `final.ckpt`")
     global_step: int
     total_steps: int
     epochs: int

@@ -26,7 +26,7 @@ from irv2_core.models.weights import load_pretrained
 from irv2_core.records import EvalMetrics, TrainSummary
 from irv2_core.runtime.context import setup_context
 from irv2_core.runtime.dirlock import folder_lock
-from irv2_core.runtime.io import atomic_write_json
+from irv2_core.runtime.io import atomic_write_json, sha256_file
 from irv2_core.storage import open_store
 from irv2_core.storage.lease import StoreLease
 from irv2_core.storage.mirror import Mirror
@@ -213,7 +213,11 @@ class _Run:
                     self.log.eval(self.step, cfg.start_epoch + epoch, self.last_eval)
         final = self.checkpoints.save_final(self.net)
         summary = self._summary().model_copy(
-            update={"final_checkpoint": str(final) if final else None, "eval": self.last_eval}
+            update={
+                "final_checkpoint": str(final) if final else None,
+                "final_sha256": sha256_file(final) if final else None,
+                "eval": self.last_eval,
+            }
         )
         if self.world.is_master:
             atomic_write_json(self.run_dir / "train_summary.json", summary.file_content())
