@@ -22,6 +22,7 @@ from prefect.context import TaskRunContext
 
 from irv2_core.records import TrainSummary
 from irv2_core.runtime.io import read_json, sha256_json
+from irv2_core.storage.lease import DEFAULT_TTL_S
 from tasks.caching import (
     cache_key,
     code_version,
@@ -95,6 +96,8 @@ def train_command(
         args += ["--mirror-uri", mirror]
         if store.get("endpoint_url"):
             args += ["--endpoint-url", store["endpoint_url"]]
+        # a worker that died leaves its lease until it expires: wait that out, not a live one
+        args += ["--wait-for-lock", str(round(DEFAULT_TTL_S * 1.5))]
     device_num = int(launch.get("device_num", 1))
     num_nodes = int(launch.get("num_nodes", 1))
     if device_num <= 1 and num_nodes <= 1:
