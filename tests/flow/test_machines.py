@@ -9,6 +9,7 @@ the cache that lives in the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -120,10 +121,8 @@ class _KillWhenCheckpointInStore(threading.Thread):
             done = [k for k in _keys(self.client, f"{OUT}/runs/") if k.endswith(".ckpt.sha256")]
             if done:
                 for group in [self.proc.pid, *_training_groups(self.workdir)]:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(group, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 self.killed = done[0]
                 return
             time.sleep(0.5)
