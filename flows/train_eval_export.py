@@ -27,6 +27,7 @@ from irv2_core.records import (
     StageRecord,
     TrainSummary,
 )
+from irv2_core.storage.layout import convert_prefix, export_prefix, run_prefix
 from tasks import (
     convert_task,
     evaluate_task,
@@ -36,11 +37,9 @@ from tasks import (
     stage_task,
     train_task,
 )
-from tasks.data import convert_digest, convert_prefix
-from tasks.model import export_prefix
+from tasks.data import convert_digest
 from tasks.publishing import publish_run_task
 from tasks.storage import SMALL_RUN_FILES, ensure_local, open_ref, result_storage
-from tasks.training import run_prefix
 
 __all__ = ["FLOW_NAME", "run_stages", "train_eval_export"]
 

@@ -26,13 +26,13 @@ from irv2_core.data.stage import source_fingerprint, stage
 from irv2_core.errors import Irv2Error
 from irv2_core.records import ConversionRecord, StageRecord
 from irv2_core.runtime.io import read_json, sha256_json
+from irv2_core.storage.layout import convert_prefix
 from tasks.caching import cache_key, current_cache_key, store_cache_key, write_stamp
 from tasks.common import PERSIST, for_record, retry_transient_only
 from tasks.storage import StoreRef, committed_record, ensure_local, open_ref, publish
 
 __all__ = [
     "convert_digest",
-    "convert_prefix",
     "convert_task",
     "ensure_mindrecord",
     "stage_task",
@@ -94,11 +94,6 @@ def _convert_content(params: dict[str, Any]) -> dict[str, Any]:
         "input_fingerprint": params["input_fingerprint"],
         "options": _convert_options(params),
     }
-
-
-def convert_prefix(digest: str) -> str:
-    """Where a conversion is published in the store."""
-    return f"mindrecord/{digest[:16]}"
 
 
 def convert_digest(input_fingerprint: str, shards: int, val_fraction: float, seed: int) -> str:

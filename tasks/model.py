@@ -14,6 +14,7 @@ from prefect.context import TaskRunContext
 
 from irv2_core.records import EvalRecord, ExportRecord
 from irv2_core.runtime.io import sha256_json
+from irv2_core.storage.layout import eval_prefix, export_prefix
 from tasks.caching import (
     cache_key,
     current_cache_key,
@@ -48,7 +49,7 @@ def _eval_content(params: dict[str, Any]) -> dict[str, Any]:
 def _eval_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     content = _eval_content(params)
     if store := open_ref(params.get("store")):
-        prefix = f"{params['run_prefix']}/eval"
+        prefix = eval_prefix(Path(params["run_prefix"]).name)
         return store_cache_key(ctx, store, prefix, content, EvalRecord)
     content["out"] = str(params["out"])
     return for_record(cache_key(params["out"], content), EvalRecord)
@@ -82,7 +83,7 @@ def evaluate_task(
     if st is not None:
         params = dict(checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
                       data_fingerprint=data_fingerprint, config=config, split=split)  # fmt: skip
-        digest, prefix = sha256_json(_eval_content(params)), f"{run_prefix}/eval"
+        digest, prefix = sha256_json(_eval_content(params)), eval_prefix(Path(run_prefix).name)
         if (found := committed_record(st, prefix, digest)) is not None:
             return EvalRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
         _ensure_checkpoint(st, run_prefix, checkpoint)
@@ -116,11 +117,6 @@ def _export_content(params: dict[str, Any]) -> dict[str, Any]:
         "format": params["fmt"],
         "options": params["options"],
     }
-
-
-def export_prefix(run_id: str, fmt: str) -> str:
-    """Where an export of a run is published in the store."""
-    return f"exports/{run_id}/{fmt.lower()}"
 
 
 def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:

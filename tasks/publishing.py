@@ -15,14 +15,13 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
+from irv2_core.storage.layout import RUN_RECORD, report_prefix
 from irv2_core.storage.publish import folder_files
 from irv2_core.storage.store import join_key
 from tasks.caching import code_version
 from tasks.storage import StoreRef, open_ref, publish
 
-__all__ = ["RUN_RECORD", "publish_run_task"]
-
-RUN_RECORD = "run.json"
+__all__ = ["publish_run_task"]
 
 
 @task(name="publish", retries=2, retry_delay_seconds=5)
@@ -34,7 +33,7 @@ def publish_run_task(
     logger = get_run_logger()
     st = open_ref(store)
     report_dir = Path(run_dir) / "report"
-    publish(st, join_key(run_prefix, "report"), folder_files(report_dir), digest="report")
+    publish(st, report_prefix(Path(run_prefix).name), folder_files(report_dir), digest="report")
     record = {
         **lineage,
         "code_version": code_version(),

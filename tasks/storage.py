@@ -1,18 +1,6 @@
-"""The tasks' view of the object store (``output_uri``): where each stage publishes, how a cache
-key is checked against what is published, and how a task gets the inputs it needs on a worker that
-has never seen them.
-
-Layout under ``output_uri`` (content-addressed; every prefix is trusted only through its commit
-marker, written last)::
-
-    mindrecord/<convert digest>/   train.mindrecord*, val.mindrecord*, classes.json, conversion.json
-    runs/<run-id>/                 config.yaml, classes.json, final.ckpt, metrics.jsonl,
-                                   train_summary.json (+ checkpoints/ mirrored while training)
-    runs/<run-id>/eval.json        the evaluation record
-    runs/<run-id>/report/          report.md, report.html, CSVs, plots
-    exports/<run-id>/              irv2.mindir, irv2.onnx ...
-    runs/<run-id>/run.json         the lineage, written last by the flow
-    prefect/                       Prefect's persisted results and cache records
+"""The tasks' view of the object store (``output_uri``): how a cache key is checked against
+what is published, how a task gets the inputs it needs on a worker that has never seen them, and
+where Prefect keeps its results. The layout itself is ``irv2_core.storage.layout``.
 """
 
 from __future__ import annotations
@@ -25,6 +13,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 
 from irv2_core.storage import open_store
+from irv2_core.storage.layout import PREFECT_RESULTS
 from irv2_core.storage.publish import fetch_committed, folder_files, publish_files, read_commit
 from irv2_core.storage.store import ObjectStore, join_key
 
@@ -94,14 +83,16 @@ def result_storage(ref: StoreRef) -> Any:
     uri, endpoint = ref["uri"], ref.get("endpoint_url")
     name = "irv2-results-" + hashlib.sha256(f"{uri}|{endpoint}".encode()).hexdigest()[:12]
     if not uri.startswith("s3://"):
-        block = LocalFileSystem(basepath=str(Path(uri.removeprefix("file://")) / "prefect"))
+        block = LocalFileSystem(basepath=str(Path(uri.removeprefix("file://")) / PREFECT_RESULTS))
         block.save(name, overwrite=True)
         return block
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     credentials = AwsCredentials(aws_client_parameters=AwsClientParameters(endpoint_url=endpoint))
     credentials.save(name, overwrite=True)
     block = S3Bucket(
-        bucket_name=bucket, bucket_folder=join_key(prefix, "prefect"), credentials=credentials
+        bucket_name=bucket,
+        bucket_folder=join_key(prefix, PREFECT_RESULTS),
+        credentials=credentials,
     )
     block.save(name, overwrite=True)
     return block

@@ -22,6 +22,7 @@ from prefect.context import TaskRunContext
 
 from irv2_core.records import TrainSummary
 from irv2_core.runtime.io import read_json, sha256_json
+from irv2_core.storage.layout import run_prefix
 from irv2_core.storage.lease import DEFAULT_TTL_S
 from tasks.caching import (
     cache_key,
@@ -44,7 +45,7 @@ from tasks.storage import (
     run_files,
 )
 
-__all__ = ["run_dir_for", "run_prefix", "train_command", "train_task"]
+__all__ = ["run_dir_for", "train_command", "train_task"]
 
 _OUTPUTS = ("final.ckpt", "train_summary.json", "config.yaml")
 
@@ -62,11 +63,6 @@ def _train_content(params: dict[str, Any]) -> dict[str, Any]:
 def run_dir_for(runs_dir: str | os.PathLike[str], params: dict[str, Any]) -> Path:
     """The run folder of these training inputs: ``RUNS_DIR/run-<12 hex of the content digest>``."""
     return Path(runs_dir) / f"run-{sha256_json(_train_content(params))[:12]}"
-
-
-def run_prefix(run_id: str) -> str:
-    """Where a training run is published in the store (its checkpoints are mirrored there)."""
-    return f"runs/{run_id}"
 
 
 def _train_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:

@@ -194,3 +194,23 @@ def test_an_unwritable_output_uri_fails_before_staging(bucket, s3_server, tmp_pa
     assert "no-such-bucket-for-irv2" in text and "does not exist" in text
     assert not (work / "data").exists()  # nothing was staged
     assert env["AWS_SECRET_ACCESS_KEY"] not in text
+
+
+def test_pull_brings_back_a_run_that_predict_uses(machines, s3_server, tmp_path, capsys):
+    from irv2_core.cli import main
+
+    dest = tmp_path / "pulled"
+    assert main(["pull", machines["m2"]["run_uri"], str(dest), "--endpoint-url", s3_server]) == 0
+    for name in ("final.ckpt", "classes.json", "config.yaml", "eval.json", "run.json"):
+        assert (dest / name).is_file(), name
+    record = json.loads((dest / "run.json").read_text())
+    digest = hashlib.sha256((dest / "final.ckpt").read_bytes()).hexdigest()
+    assert digest == record["checkpoint"]["sha256"]
+    assert (dest / "exports" / "irv2.mindir").is_file()
+    image = tmp_path / "img"
+    write_image_tree(image, 1, 1, seed=3, split="x")
+    capsys.readouterr()
+    jpg = next(image.rglob("*.jpg"))
+    assert main(["predict", "--model", str(dest / "final.ckpt"), str(jpg), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert top[0]["name"].startswith("class_")  # names from the pulled classes.json
