@@ -115,6 +115,10 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         "top1": metrics["top1"],
         "top5": metrics["top5"],
         "exports": [e["path"] for e in exports],
+        "export_checks": [
+            {k: e.get(k) for k in ("format", "path", "verified_with", "max_abs_diff")}
+            for e in exports
+        ],
         "report": reported["markdown"],
         "report_html": reported["html"],
         "data_fingerprint": staged["fingerprint"],
@@ -152,7 +156,8 @@ def train_eval_export(
     *source* is s3://bucket/prefix (credentials from the environment / AWS chain; *endpoint_url*
     for MinIO/OBS) or a local folder of class folders. *overrides* are config keys over *preset*;
     *device_num* > 1 trains with msrun (plus *num_nodes*/*node_rank*/*master_addr* across nodes).
-    Returns top1, top5, the export paths, the report path, the data fingerprint and timings.
+    Returns top1, top5, the export paths (and how each was verified), the report path, the data
+    fingerprint and timings.
     """
     params = validate_params(
         source=source,
