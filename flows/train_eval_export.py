@@ -175,6 +175,10 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         "report_html": reported.html,
         "data_fingerprint": staged.fingerprint,
         "mindrecord_fingerprint": converted.fingerprint,
+        "export_checks": [
+            {k: getattr(e, k) for k in ("format", "path", "verified_with", "max_abs_diff")}
+            for e in exports
+        ],
         "run_dir": run_dir,
         "checkpoint": checkpoint,
         "global_step": trained.global_step,
@@ -227,6 +231,7 @@ def train_eval_export(**parameters: Any) -> dict[str, Any]:
     *source* is s3://bucket/prefix (credentials from the environment / AWS chain; *endpoint_url*
     for MinIO/OBS) or a local folder of class folders. *overrides* are config keys over *preset*;
     *device_num* > 1 trains with msrun (plus *num_nodes*/*node_rank*/*master_addr* across nodes).
-    Returns top1, top5, the export paths, the report path, the data fingerprint and timings.
+    Returns top1, top5, the export paths (and how each was verified), the report path, the data
+    fingerprint and timings.
     """
     return run_stages(validate_params(**parameters))

@@ -213,8 +213,8 @@ def test_deployments_file_defines_the_deployments():
 
 
 def test_demo_settings_pass_the_flow_validation(tmp_path):
-    from flows.demo import DEMO_OVERRIDES
+    from flows.demo import DEMO_PRESET
 
-    params = validate_params(source=str(tmp_path), overrides=DEMO_OVERRIDES, device_target="CPU")
+    params = validate_params(source=str(tmp_path), preset=DEMO_PRESET, device_target="CPU")
     cfg = params.resolve_config()
     assert cfg.image_size == 75 and cfg.device_target == "CPU" and cfg.amp_level == "O0"
