@@ -61,6 +61,7 @@ def bucket(s3_server, tmp_path_factory):
 
 def _machine(root: Path, endpoint: str) -> tuple[list[str], dict[str, str], Path]:
     """(command prefix, environment, workdir) of a machine of its own under *root*."""
+    (root / "prefect-home").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
         PREFECT_HOME=str(root / "prefect-home"),
