@@ -205,6 +205,8 @@ def test_deployments_file_defines_the_deployments():
         validate_params(**{"source": "s3://bucket/prefix", **spec["parameters"]})
     deployments = {d.name: d for d in build_deployments(specs)}
     assert deployments["nightly-retrain"].schedules[0].schedule.cron == "0 2 * * *"
+    # one run of a deployment at a time: a second (schedule or manual) queues
+    assert all(d.concurrency_limit == 1 for d in deployments.values())
     assert deployments["ascend-8p"].parameters["device_num"] == 8
     assert deployments["ascend-8p"].parameters["preset"] == "zoo-ascend-8p"
     assert deployments["local"].entrypoint.endswith("train_eval_export.py:train_eval_export")
