@@ -68,7 +68,7 @@ def read_commit(store: ObjectStore, prefix: str) -> dict[str, Any] | None:
 def fetch_committed(
     store: ObjectStore, prefix: str, dest: Path, only: list[str] | None = None
 ) -> dict[str, Any]:
-    """Download the committed files of *prefix* (or just *only*) into *dest*, each verified
+    """Download the committed files of *prefix* (or those of *only* it has) into *dest*, each verified
     against the marker; files already present with the right sha256 are kept. Returns the
     marker. Raises Irv2Error when the prefix is not committed or a file does not verify."""
     marker = read_commit(store, prefix)
@@ -77,7 +77,8 @@ def fetch_committed(
             f"{store.uri}/{prefix} is not a completely published output (no {COMMIT_MARKER}); "
             "its upload may have been cut off: run the stage again to publish it"
         )
-    wanted = marker["files"] if only is None else {k: marker["files"][k] for k in only}
+    files = marker["files"]
+    wanted = files if only is None else {k: files[k] for k in only if k in files}
     for rel, entry in wanted.items():
         target = dest / rel
         same_size = target.is_file() and os.path.getsize(target) == entry["size"]
