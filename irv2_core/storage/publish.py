@@ -68,9 +68,9 @@ def read_commit(store: ObjectStore, prefix: str) -> dict[str, Any] | None:
 def fetch_committed(
     store: ObjectStore, prefix: str, dest: Path, only: list[str] | None = None
 ) -> dict[str, Any]:
-    """Download the committed files of *prefix* (or those of *only* it has) into *dest*, each verified
-    against the marker; files already present with the right sha256 are kept. Returns the
-    marker. Raises Irv2Error when the prefix is not committed or a file does not verify."""
+    """Download the committed files of *prefix* (or those of *only* it has) into *dest*, each
+    verified against the marker; files already present with the right sha256 are kept. Returns
+    the marker. Raises Irv2Error when the prefix is not committed or a file does not verify."""
     marker = read_commit(store, prefix)
     if marker is None:
         raise Irv2Error(
