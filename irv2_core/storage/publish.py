@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 COMMIT_MARKER = "_COMMITTED.json"
+PARALLEL_FILES = 4
 
 
 def publish_files(
@@ -35,10 +37,11 @@ def publish_files(
     """Upload *files* (``{relative key: local path}``) under *prefix*, then commit; return the
     marker ``{files: {key: {size, sha256}}, meta, committed_at}``."""
     store.delete(join_key(prefix, COMMIT_MARKER))
-    entries = {}
-    for rel in sorted(files):
-        stored = store.put_file(Path(files[rel]), join_key(prefix, rel))
-        entries[rel] = {"size": stored.size, "sha256": stored.sha256}
+    with ThreadPoolExecutor(max_workers=PARALLEL_FILES) as pool:  # each file multipart as well
+        stored = pool.map(lambda rel: store.put_file(Path(files[rel]), join_key(prefix, rel)),
+                          sorted(files))  # fmt: skip
+        entries = {o.key.removeprefix(prefix).lstrip("/"): {"size": o.size, "sha256": o.sha256}
+                   for o in stored}  # fmt: skip
     marker = {"files": entries, "meta": meta or {}, "committed_at": time.time()}
     data = json.dumps(marker, indent=2, sort_keys=True).encode()
     store.put_bytes(data, join_key(prefix, COMMIT_MARKER))

@@ -1,8 +1,8 @@
 """An S3 prefix (AWS S3, MinIO, Huawei OBS) as an object store.
 
-Uploads carry a SHA-256 checksum that the server verifies (``ChecksumAlgorithm=SHA256``; per part
-for multipart uploads through boto3's transfer manager) and record the whole-file sha256 as object
-metadata; downloads are hashed against the sha256 the caller expects. ``create`` is a conditional
+Uploads carry a CRC32 checksum that the server verifies (per part for multipart uploads through
+boto3's transfer manager) and record the whole file's sha256 as object metadata; downloads are
+hashed against the sha256 the caller expects. ``create`` is a conditional
 PUT (``If-None-Match: *``, or ``If-Match: <etag>`` to take over a known version), which S3 runs
 atomically: of two writers, exactly one wins.
 """
@@ -48,7 +48,9 @@ class S3Store:
 
     def put_file(self, path: Path, key: str) -> StoredObject:
         digest = sha256_file(path)
-        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": digest}}
+        # CRC32 (cheap, verified by the server per part) guards the transfer; the whole file's
+        # sha256 rides along as metadata and in the commit marker, checked on every download
+        extra = {"ChecksumAlgorithm": "CRC32", "Metadata": {"sha256": digest}}
         try:
             self.client.upload_file(
                 str(path), self.bucket, self._key(key), ExtraArgs=extra, Config=self.transfer
