@@ -11,7 +11,6 @@ machine with 20 GB actually available. We let it count ``MemAvailable`` instead.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,25 +20,16 @@ import mindspore as ms
 from mindspore.train import serialization
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.io import FILE_MODE
+from irv2_core.runtime.io import atomic_target
 
 __all__ = ["read_checkpoint", "save_checkpoint_atomic"]
 
 
 def save_checkpoint_atomic(obj, out: str | os.PathLike[str]) -> Path:
     """``ms.save_checkpoint(obj)`` to a temp name in *out*'s folder, then rename it into place."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.ckpt")
-    os.close(fd)
-    try:
-        ms.save_checkpoint(obj, tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    with atomic_target(out, suffix=".tmp.ckpt") as tmp:  # MindSpore insists on .ckpt
+        ms.save_checkpoint(obj, str(tmp))
+    return Path(out)
 
 
 def mem_available() -> int | None:

@@ -55,7 +55,7 @@ class CheckpointStore:
         self.restored_from: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
         self._last_recovery = (0, time.monotonic())
-        for stale in [*self.dir.glob(".tmp-*"), *self.dir.glob(f"{RECOVERY}/.tmp-*")]:
+        for stale in [*self.dir.glob(".*.tmp.ckpt"), *self.dir.glob(f"{RECOVERY}/.*.tmp.ckpt")]:
             if self.writes:  # left by a crash mid-save
                 stale.unlink(missing_ok=True)
 
