@@ -49,6 +49,11 @@ class FlowParams(BaseModel):
     output_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint of output_uri (default: endpoint_url)"
     )
+    result_storage: str | None = Field(
+        None,
+        description="a saved Prefect storage block (e.g. 's3-bucket/irv2-results') for task "
+        "results and cache records; default: <output_uri>/prefect",
+    )
 
     @field_validator("source")
     @classmethod

@@ -76,7 +76,8 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
     store = params.store()
     if store is not None:  # preflight: an unwritable output_uri fails before any stage
         open_ref(store).check_writable()
-    run = _Stages(result_storage(store) if store else None)
+    storage = params.result_storage or (result_storage(store) if store else None)
+    run = _Stages(storage)
 
     staged = run(
         "stage",
