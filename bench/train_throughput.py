@@ -22,7 +22,8 @@ side runs.
         [--project-env KEY=VALUE ...]   # e.g. a runtime setting to try (docs/perf.md)
 
 ``--project-env IRV2_BENCH_CONTEXT='{"enable_graph_kernel": true}'`` passes a JSON object to
-``mindspore.set_context`` in the project worker.
+``mindspore.set_context`` in the project worker; ``IRV2_BENCH_MS_THREADS=N`` sets MindSpore's CPU
+kernel threads (``device_context.cpu.op_tuning.threads_num``).
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def _project_step_fn(size: int, batch: int):
         "cpu-smoke",
         overrides=dict(image_size=size, batch_size=batch, num_classes=CLASSES, drop_rate=0.2),
     )
+    threads = os.environ.get("IRV2_BENCH_MS_THREADS")
+    if threads:  # CPU kernel threads (default: MindSpore's own choice); before any op runs
+        ms.device_context.cpu.op_tuning.threads_num(int(threads))
     setup_context(cfg, cache_scope=f"bench-train|{size}|{batch}")
     extra = json.loads(os.environ.get("IRV2_BENCH_CONTEXT") or "{}")
     if extra:  # a lever to try, e.g. {"enable_graph_kernel": true} (docs/perf.md)
@@ -143,7 +147,9 @@ def _project_step_fn(size: int, batch: int):
     def step() -> float:
         return float(cell(x, y).asnumpy())  # asnumpy waits for the step to finish
 
-    mode = f"{cfg.mode} mode, extra context {extra or 'none'}"
+    mode = (
+        f"{cfg.mode} mode, extra context {extra or 'none'}, kernel threads {threads or 'default'}"
+    )
     return step, f"mindspore {ms.__version__}, {mode}, optim {cfg.optim}"
 
 
