@@ -53,7 +53,14 @@ def _op_rows(out: Path) -> list[tuple[str, float, int]]:
                 low = {k.lower(): v for k, v in rec.items() if k}
                 name = next((v for k, v in low.items() if "op_type" in k or "op type" in k), None)
                 ms_ = next((v for k, v in low.items() if "total" in k and "time" in k), None)
-                calls = next((v for k, v in low.items() if "count" in k or "calls" in k), "0")
+                calls = next(
+                    (
+                        v
+                        for k, v in low.items()
+                        if "occurrences" in k or "count" in k or "calls" in k
+                    ),
+                    "0",
+                )
                 try:
                     rows.setdefault(name, [0.0, 0])[0] += float(ms_)
                     rows[name][1] += int(float(calls))

@@ -103,7 +103,7 @@ def _timm_step_fn(size: int, batch: int):
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     info = f"torch {torch.__version__} ({torch.get_num_threads()} threads), timm "
     return step, info + f"{timm.__version__}, {note}"
@@ -195,8 +195,10 @@ def _timm_python(explicit: str | None) -> str | None:
 
 
 class Worker:
-    def __init__(self, side: str, python: str, size: int, batch: int, env: dict[str, str]):
-        self.side = side
+    def __init__(
+        self, side: str, python: str, size: int, batch: int, env: dict[str, str], label: str = ""
+    ):
+        self.side = label or side
         cmd = [python, __file__, "--worker", side, "--sizes", str(size), "--batch", str(batch)]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
@@ -235,6 +237,13 @@ def main() -> int:
     parser.add_argument(
         "--project-env", nargs="*", default=[], metavar="KEY=VALUE", help="project worker env"
     )
+    parser.add_argument(
+        "--project-env-b",
+        nargs="*",
+        default=None,
+        metavar="KEY=VALUE",
+        help="also run a second project worker ('project-b') with this env, alternated: an A/B",
+    )
     parser.add_argument("--worker", choices=["project", "timm"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -261,6 +270,9 @@ def main() -> int:
     summary = []
     for size in args.sizes:
         workers = [Worker("project", sys.executable, size, args.batch, project_env)]
+        if args.project_env_b is not None:
+            env_b = dict(env, **dict(kv.split("=", 1) for kv in args.project_env_b))
+            workers.append(Worker("project", sys.executable, size, args.batch, env_b, "project-b"))
         if timm_py:
             workers.append(Worker("timm", timm_py, size, args.batch, timm_env))
         for w in workers:
@@ -286,6 +298,8 @@ def main() -> int:
         med = {k: statistics.median(v) for k, v in rates.items()}
         summary.append((size, med, rss, load_before, _load()))
     print(f"\nbatch {args.batch}, {args.rounds} rounds x {args.steps} steps per side, medians")
+    if args.project_env_b is not None:
+        print(f"project-b env: {' '.join(args.project_env_b)}")
     print("| px | project img/s | timm img/s | project/timm | peak GiB (project/timm) | load |")
     print("|---|---|---|---|---|---|")
     for size, med, rss, before, after in summary:
@@ -294,6 +308,8 @@ def main() -> int:
         mem = f"{rss.get('project', 0):.1f}/{rss.get('timm', 0):.1f}"
         t = f"{timm:.2f}" if timm else "-"
         print(f"| {size} | {med['project']:.2f} | {t} | {ratio} | {mem} | {before} -> {after} |")
+        if "project-b" in med:
+            print(f"|   {size} project-b | {med['project-b']:.2f} | {t} | - | - | - |")
     return 0
 
 
