@@ -8,14 +8,17 @@ crops, flips and colour jitter), puts them in S3 (a local moto server in its own
   (no verification) and ``aws s3 sync`` when the AWS CLI is installed, on the same objects;
 - conversion: ``irv2_core.data.convert.convert`` with one checking thread, default and
   --full-decode;
-- the train pipeline: MindDataset -> decode -> random-resized-crop 299 -> flip -> normalise ->
-  CHW -> batch 32 (``irv2_core.data.datasets.create_dataset``) with one worker.
+- the train pipeline: MindDataset -> decode -> random-resized-crop 299 -> flip -> colour jitter
+  -> CHW uint8 -> batch 32 (``irv2_core.data.datasets.create_dataset``; the network normalises)
+  with one worker, alternated with the same pipeline plus the float32 ``Normalize`` it had before
+  issue 12, so the two are compared under the same load.
 
 "per core" is images per CPU-second of the whole process (all threads), so it does not depend on
 how many cores the machine has. Targets (issue 4): staging >= baseline; conversion >= 1000
 img/s per core; train pipeline >= 500 img/s per core.
 
     python bench/data_throughput.py [--images 600] [--workers 8] [--endpoint-url URL]
+    python bench/data_throughput.py --only-pipeline [--epochs 4] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -163,8 +166,10 @@ def bench_convert(data: Path, work: Path, n: int) -> list[tuple]:
     return rows
 
 
-def bench_pipeline(mr: Path, epochs: int) -> list[tuple]:
-    """The real train pipeline, and the same without colour jitter (the costliest op)."""
+def bench_pipeline(mr: Path, epochs: int, rounds: int = 2) -> list[tuple]:
+    """The real train pipeline (uint8 out, the network normalises), the same with the float32
+    ``Normalize`` it ran before issue 12, and without colour jitter (the costliest op);
+    alternated *rounds* times so that each variant sees the same machine load."""
     import mindspore as ms
     import mindspore.dataset as ds
     from mindspore.dataset import transforms, vision
@@ -172,31 +177,49 @@ def bench_pipeline(mr: Path, epochs: int) -> list[tuple]:
     from irv2_core.config import load_config
     from irv2_core.data.datasets import create_dataset
     from irv2_core.data.transforms import train_transforms
+    from irv2_core.models.metadata import EVAL_PROTOCOLS
 
-    ds.config.set_seed(0)
     cfg = load_config("cpu-smoke", overrides={"image_size": 299, "work_nums": 1, "batch_size": 32})
-    real = create_dataset(mr, "train", cfg, training=True)
-    ops = [op for op in train_transforms(299) if not isinstance(op, vision.RandomColorAdjust)]
-    lean = ds.MindDataset(str(mr / "train.mindrecord0"), columns_list=["image", "label"])
-    lean = lean.map(operations=ops, input_columns="image", num_parallel_workers=1)
-    lean = lean.map(operations=transforms.TypeCast(ms.int32), input_columns="label").batch(32)
+    p = EVAL_PROTOCOLS[cfg.eval_protocol]
+    normalize = vision.Normalize([m * 255.0 for m in p.mean], [x * 255.0 for x in p.std])
+
+    def manual(ops):
+        data = ds.MindDataset(str(mr / "train.mindrecord0"), columns_list=["image", "label"])
+        data = data.map(operations=ops, input_columns="image", num_parallel_workers=1)
+        return data.map(operations=transforms.TypeCast(ms.int32), input_columns="label").batch(32)
+
+    ops = train_transforms(299)
+    variants = [
+        ("train pipeline, uint8 CHW out (datasets.create_dataset), 1 worker", None),
+        ("same + float32 Normalize in the pipeline (before issue 12), 1 worker",
+         [*ops[:-1], normalize, ops[-1]]),
+        ("uint8, without RandomColorAdjust, 1 worker",
+         [op for op in ops if not isinstance(op, vision.RandomColorAdjust)]),
+    ]  # fmt: skip
+    results: dict[str, list[tuple[int, float, float]]] = {label: [] for label, _ in variants}
+    for _round in range(rounds):
+        for label, variant_ops in variants:
+            ds.config.set_seed(0)
+            if variant_ops is None:
+                data = create_dataset(mr, "train", cfg, training=True)
+            else:
+                data = manual(variant_ops)
+            count = 0
+
+            def run(data=data):
+                nonlocal count
+                batches = data.create_tuple_iterator(output_numpy=True, num_epochs=epochs)
+                for _epoch in range(epochs):  # each pass over the iterator is one epoch
+                    for images, _ in batches:
+                        assert images.shape[1:] == (3, 299, 299)
+                        count += images.shape[0]
+
+            wall, cpu = timed(run)
+            results[label].append((count, wall, cpu))
     rows = []
-    for label, data in [
-        ("train pipeline (datasets.create_dataset), 1 worker", real),
-        ("same without RandomColorAdjust, 1 worker", lean),
-    ]:
-        count = 0
-
-        def run(data=data):
-            nonlocal count
-            batches = data.create_tuple_iterator(output_numpy=True, num_epochs=epochs)
-            for _epoch in range(epochs):  # each pass over the iterator is one epoch
-                for images, _ in batches:
-                    assert images.shape[1:] == (3, 299, 299)
-                    count += images.shape[0]
-
-        wall, cpu = timed(run)
-        rows.append((label, count, wall, None, cpu))
+    for label, runs in results.items():
+        for i, (count, wall, cpu) in enumerate(runs):
+            rows.append((f"{label} [round {i + 1}]", count, wall, None, cpu))
     return rows
 
 
@@ -206,6 +229,12 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=8, help="stage workers")
     p.add_argument("--endpoint-url", default=None, help="real S3-compatible endpoint (else moto)")
     p.add_argument("--epochs", type=int, default=4, help="passes of the train pipeline")
+    p.add_argument("--rounds", type=int, default=2, help="alternations of the pipeline variants")
+    p.add_argument(
+        "--only-pipeline",
+        action="store_true",
+        help="skip staging and S3: convert once, then measure the train pipeline",
+    )
     args = p.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench-key")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
@@ -215,6 +244,14 @@ def main() -> int:
     try:
         total = make_photos(work / "src", args.images)
         mb = total / 1e6
+        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+        if args.only_pipeline:
+            from irv2_core.data.convert import convert
+
+            convert(work / "src", work / "mr-0", workers=1)
+            rows = bench_pipeline(work / "mr-0", args.epochs, args.rounds)
+            _print(rows, args.images, mb, total, "not used", load)
+            return 0
         endpoint = args.endpoint_url
         if endpoint is None:
             proc, endpoint = start_moto()
@@ -223,14 +260,20 @@ def main() -> int:
         upload(boto3.client("s3", endpoint_url=endpoint), work / "src")
         rows = bench_stage(endpoint, work, args.images, mb, args.workers)
         rows += bench_convert(work / "staged", work, args.images)
-        rows += bench_pipeline(work / "mr-0", args.epochs)
+        rows += bench_pipeline(work / "mr-0", args.epochs, args.rounds)
     finally:
         if proc is not None:
             proc.terminate()
         shutil.rmtree(work, ignore_errors=True)
+    _print(rows, args.images, mb, total, "moto server (local process)" if proc else endpoint, load)
+    return 0
+
+
+def _print(rows, images: int, mb: float, total: int, s3: str, load: str) -> None:
+    now = "/".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"\n{args.images} JPEGs, {mb:.1f} MB ({total / args.images / 1e3:.0f} KB avg), "
-        f"{os.cpu_count()} CPUs, S3: {'moto server (local process)' if proc else endpoint}\n"
+        f"\n{images} JPEGs, {mb:.1f} MB ({total / images / 1e3:.0f} KB avg), "
+        f"{os.cpu_count()} CPUs, S3: {s3}, load average {load} at start, {now} at the end\n"
     )
     print("| measurement | images | wall s | CPU s | MB/s | files/s | img/s per core |")
     print("|---|---|---|---|---|---|---|")
@@ -239,7 +282,6 @@ def main() -> int:
         cpu_s = f"{cpu:.2f}" if cpu else "-"
         per_core = f"{n / cpu:.0f}" if cpu else "-"
         print(f"| {label} | {n} | {wall:.2f} | {cpu_s} | {mbps} | {n / wall:.0f} | {per_core} |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -104,7 +104,11 @@ def evaluate(
     images = dataset_size(data_dir, split)
     setup_context(cfg, cache_scope=f"evaluate|{num_classes}|{images}|{cfg.residual_bias}")
     net = create_model(
-        cfg.model, num_classes=num_classes, residual_bias=cfg.residual_bias, drop_rate=0.0
+        cfg.model,
+        num_classes=num_classes,
+        residual_bias=cfg.residual_bias,
+        drop_rate=0.0,
+        input_protocol=cfg.eval_protocol,  # the pipeline ships uint8; the network normalises
     )
     params = read_checkpoint(ckpt)  # the whole file: a resumable checkpoint works too
     fits = f"a {num_classes}-class {cfg.model} (residual_bias={cfg.residual_bias})"

@@ -210,6 +210,12 @@ class ExportRecord(Record):
     )
     input_shape: list[int | None] = Field(description="NCHW; null = dynamic batch")
     batch: str = Field(description="`dynamic` or `static 1`")
+    input_contract: dict[str, Any] | None = Field(
+        default=None, description="what the model takes (uint8 RGB pixels, protocol, mean/std)"
+    )
+    contract_path: str | None = Field(
+        default=None, description="`<file>.json` beside the export, holding input_contract"
+    )
 
 
 # --- report -----------------------------------------------------------------------------------

@@ -172,10 +172,10 @@ def export_task(
         record.verified_with,
         record.max_abs_diff,
     )
-    write_stamp(target, current_cache_key(), [record.path])
-    if st is not None:
-        path = Path(record.path)
-        publish(st, prefix, {path.name: path}, digest, record=record.to_json())
+    files = [Path(record.path)] + ([Path(record.contract_path)] if record.contract_path else [])
+    write_stamp(target, current_cache_key(), files)
+    if st is not None:  # the model file and its input contract beside it
+        publish(st, prefix, {f.name: f for f in files}, digest, record=record.to_json())
     return record.to_json()
 
 

@@ -63,16 +63,22 @@ def add_predict(subparsers) -> None:
         "predict",
         help="classify images with a ckpt, MINDIR or ONNX model",
         description="Print the top-k classes and probabilities of each image, using the "
-        "evaluation preprocessing of --protocol.",
+        "evaluation preprocessing of the model's input contract (the <model>.json an export "
+        "writes beside it; a run's config.yaml for a checkpoint), else of --protocol.",
     )
     p.add_argument("--model", required=True, help="a .ckpt, .mindir or .onnx model")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP)")
     p.add_argument("--classes", help="classes.json {name: index}; default: next to the model")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument(
-        "--image-size", type=int, default=None, help="default: the ONNX input size, else 299"
+        "--image-size", type=int, default=None, help="default: the model's input size, else 299"
     )
-    p.add_argument("--protocol", choices=["zoo", "inception"], default="zoo")
+    p.add_argument(
+        "--protocol",
+        choices=["zoo", "inception"],
+        default=None,
+        help="default: the model's recorded protocol, else zoo (must agree with a recorded one)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_run_predict)
 

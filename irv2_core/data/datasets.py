@@ -105,7 +105,8 @@ def create_dataset(
     group_size: int = 1,
     batch_size: int | None = None,
 ) -> ds.Dataset:
-    """Batched ``(image, label)`` pipeline of *split* with the recipe's transforms.
+    """Batched ``(image, label)`` pipeline of *split* with the recipe's transforms: images are
+    uint8 NCHW pixels (the network normalises them), labels int32.
 
     Training: shuffled, sharded by *rank* when *group_size* > 1, random augmentation, last partial
     batch dropped. Evaluation: file order, unsharded, eval transforms of ``cfg.eval_protocol``,

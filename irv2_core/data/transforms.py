@@ -2,9 +2,14 @@
 
 ``zoo``: square resize to ``int(size/0.875)`` (aspect not kept, as the model zoo does), center
 crop, ImageNet mean/std. ``inception``: shorter side to ``int(size/0.8975)`` bicubic, center crop,
-mean = std = 0.5 (what timm's published weights expect). Training normalises with the protocol's
-mean/std so that train and eval inputs share one scale. :func:`preprocess_image` applies exactly
-the eval pipeline to one image for prediction.
+mean = std = 0.5 (what timm's published weights expect).
+
+The pipelines end in **uint8 CHW** pixels (0..255, RGB): the network normalises them with the
+protocol's mean/std as its first op (``InceptionResNetV2(input_protocol=...)``), for training
+and evaluation alike. A float32 ``Normalize`` in the pipeline cost a quarter of its CPU time and
+4x the bytes per batch (see docs/perf.md). :func:`preprocess_image` applies exactly the eval
+pipeline to one image for prediction; :func:`normalize_pixels` is the network's normalisation
+in numpy, for models that take normalised floats (timm, exports made before issue 12).
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ from mindspore.dataset.vision import Inter
 from irv2_core.errors import Irv2Error
 from irv2_core.models.metadata import EVAL_PROTOCOLS, EvalProtocol
 
-__all__ = ["PROTOCOLS", "eval_transforms", "preprocess_image", "train_transforms"]
+__all__ = [
+    "PROTOCOLS",
+    "eval_transforms",
+    "normalize_pixels",
+    "preprocess_image",
+    "train_transforms",
+]
 
 PROTOCOLS = EVAL_PROTOCOLS
 _INTERPOLATION = {"linear": Inter.LINEAR, "bicubic": Inter.BICUBIC}
@@ -34,12 +45,19 @@ def _protocol(name: str) -> EvalProtocol:
         ) from None
 
 
-def _normalize(protocol: str) -> list:
+def _to_chw(protocol: str) -> list:
+    _protocol(protocol)  # an unknown protocol fails here, before any data flows
+    return [vision.HWC2CHW()]  # stays uint8: the network normalises
+
+
+def normalize_pixels(pixels: np.ndarray, protocol: str = "zoo") -> np.ndarray:
+    """uint8/float NCHW or CHW pixels 0..255 -> float32 normalised with *protocol*'s mean/std,
+    the same float32 arithmetic as the network's first op."""
     p = _protocol(protocol)
-    # Normalising uint8 pixels with mean/std scaled by 255 equals Rescale(1/255) + Normalize.
-    mean = [m * 255.0 for m in p.mean]
-    std = [s * 255.0 for s in p.std]
-    return [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
+    shape = (3, 1, 1)
+    mean = np.array(p.mean, np.float32).reshape(shape) * np.float32(255)
+    std = np.array(p.std, np.float32).reshape(shape) * np.float32(255)
+    return ((np.asarray(pixels, np.float32) - mean) / std).astype(np.float32)
 
 
 def train_transforms(
@@ -47,13 +65,13 @@ def train_transforms(
 ) -> list:
     """Ops mapped on the raw JPEG bytes for training: decode + random crop (area
     *crop_scale_min*-1, ratio 3/4-4/3), horizontal flip (if *hflip*), colour jitter 0.4,
-    normalise, CHW float32. The defaults are the zoo's."""
+    CHW uint8 (the network normalises with *protocol*). The defaults are the zoo's."""
     flip = [vision.RandomHorizontalFlip(prob=0.5)] if hflip else []
     return [
         vision.RandomCropDecodeResize(image_size, scale=(crop_scale_min, 1.0), ratio=(0.75, 1.333)),
         *flip,
         vision.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4),
-        *_normalize(protocol),
+        *_to_chw(protocol),
     ]
 
 
@@ -71,14 +89,15 @@ def eval_transforms(image_size: int, protocol: str = "zoo") -> list:
         vision.Decode(),
         vision.Resize(size, interpolation=_INTERPOLATION[p.interpolation]),
         vision.CenterCrop(image_size),
-        *_normalize(protocol),
+        *_to_chw(protocol),
     ]
 
 
 def preprocess_image(
     path_or_bytes: str | os.PathLike[str] | bytes, protocol: str = "zoo", image_size: int = 299
 ) -> np.ndarray:
-    """One image file (or its encoded bytes) -> (3, H, W) float32, exactly the eval pipeline."""
+    """One image file (or its encoded bytes) -> (3, H, W) uint8 pixels, exactly the eval pipeline
+    (feed them to the network or an export as they are; it normalises)."""
     if isinstance(path_or_bytes, bytes):
         data, where = path_or_bytes, "the given bytes"
     else:
@@ -99,4 +118,4 @@ def preprocess_image(
         raise Irv2Error(
             f"cannot decode image {where}: {exc}. Use a JPEG, PNG or BMP RGB image."
         ) from None
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=np.uint8)

@@ -8,14 +8,23 @@ silently
 mis-orders explicit 4-tuple pads), and Mixed_5b's avg-pool uses ``pad_mode="same"`` (which
 excludes padding from the count, like timm's ``count_include_pad=False``, and lowers to a plain
 AvgPool instead of the unexportable AvgPool3D).
+
+Input contract (issue 12): ``construct`` takes RGB pixels 0..255, NCHW, as uint8 (what the data
+pipeline ships) or float, and normalises them as its first op with the mean/std of the
+``input_protocol`` it was built with (``metadata.EVAL_PROTOCOLS``; train and eval share it).
+``input_protocol=None`` builds the timm contract instead: ``construct`` takes already-normalised
+float32, which is how the timm-parity tests feed it. ``forward_features`` always takes normalised
+float32 (the convolutional trunk only).
 """
 
 from __future__ import annotations
 
+import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import XavierUniform
 
-from irv2_core.models.metadata import NUM_FEATURES, check_image_size
+from irv2_core.models.metadata import NUM_FEATURES, check_image_size, protocol_mean_std
 from irv2_core.models.registry import register_model
 
 
@@ -31,6 +40,26 @@ def _conv(cin: int, cout: int, kernel, stride: int = 1, same: bool = False, bias
         weight_init=XavierUniform(),
         bias_init="zeros" if bias else None,
     )
+
+
+class InputNormalize(nn.Cell):
+    """Pixels 0..255 (uint8 or float, NCHW) -> float32 ``(x - 255*mean) / (255*std)``.
+
+    The same arithmetic, in float32, as the ``vision.Normalize`` the data pipeline used to run,
+    so moving it into the network does not change what the trunk sees. Mean and std are graph
+    constants, not parameters: checkpoints keep exactly timm's tensors.
+    """
+
+    def __init__(self, protocol: str):
+        super().__init__()
+        mean, std = protocol_mean_std(protocol)
+        self.protocol = protocol
+        shape = (1, 3, 1, 1)
+        self.mean = ms.Tensor(np.array(mean, np.float32).reshape(shape) * np.float32(255))
+        self.std = ms.Tensor(np.array(std, np.float32).reshape(shape) * np.float32(255))
+
+    def construct(self, x):
+        return (ops.cast(x, ms.float32) - self.mean) / self.std
 
 
 class BasicConv2d(nn.Cell):
@@ -167,15 +196,27 @@ class Block8(nn.Cell):
 
 
 class InceptionResNetV2(nn.Cell):
-    """The full classifier: stem, 10xA, Reduction-A, 20xB, Reduction-B, 10xC, 1x1 conv, head.
+    """The full classifier: input normalisation, stem, 10xA, Reduction-A, 20xB, Reduction-B,
+    10xC, 1x1 conv, head.
 
-    ``forward_features`` returns the (N, 1536, h, w) map before pooling (1x1 at 75 px, 8x8 at
-    299 px); ``construct`` adds global mean pooling, dropout and the Dense classifier (logits).
+    ``construct`` takes pixels 0..255 and normalises them with *input_protocol*'s mean/std (or,
+    with ``input_protocol=None``, takes normalised float32 as timm does); ``forward_features``
+    maps normalised float32 to the (N, 1536, h, w) map before pooling (1x1 at 75 px, 8x8 at
+    299 px); ``forward_head`` adds global mean pooling, dropout and the Dense classifier.
     """
 
-    def __init__(self, num_classes: int = 1000, residual_bias: bool = True, drop_rate: float = 0.2):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        residual_bias: bool = True,
+        drop_rate: float = 0.2,
+        input_protocol: str | None = "zoo",
+    ):
         super().__init__()
         self.num_classes = num_classes
+        self.input_protocol = input_protocol
+        self.takes_pixels = input_protocol is not None
+        self.normalize = InputNormalize(input_protocol) if self.takes_pixels else nn.Identity()
         self.num_features = NUM_FEATURES
         self.conv2d_1a = BasicConv2d(3, 32, 3, stride=2)
         self.conv2d_2a = BasicConv2d(32, 32, 3)
@@ -215,14 +256,23 @@ class InceptionResNetV2(nn.Cell):
         x = self.block8(self.repeat_2(x))
         return self.conv2d_7b(x)
 
+    def forward_head(self, features):
+        """Global mean pool, dropout, classifier: (N, 1536, h, w) -> logits."""
+        return self.classif(self.dropout(ops.mean(features, (2, 3))))
+
     def construct(self, x):
-        x = ops.mean(self.forward_features(x), (2, 3))
-        return self.classif(self.dropout(x))
+        return self.forward_head(self.forward_features(self.normalize(x)))
 
 
 @register_model
 def inception_resnet_v2(
-    num_classes: int = 1000, residual_bias: bool = True, drop_rate: float = 0.2
+    num_classes: int = 1000,
+    residual_bias: bool = True,
+    drop_rate: float = 0.2,
+    input_protocol: str | None = "zoo",
 ) -> InceptionResNetV2:
-    """Inception-ResNet-v2; residual_bias=True is timm/slim (55,843,464 params at 1000 classes)."""
-    return InceptionResNetV2(num_classes, residual_bias, drop_rate)
+    """Inception-ResNet-v2; residual_bias=True is timm/slim (55,843,464 params at 1000 classes).
+
+    *input_protocol* (``zoo``/``inception``) makes it take 0..255 pixels and normalise inside;
+    None makes it take normalised float32 (timm's contract)."""
+    return InceptionResNetV2(num_classes, residual_bias, drop_rate, input_protocol)

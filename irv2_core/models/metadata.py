@@ -18,6 +18,7 @@ __all__ = [
     "NUM_FEATURES",
     "EvalProtocol",
     "check_image_size",
+    "protocol_mean_std",
 ]
 
 MIN_IMAGE_SIZE = 75  # the smallest input for which every valid conv in IRv2 still has room
@@ -55,3 +56,14 @@ def check_image_size(height: int, width: int | None = None) -> None:
             f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} (its valid-padded convs and pools leave no pixels "
             f"below that); resize the input or set image_size >= {MIN_IMAGE_SIZE}"
         )
+
+
+def protocol_mean_std(protocol: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) in [0, 1] units of eval protocol *protocol*; Irv2Error names the known ones."""
+    try:
+        p = EVAL_PROTOCOLS[protocol]
+    except KeyError:
+        raise Irv2Error(
+            f"unknown eval protocol {protocol!r}; choose one of: {', '.join(EVAL_PROTOCOLS)}"
+        ) from None
+    return p.mean, p.std

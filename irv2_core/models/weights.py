@@ -154,9 +154,12 @@ def load_model(
     ckpt: str | os.PathLike[str],
     num_classes: int | None = None,
     residual_bias: bool | None = None,
+    input_protocol: str | None = "zoo",
 ) -> tuple[Any, dict[str, Any]]:
     """Rebuild the network from a checkpoint, in eval mode; return ``(net, info)``.
 
+    The network takes 0..255 pixels normalised inside with *input_protocol* (None: it takes
+    normalised float32, timm's contract; the checkpoint is the same either way).
     ``num_classes`` and ``residual_bias`` default to what the checkpoint holds (the classifier's
     width, the presence of the residual biases); given values that disagree with the file raise
     Irv2Error. Optimizer state in a resumable checkpoint is ignored. ``info`` holds
@@ -180,7 +183,12 @@ def load_model(
             f"{ckpt} was saved with residual_bias={found_bias} but residual_bias={residual_bias} "
             "was asked for; omit it to use the checkpoint's"
         )
-    net = create_model(num_classes=found_classes, residual_bias=found_bias, drop_rate=0.0)
+    net = create_model(
+        num_classes=found_classes,
+        residual_bias=found_bias,
+        drop_rate=0.0,
+        input_protocol=input_protocol,
+    )
     expected = _net_param_shapes(net)
     state = {k: v for k, v in params.items() if k in expected}
     check_state_against_net(

@@ -35,9 +35,8 @@ def pull_run(root: ObjectStore, run_key: str, dest: Path) -> dict[str, Any]:
     for sub in ("eval", "report"):
         if read_commit(root, join_key(run_key, sub)) is not None:
             fetch_committed(root, join_key(run_key, sub), dest if sub == "eval" else dest / sub)
-    for export in record.get("exports", []):
-        target = dest / "exports" / Path(export["key"]).name
-        root.get_file(export["key"], target, sha256=export["sha256"])
+    for export in record.get("exports", []):  # each with its input contract (<file>.json)
+        fetch_committed(root, str(Path(export["key"]).parent), dest / "exports")
     atomic_write_bytes(dest / RUN_RECORD, data)
     return record
 

@@ -81,6 +81,7 @@ def _build(cfg: Config, lr):
         num_classes=cfg.num_classes,
         residual_bias=cfg.residual_bias,
         drop_rate=cfg.drop_rate,
+        input_protocol=cfg.eval_protocol,  # uint8 batches in, normalised as the first op
     )
     if cfg.pretrained:
         load_pretrained(net, cfg.pretrained)

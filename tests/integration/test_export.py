@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -44,7 +45,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(ckpt):
-    """The checkpoint's network as a function: NCHW float32 batch -> logits."""
+    """The checkpoint's network as a function: NCHW uint8 pixel batch -> logits."""
     import mindspore as ms
 
     from irv2_core.models.weights import load_model
@@ -83,11 +84,15 @@ def test_mindir_round_trip_with_dynamic_batch(ckpt, reference, tmp_path):
     assert result.verified_with == "mindspore.GraphCell" and result.max_abs_diff <= 1e-4
     assert result.num_classes == 5 and result.batch == "dynamic"
     assert result.sha256 == sha256_file(path) and result.bytes == path.stat().st_size
-    assert sorted(p.name for p in out_dir.iterdir()) == ["irv2.mindir"]  # no temp leftovers
+    # no temp leftovers; the input contract sits beside the export (issue 12)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["irv2.mindir", "irv2.mindir.json"]
+    contract = json.loads((out_dir / "irv2.mindir.json").read_text())
+    assert contract == result.input_contract and contract["dtype"] == "uint8"
+    assert contract["protocol"] == "zoo" and contract["shape"] == [None, 3, SIZE, SIZE]
     # readable like any other output (MindSpore alone leaves 0400 and chmods the folder 0700)
     assert path.stat().st_mode & 0o777 == FILE_MODE
     assert out_dir.stat().st_mode == folder_mode
-    x = np.random.default_rng(11).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
+    x = np.random.default_rng(11).integers(0, 256, (3, 3, SIZE, SIZE), dtype=np.uint8)
     got = nn.GraphCell(ms.load(str(path)))(ms.Tensor(x)).asnumpy()
     np.testing.assert_allclose(got, reference(x), atol=1e-4)
     _assert_predict_agrees(path, reference, tmp_path)
@@ -102,7 +107,10 @@ def test_onnx_matches_mindspore_under_onnxruntime(ckpt, reference, tmp_path):
                  str(tmp_path / "m.onnx"), "--image-size", str(SIZE)]) == 0  # fmt: skip
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 3, SIZE, SIZE]  # static batch of 1
-    x = np.random.default_rng(12).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    assert session.get_inputs()[0].type == "tensor(uint8)"  # pixels in, normalised inside
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["irv2.input_contract"])["protocol"] == "zoo"
+    x = np.random.default_rng(12).integers(0, 256, (1, 3, SIZE, SIZE), dtype=np.uint8)
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, reference(x), atol=1e-4)
     _assert_predict_agrees(
@@ -176,7 +184,7 @@ def test_onnx_export_emits_no_deprecation_warning(ckpt, tmp_path):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    assert result["verified_with"].startswith("onnxruntime")
+    assert result.verified_with.startswith("onnxruntime")
     messages = [r.getMessage() for r in records] + [str(w.message) for w in caught]
     assert messages[0] == "control: this API is deprecated"
     stale = [m for m in messages[1:] if re.search(r"deprecat|will be (deleted|removed)", m, re.I)]

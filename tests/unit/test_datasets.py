@@ -30,7 +30,8 @@ def test_train_pipeline_shards_and_drops_the_remainder(tree):
     batches = _batches(create_dataset(tree, "train", cfg, True, rank=1, group_size=2))
     assert len(batches) == 1  # 6 images on this rank, batch 4: the partial batch is dropped
     images, labels = batches[0]
-    assert images.shape == (4, 3, 75, 75) and images.dtype == np.float32
+    # uint8 pixels: the network normalises them as its first op (issue 12)
+    assert images.shape == (4, 3, 75, 75) and images.dtype == np.uint8
     assert labels.dtype == np.int32 and set(labels) <= {0, 1, 2}
 
 
@@ -39,7 +40,8 @@ def test_eval_pipeline_keeps_every_image_and_matches_preprocess_image(tree):
     batches = _batches(create_dataset(tree, "val", cfg, False))
     assert [len(labels) for _, labels in batches] == [4, 4, 1]
     first = preprocess_image(tree / "val" / "class_0" / "img_000.jpg", "zoo", 75)
-    np.testing.assert_allclose(batches[0][0][0], first, atol=1e-6)
+    assert batches[0][0].dtype == first.dtype == np.uint8
+    np.testing.assert_array_equal(batches[0][0][0], first)
     assert eval_resize_size(299, "zoo") == 341 and eval_resize_size(299, "inception") == 333
 
 

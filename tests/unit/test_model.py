@@ -84,10 +84,10 @@ def test_forward_at_smallest_size_gives_logits_and_features(net1000):
     import mindspore as ms
 
     net1000.set_train(False)
-    x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3, 75, 75)).astype(np.float32))
+    x = ms.Tensor(np.random.default_rng(0).integers(0, 256, (2, 3, 75, 75), dtype=np.uint8))
     with compile_cache_disabled():  # in GRAPH mode a stale cache could swap graphs
         logits = net1000(x).asnumpy()
-        features = net1000.forward_features(x)
+        features = net1000.forward_features(net1000.normalize(x))
     assert logits.shape == (2, 1000) and np.isfinite(logits).all()
     assert not np.allclose(logits[0], logits[1])  # the output depends on the input
     assert features.shape == (2, 1536, 1, 1)
@@ -98,3 +98,32 @@ def test_input_below_75_px_fails_with_a_clear_message(net1000):
 
     with pytest.raises(Irv2Error, match=r"74x80 px.*at least 75x75"):
         net1000(ms.Tensor(np.zeros((1, 3, 74, 80), np.float32)))
+
+
+@pytest.mark.parametrize("protocol", ["zoo", "inception"])
+def test_network_normalises_pixels_like_the_old_pipeline(protocol):
+    """Issue 12: uint8 pixels into a net built for *protocol* give the logits that the timm
+    contract (input_protocol=None) gives on the pipeline's old float32 normalisation, and the
+    normalisation adds no parameter (checkpoints keep exactly timm's tensors)."""
+    import mindspore as ms
+    from mindspore.dataset import vision
+
+    from irv2_core.data.transforms import normalize_pixels
+    from irv2_core.models.metadata import EVAL_PROTOCOLS
+
+    pixels_net = create_model(num_classes=4, drop_rate=0.0, input_protocol=protocol)
+    float_net = create_model(num_classes=4, drop_rate=0.0, input_protocol=None)
+    params = {p.name: p for p in pixels_net.get_parameters()}
+    assert params.keys() == {p.name for p in float_net.get_parameters()}
+    ms.load_param_into_net(float_net, params)
+    pixels_net.set_train(False)
+    float_net.set_train(False)
+    px = np.random.default_rng(1).integers(0, 256, (2, 3, 75, 75), dtype=np.uint8)
+    p = EVAL_PROTOCOLS[protocol]
+    old = vision.Normalize([m * 255.0 for m in p.mean], [s * 255.0 for s in p.std])
+    old_inputs = np.stack([old(img.transpose(1, 2, 0)).transpose(2, 0, 1) for img in px])
+    np.testing.assert_allclose(normalize_pixels(px, protocol), old_inputs, atol=1e-6)
+    with compile_cache_disabled():
+        got = pixels_net(ms.Tensor(px)).asnumpy()
+        want = float_net(ms.Tensor(old_inputs)).asnumpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

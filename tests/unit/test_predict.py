@@ -81,3 +81,34 @@ def test_bad_model_and_image_inputs_are_clear_errors(run_dir, tmp_path):
         predict(run_dir / "final.ckpt", [tmp_path / "nope.jpg"], image_size=75)
     with pytest.raises(Irv2Error, match="at least 75x75"):
         predict(run_dir / "final.ckpt", [run_dir / "img0.jpg"], image_size=60)
+
+
+def test_an_exports_recorded_contract_decides_protocol_and_size(tmp_path):
+    """Issue 12: predict takes the protocol and size an export recorded beside it, refuses
+    flags that disagree, and treats an export without a record as the old float contract."""
+    from irv2_core.export.exporter import contract_path, input_contract
+    from irv2_core.export.predict import _resolve_input
+
+    model = tmp_path / "m.mindir"
+    model.write_bytes(b"not run here")
+    assert _resolve_input(model, None, None) == ("zoo", 299, False)  # pre-contract export
+    assert _resolve_input(model, "inception", 75) == ("inception", 75, False)
+    contract = input_contract("inception", 107, "MINDIR")
+    assert contract["dtype"] == "uint8" and contract["shape"] == [None, 3, 107, 107]
+    contract_path(model).write_text(json.dumps(contract))
+    assert _resolve_input(model, None, None) == ("inception", 107, True)
+    assert _resolve_input(model, "inception", 107) == ("inception", 107, True)
+    with pytest.raises(Irv2Error, match="exported for protocol 'inception'.*omit --protocol"):
+        _resolve_input(model, "zoo", None)
+    with pytest.raises(Irv2Error, match="takes 107x107 inputs.*omit --image-size"):
+        predict(model, [tmp_path / "x.jpg"], image_size=75)
+
+
+def test_a_checkpoint_uses_its_runs_protocol(run_dir, tmp_path):
+    from irv2_core.export.predict import _resolve_input
+
+    ckpt = tmp_path / "final.ckpt"
+    ckpt.write_bytes((run_dir / "final.ckpt").read_bytes())
+    assert _resolve_input(ckpt, None, 75) == ("zoo", 75, True)
+    (tmp_path / "config.yaml").write_text("eval_protocol: inception\n")
+    assert _resolve_input(ckpt, None, None) == ("inception", 299, True)
