@@ -37,7 +37,14 @@ class FlowParams(BaseModel):
     export_formats: list[ExportFormat] = Field(default_factory=lambda: ["MINDIR", "ONNX"])
     num_nodes: int = Field(1, ge=1)
     node_rank: int = Field(0, ge=0)
-    master_addr: str = "127.0.0.1"
+    master_addr: str = Field(
+        "127.0.0.1", description="address of node 0 (the flow's machine) that the other nodes reach"
+    )
+    master_port: int = Field(8118, ge=1, le=65535)
+    node_deployment: str = Field(
+        "train-node/process",
+        description="the train-node deployment that runs nodes 1..num_nodes-1 (num_nodes > 1)",
+    )
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     shards: int = Field(1, ge=1, le=1000)
     train_timeout_s: float | None = Field(None, gt=0)
@@ -134,13 +141,17 @@ class FlowParams(BaseModel):
         }
 
     def launch(self) -> dict[str, Any]:
-        """How training is started: device and node counts for msrun."""
-        return {
+        """How training is started: device and node counts for msrun (the port only across nodes,
+        so that single-node run folders keep their names)."""
+        launch = {
             "device_num": self.device_num,
             "num_nodes": self.num_nodes,
             "node_rank": self.node_rank,
             "master_addr": self.master_addr,
         }
+        if self.num_nodes > 1:
+            launch["master_port"] = self.master_port
+        return launch
 
 
 def validate_params(**values: Any) -> FlowParams:

@@ -16,10 +16,12 @@ from prefect.schedules import Cron
 
 from deployments import PREFECT_YAML, load_deployment_specs
 from flows.train_eval_export import train_eval_export
+from flows.train_node import train_node
 
 __all__ = ["PROCESS_POOL", "add_serve", "build_deployments", "serve_deployments", "served"]
 
 PROCESS_POOL = "irv2-process"  # the deployments irv2 serve runs itself (others: --only)
+NODE_ENTRYPOINT = "train_node.py:train_node"  # a node needs its own machine: a worker per node
 
 
 def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
@@ -31,8 +33,12 @@ def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
             for s in spec.get("schedules") or []
             if "cron" in s
         ]
+        if spec.get("entrypoint", "").endswith(NODE_ENTRYPOINT):
+            flow_fn = train_node
+        else:
+            flow_fn = train_eval_export
         deployments.append(
-            train_eval_export.to_deployment(
+            flow_fn.to_deployment(
                 name=spec["name"],
                 description=(spec.get("description") or "").strip() or None,
                 parameters=spec.get("parameters") or {},
@@ -50,11 +56,15 @@ def serve_deployments(specs: list[dict[str, Any]], limit: int = 1) -> None:
 
 def served(specs: list[dict[str, Any]], named: bool) -> list[dict[str, Any]]:
     """The specs this process serves: all that were *named* (``--only``), else those on the
-    process work pool; a Kubernetes deployment is run by its pool's worker, not here."""
+    process work pool; a Kubernetes deployment is run by its pool's worker, not here, and a
+    train-node deployment by one worker per node."""
     if named:
         return specs
     return [
-        s for s in specs if (s.get("work_pool") or {}).get("name", PROCESS_POOL) == PROCESS_POOL
+        s
+        for s in specs
+        if (s.get("work_pool") or {}).get("name", PROCESS_POOL) == PROCESS_POOL
+        and not s.get("entrypoint", "").endswith(NODE_ENTRYPOINT)
     ]
 
 

@@ -117,6 +117,7 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         timeout_s=params.train_timeout_s,
         store=store,
         data_prefix=data_prefix,
+        node_deployment=params.node_deployment,
     )
     run_dir = trained.run_dir
     checkpoint = trained.final_checkpoint

@@ -117,13 +117,16 @@ def run_supervised(
     env: dict[str, str] | None = None,
     timeout_s: float | None = None,
     poll_s: float = 1.0,
+    check: Callable[[], None] | None = None,
 ) -> int:
     """Run *command* in a new process group until it exits; return 0 or raise.
 
     Output lines go to *on_line* (from *rank0_log* instead of stdout when given, as msrun writes
     each rank's output to its own file); each new ``progress.json`` content goes to *on_progress*.
-    Exceeding *timeout_s*, an exception in a callback, or a termination signal in this process
-    kills the whole group. A non-zero exit raises TrainingProcessError with the last output lines.
+    *check* is called once per poll (e.g. to watch the other nodes of a multi-node job); like
+    exceeding *timeout_s*, an exception in a callback, or a termination signal in this process, an
+    exception it raises kills the whole group. A non-zero exit raises TrainingProcessError with
+    the last output lines.
     """
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -167,6 +170,8 @@ def run_supervised(
                 progress, last_progress = _read_progress(progress_file, last_progress)
                 if progress:
                     on_progress(progress)
+            if check is not None:
+                check()
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"training exceeded its {timeout_s:.0f} s limit; killed")
         rc = proc.wait()

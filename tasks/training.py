@@ -34,7 +34,8 @@ from tasks.caching import (
 )
 from tasks.common import PERSIST, for_record, retry_unless_user_error
 from tasks.data import ensure_mindrecord
-from tasks.launch import run_supervised
+from tasks.launch import TrainingProcessError, run_supervised
+from tasks.nodes import NodeRuns, check_node_deployment
 from tasks.storage import (
     SMALL_RUN_FILES,
     StoreRef,
@@ -48,6 +49,34 @@ from tasks.storage import (
 __all__ = ["run_dir_for", "train_command", "train_task"]
 
 _OUTPUTS = ("final.ckpt", "train_summary.json", "config.yaml")
+NODE_DEPLOYMENT = "train-node/process"  # deployments/prefect.yaml
+
+
+def _start_nodes(
+    deployment: str,
+    join_timeout_s: float,
+    launch: dict[str, Any],
+    *paths: Any,
+) -> NodeRuns:
+    """Submit node runs 1..N-1 of this job; *paths*: data_dir, run_dir, config_file, store,
+    timeout_s as the train-node flow takes them. Fails first when the deployment is missing."""
+    check_node_deployment(deployment)
+    data_dir, run_dir, config_file, store, timeout_s = paths
+    common = {
+        "data_dir": str(data_dir),
+        "run_dir": str(run_dir),
+        "config_file": str(config_file),
+        "store": store,
+        "timeout_s": timeout_s,
+    }
+    nodes = NodeRuns(deployment, join_timeout_s=join_timeout_s)
+    nodes.submit(
+        {
+            rank: {**common, "launch": {**launch, "node_rank": rank}}
+            for rank in range(1, int(launch["num_nodes"]))
+        }
+    )
+    return nodes
 
 
 def _train_content(params: dict[str, Any]) -> dict[str, Any]:
@@ -98,18 +127,22 @@ def train_command(
     num_nodes = int(launch.get("num_nodes", 1))
     if device_num <= 1 and num_nodes <= 1:
         return [sys.executable, "-m", "irv2_core", *args], None
-    from irv2_core.training.distributed import msrun_command
+    from irv2_core.training.distributed import DEFAULT_MASTER_PORT, msrun_command
 
+    node_rank = int(launch.get("node_rank", 0))
     log_dir = run_dir / "msrun_log"
+    if node_rank > 0:  # nodes may share the run folder: each keeps its own msrun logs
+        log_dir = log_dir / f"node{node_rank}"
     command = msrun_command(
         device_num,
         args,
         master_addr=launch.get("master_addr", "127.0.0.1"),
-        node_rank=int(launch.get("node_rank", 0)),
+        master_port=int(launch.get("master_port", DEFAULT_MASTER_PORT)),
+        node_rank=node_rank,
         n_nodes=num_nodes,
         log_dir=str(log_dir),
     )
-    return command, log_dir / "worker_0.log"
+    return command, (log_dir / "worker_0.log" if node_rank == 0 else None)
 
 
 class _Progress:
@@ -161,12 +194,18 @@ def train_task(
     timeout_s: float | None = None,
     store: StoreRef | None = None,
     data_prefix: str | None = None,
+    node_deployment: str = NODE_DEPLOYMENT,
+    join_timeout_s: float = 600.0,
 ) -> dict[str, Any]:
     """Train on the MindRecord folder *data_dir* with the resolved *config*; return its
     TrainSummary (with ``run_dir``).
 
-    *launch* holds ``device_num``, ``num_nodes``, ``node_rank``, ``master_addr``. A retry resumes
-    from the run folder's last checkpoint (weights, optimizer, step).
+    *launch* holds ``device_num``, ``num_nodes``, ``node_rank``, ``master_addr`` (and
+    ``master_port``). A retry resumes from the run folder's last checkpoint (weights, optimizer,
+    step). With ``num_nodes`` N > 1 this task runs node 0 (scheduler and rank 0, at
+    ``master_addr``) and starts nodes 1..N-1 as runs of the *node_deployment* (``train-node``) on
+    the same run folder (a shared volume); a node that fails, or has not started within
+    *join_timeout_s*, cancels the others and fails the task with its log tail.
     """
     logger = get_run_logger()
     params = {"data_fingerprint": data_fingerprint, "config": config, "launch": launch or {}}
@@ -196,15 +235,41 @@ def train_task(
     # this interpreter first on PATH: msrun starts `python`, which must be the one with irv2_core
     env = {**launch_env(), "PYTHONUNBUFFERED": "1"}
     env.setdefault("GLOG_v", "3")  # MindSpore: errors only, so the run log shows training lines
-    run_supervised(
-        command,
-        on_line=logger.info,
-        progress_file=run_dir / "progress.json",
-        on_progress=_Progress(key="train-progress"),
-        rank0_log=rank0_log,
-        env=env,
-        timeout_s=timeout_s,
-    )
+    nodes = None
+    if int((launch or {}).get("num_nodes", 1)) > 1:
+        nodes = _start_nodes(
+            node_deployment,
+            join_timeout_s,
+            launch or {},
+            data_dir,
+            run_dir,
+            config_file,
+            store,
+            timeout_s,
+        )
+        logger.info("started training nodes %s", {r: str(i) for r, i in nodes.ids.items()})
+    try:
+        run_supervised(
+            command,
+            on_line=logger.info,
+            progress_file=run_dir / "progress.json",
+            on_progress=_Progress(key="train-progress"),
+            rank0_log=rank0_log,
+            env=env,
+            timeout_s=timeout_s,
+            check=nodes.check if nodes else None,
+        )
+        if nodes is not None:
+            nodes.wait(timeout_s=join_timeout_s)
+    except BaseException as exc:
+        if nodes is None:
+            raise
+        cancelled = nodes.cancel_unfinished()
+        if cancelled:
+            logger.warning("cancelled training node runs %s", cancelled)
+        if isinstance(exc, TrainingProcessError):  # node 0 failed: was another node first?
+            nodes.check(force=True)
+        raise
     write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
     result = _result(run_dir)
     if st is not None:

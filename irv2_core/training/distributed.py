@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 __all__ = [
+    "NODE_RANK_ENV",
     "DistInfo",
     "env_world",
     "init_distributed",
@@ -68,9 +69,20 @@ def is_scheduler() -> bool:
     return os.environ.get("MS_ROLE") == "MS_SCHED"
 
 
+NODE_RANK_ENV = "IRV2_NODE_RANK"
+
+
 def run_scheduler() -> None:
-    """Serve as msrun's scheduler: ``init()`` coordinates the workers until they finish."""
+    """Serve as msrun's scheduler: ``init()`` coordinates the workers until they finish.
+
+    msrun starts a scheduler on every node whose own address is ``master_addr``: when several
+    nodes share one host (tests), only node 0 (``IRV2_NODE_RANK`` unset or 0) may serve; the
+    others exit at once, else their scheduler fails on the taken port and fails the node.
+    """
     from mindspore.communication import init
+
+    if (_int_env(NODE_RANK_ENV) or 0) > 0:
+        return
 
     init()
 

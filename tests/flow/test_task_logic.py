@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from deployments import load_deployment_specs
 from flows.params import validate_params
-from flows.serve import build_deployments
+from flows.serve import build_deployments, served
 from irv2_core.errors import Irv2Error
 from tasks.caching import cache_key, stamp_path, write_stamp
 from tasks.common import is_transient_network_error, is_user_error
@@ -159,6 +159,12 @@ def test_msrun_command_for_several_devices(tmp_path):
     assert Path(multi[0]).name == "msrun"
     assert "--worker_num=16" in multi and "--local_worker_num=8" in multi
     assert "--master_addr=10.0.0.1" in multi and "--node_rank=1" in multi
+    # node 1 (a train-node run) keeps its msrun logs apart in the shared run folder
+    assert f"--log_dir={tmp_path / 'run' / 'msrun_log' / 'node1'}" in multi and log is None
+    node0, log = train_command(
+        "mr", tmp_path / "run", tmp_path / "c.yaml", {**launch, "node_rank": 0}
+    )
+    assert "--master_port=8118" in node0
     assert log == tmp_path / "run" / "msrun_log" / "worker_0.log"
 
 
@@ -200,7 +206,11 @@ def test_invalid_parameters_name_the_field(tmp_path):
 
 def test_deployments_file_defines_the_deployments():
     specs = load_deployment_specs()
-    assert [s["name"] for s in specs] == ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s"]
+    names = ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "process"]
+    assert [s["name"] for s in specs] == names
+    node_spec = specs.pop()  # train-node/process: one node of a multi-node job
+    assert node_spec["entrypoint"] == "flows/train_node.py:train_node"
+    assert node_spec not in served(load_deployment_specs(), named=False)
     for spec in specs:  # every deployment's parameters pass the flow's validation
         validate_params(**{"source": "s3://bucket/prefix", **spec["parameters"]})
     deployments = {d.name: d for d in build_deployments(specs)}
