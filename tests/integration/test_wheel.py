@@ -65,5 +65,5 @@ def test_irv2_serve_help_and_list_work_from_the_wheel(wheel_venv):
     assert "--only" in _run([irv2, "serve", "--help"], tmp).stdout
     listed = _run([irv2, "serve", "--list"], tmp, timeout=300).stdout
     names = [line.split(":")[0] for line in listed.splitlines()]
-    assert names == ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s"], listed
+    assert names == ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "process"], listed
     assert "usage: irv2 train" in _run([irv2, "train", "--help"], tmp).stdout
