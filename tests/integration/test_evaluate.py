@@ -104,3 +104,39 @@ def test_evaluate_errors_are_clear(run, tmp_path):
     ms.save_checkpoint(create_model("inception_resnet_v2", num_classes=5), str(five))
     with pytest.raises(Irv2Error, match=r"does not fit.*\(3, 1536\).*\(5, 1536\).*needs a 3-class"):
         evaluate(five, data, cfg=smoke_config())
+
+
+def test_report_compares_two_real_evaluations(run, tmp_path):
+    """Two checkpoints evaluated for real: the report's deltas and per-class changes are theirs,
+    and the misclassified strip is drawn from the thumbnails evaluate kept."""
+    import mindspore as ms
+
+    from irv2_core.models.factory import create_model
+    from irv2_core.report import artifact_markdown, build_report, per_class_table
+
+    data, ckpt = run
+    ms.set_seed(8)
+    older = tmp_path / "older.ckpt"
+    net = create_model("inception_resnet_v2", num_classes=3, drop_rate=0.0)
+    ms.save_checkpoint(net, str(older))
+    now = evaluate(ckpt, data)
+    before = evaluate(older, data, cfg=smoke_config(num_classes=3))
+    assert np.array(before.confusion).sum() == before.count == now.count
+
+    result = build_report(
+        ckpt.parent,
+        tmp_path / "report",
+        extra={"evaluation": now.to_json()},
+        baseline=before,
+        baseline_label="seed 8",
+    )
+    deltas = {row["metric"]: row for row in result.tables["comparison"]}
+    assert deltas["top1 (%)"]["Δ"] == pytest.approx(
+        round(100 * now.top1, 2) - round(100 * before.top1, 2)
+    )
+    recall_now = per_class_table(now.confusion)["recall (%)"]
+    recall_before = per_class_table(before.confusion)["recall (%)"]
+    changes = [row["Δ recall"] for row in result.tables["per_class_changes"]]
+    assert changes == pytest.approx((recall_now - recall_before).tolist())
+    assert "Against the previous accepted model: seed 8." in artifact_markdown(result)
+    assert any(p.endswith("misclassified.png") for p in result.plots)
