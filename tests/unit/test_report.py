@@ -298,6 +298,23 @@ def test_cli_rebuilds_report_from_pipeline_file(tmp_path, capsys):
     assert "12.5" in md and "fp-cli" in md
 
 
+def test_cli_compares_with_a_baseline_eval_json(tmp_path, capsys):
+    run = _run_folder(tmp_path)
+    (run / "eval.json").write_text(json.dumps(_eval_record().file_content()))
+    old = tmp_path / "old-eval.json"
+    old.write_text(json.dumps(_eval_record(confusion=[[6, 0, 0], [4, 2, 0], [1, 0, 3]]).to_json()))
+
+    assert main(["report", str(run), "--baseline", str(old), "--baseline-label", "run-41"]) == 0
+
+    comparison = pd.read_csv(run / "report" / "comparison.csv").set_index("metric")
+    assert comparison.loc["top1 (%)", "Δ"] == pytest.approx(6.25)
+    assert (
+        "Against the previous accepted model: run-41." in (run / "report" / "report.md").read_text()
+    )
+    assert main(["report", str(run), "--baseline", str(tmp_path / "nope.json")]) == 2
+    assert "--baseline" in capsys.readouterr().err
+
+
 def test_bad_metrics_line_is_named(tmp_path):
     run = _run_folder(tmp_path)
     with (run / "metrics.jsonl").open("a") as fh:
