@@ -455,7 +455,8 @@ def _plot_accuracy(evals: pd.DataFrame, with_reference: bool, out_dir: Path) -> 
             ref = ZOO_REFERENCE[name]
             ax.axhline(ref, color=color, linestyle="--", linewidth=1, label=f"zoo {name} {ref}")
     lo, hi = float(min(x)), float(max(x))
-    ax.set_xlim(lo - 0.5, hi + 0.5) if hi - lo < 2 else None
+    if hi - lo < 2:  # one or two evaluations: room around the points for their labels
+        ax.set_xlim(lo - 0.5, hi + 0.5)
     if by_epoch:
         ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(0, 108)
@@ -680,7 +681,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     info = _load_extra(run_dir, extra)
     if baseline is not None:
-        info.baseline = _validate(EvalRecord, baseline, "the baseline evaluation")
+        info.baseline = _validate(EvalRecord, baseline, "the fields of the baseline evaluation")
     if baseline_label is not None:
         info.baseline_label = baseline_label
     train, evals = load_metrics(run_dir)
