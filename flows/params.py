@@ -41,6 +41,14 @@ class FlowParams(BaseModel):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     shards: int = Field(1, ge=1, le=1000)
     train_timeout_s: float | None = Field(None, gt=0)
+    output_uri: str | None = Field(
+        None,
+        description="where every output is published (s3://bucket/prefix or a folder); "
+        "workers that share it share the cache and resume each other's training",
+    )
+    output_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint of output_uri (default: endpoint_url)"
+    )
 
     @field_validator("source")
     @classmethod
@@ -64,11 +72,22 @@ class FlowParams(BaseModel):
             raise ValueError(f"unknown preset {value!r}; choose one of: {', '.join(PRESETS)}")
         return value
 
-    @field_validator("endpoint_url")
+    @field_validator("endpoint_url", "output_endpoint_url")
     @classmethod
     def _http_endpoint(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value
+
+    @field_validator("output_uri")
+    @classmethod
+    def _store_uri(cls, value: str | None) -> str | None:
+        if value is None or value.startswith("s3://"):
+            if value is not None and not value[len("s3://") :].split("/")[0]:
+                raise ValueError(f"expected s3://bucket[/prefix], got {value!r}")
+            return value
+        if "://" in value.removeprefix("file://"):
+            raise ValueError(f"expected s3://bucket[/prefix] or a local folder, got {value!r}")
         return value
 
     @field_validator("export_formats")
@@ -99,6 +118,15 @@ class FlowParams(BaseModel):
             return load_config(self.preset, overrides=overrides)
         except ConfigError as exc:
             raise ValueError(f"overrides: {exc}") from None
+
+    def store(self) -> dict[str, Any] | None:
+        """The object store the outputs go to, as a JSON-safe task parameter (or None)."""
+        if self.output_uri is None:
+            return None
+        return {
+            "uri": self.output_uri,
+            "endpoint_url": self.output_endpoint_url or self.endpoint_url,
+        }
 
     def launch(self) -> dict[str, Any]:
         """How training is started: device and node counts for msrun."""

@@ -37,6 +37,7 @@ def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
                 description=(spec.get("description") or "").strip() or None,
                 parameters=spec.get("parameters") or {},
                 schedules=schedules or None,
+                concurrency_limit=spec.get("concurrency_limit"),
             )
         )
     return deployments

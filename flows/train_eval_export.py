@@ -27,6 +27,7 @@ from irv2_core.records import (
     StageRecord,
     TrainSummary,
 )
+from irv2_core.storage.layout import convert_prefix, export_prefix, run_prefix
 from tasks import (
     convert_task,
     evaluate_task,
@@ -36,6 +37,9 @@ from tasks import (
     stage_task,
     train_task,
 )
+from tasks.data import convert_digest
+from tasks.publishing import publish_run_task
+from tasks.storage import SMALL_RUN_FILES, ensure_local, open_ref, result_storage
 
 __all__ = ["FLOW_NAME", "run_stages", "train_eval_export"]
 
@@ -45,14 +49,18 @@ R = TypeVar("R", bound=Record)
 
 
 class _Stages:
-    """Runs tasks one after another, recording each one's wall time and final state name."""
+    """Runs tasks one after another, recording each one's wall time and final state name; with
+    an object store, their results and cache records are persisted there."""
 
-    def __init__(self) -> None:
+    def __init__(self, storage: Any = None) -> None:
         self.timings: dict[str, dict[str, Any]] = {}
+        self.storage = storage
 
     def __call__(self, name: str, task: Any, record: type[R], **kwargs: Any) -> R:
         """Run *task*; return its result (fresh or cached) read as *record*."""
         start = time.perf_counter()
+        if self.storage is not None:
+            task = task.with_options(result_storage=self.storage)
         state = task(**kwargs, return_state=True)
         seconds = time.perf_counter() - start
         self.timings[name] = {"seconds": round(seconds, 3), "state": state.name}
@@ -65,7 +73,10 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
     cfg = params.resolve_config().to_dict()
     work = Path(params.workdir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
-    run = _Stages()
+    store = params.store()
+    if store is not None:  # preflight: an unwritable output_uri fails before any stage
+        open_ref(store).check_writable()
+    run = _Stages(result_storage(store) if store else None)
 
     staged = run(
         "stage",
@@ -74,6 +85,7 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         source=params.source,
         dest=str(work / "data"),
         endpoint_url=params.endpoint_url,
+        store=store,
     )
     converted = run(
         "convert",
@@ -85,7 +97,12 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         shards=params.shards,
         val_fraction=params.val_fraction,
         seed=cfg["seed"],
+        store=store,
+        source=params.source,
+        source_endpoint_url=params.endpoint_url,
     )
+    digest = convert_digest(staged.fingerprint, params.shards, params.val_fraction, cfg["seed"])
+    data_prefix = convert_prefix(digest)
     mindrecord_dir = converted.out_dir or str(work / "mindrecord")
     trained = run(
         "train",
@@ -97,11 +114,14 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         runs_dir=str(work / "runs"),
         launch=params.launch(),
         timeout_s=params.train_timeout_s,
+        store=store,
+        data_prefix=data_prefix,
     )
     run_dir = trained.run_dir
     checkpoint = trained.final_checkpoint
     if run_dir is None or checkpoint is None:
         raise RuntimeError(f"the train task returned no run folder or final checkpoint: {trained}")
+    published = {"store": store, "run_prefix": run_prefix(Path(run_dir).name)}
     metrics = run(
         "evaluate",
         evaluate_task,
@@ -111,9 +131,12 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         data_fingerprint=converted.fingerprint,
         config=cfg,
         out=str(Path(run_dir) / "eval.json"),
+        checkpoint_sha256=trained.final_sha256,
+        data_prefix=data_prefix,
+        **published,
     )
     exports: list[ExportRecord] = []
-    options = export_options(run_dir, cfg)
+    options = export_options(converted.num_classes, cfg)
     for fmt in params.export_formats:
         exports.append(
             run(
@@ -124,6 +147,8 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
                 fmt=fmt,
                 out=str(work / "exports" / f"irv2{FORMATS[fmt]}"),
                 options=options,
+                checkpoint_sha256=trained.final_sha256,
+                **published,
             )
         )
     facts = PipelineFacts.model_validate(
@@ -135,7 +160,13 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
             "timings": run.timings,
         }
     )
+    if store is not None:  # this worker may hold none of the run's files (all were cached)
+        ensure_local(open_ref(store), published["run_prefix"], Path(run_dir), SMALL_RUN_FILES)
     reported = run("report", report_task, ReportRecord, run_dir=run_dir, facts=facts)
+    run_record = None
+    if store is not None:
+        lineage = _lineage(params, cfg, staged, converted, trained, metrics, exports)
+        run_record = publish_run_task(store, published["run_prefix"], run_dir, lineage)
     summary = {
         "top1": metrics.top1,
         "top5": metrics.top5,
@@ -144,15 +175,44 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         "report_html": reported.html,
         "data_fingerprint": staged.fingerprint,
         "mindrecord_fingerprint": converted.fingerprint,
+        "export_checks": [
+            {k: getattr(e, k) for k in ("format", "path", "verified_with", "max_abs_diff")}
+            for e in exports
+        ],
         "run_dir": run_dir,
         "checkpoint": checkpoint,
         "global_step": trained.global_step,
+        "resumed_from_step": trained.resumed_from_step,
+        "run_uri": run_record["uri"] if run_record else None,
         "timings": run.timings,
     }
     logger.info(
         "top-1 %.4f, top-5 %.4f; report %s", summary["top1"], summary["top5"], summary["report"]
     )
     return summary
+
+
+def _lineage(params, cfg, staged, converted, trained, metrics, exports) -> dict[str, Any]:
+    """What ``run.json`` records: inputs, config, weights, exports and metrics of the run."""
+    run_id = Path(trained.run_dir).name
+    return {
+        "run_id": run_id,
+        "source": params.source,
+        "source_fingerprint": staged.fingerprint,
+        "mindrecord_fingerprint": converted.fingerprint,
+        "config": cfg,
+        "checkpoint": {"key": f"{run_prefix(run_id)}/final.ckpt", "sha256": trained.final_sha256},
+        "exports": [
+            {
+                "format": e.format,
+                "key": f"{export_prefix(run_id, e.format)}/{Path(e.path).name}",
+                "sha256": e.sha256,
+            }
+            for e in exports
+        ],
+        "metrics": {"top1": metrics.top1, "top5": metrics.top5, "count": metrics.count},
+        "resumed_from_step": trained.resumed_from_step,
+    }
 
 
 # The parameters are declared once, in FlowParams; the signature Prefect shows and stores is made
@@ -171,6 +231,7 @@ def train_eval_export(**parameters: Any) -> dict[str, Any]:
     *source* is s3://bucket/prefix (credentials from the environment / AWS chain; *endpoint_url*
     for MinIO/OBS) or a local folder of class folders. *overrides* are config keys over *preset*;
     *device_num* > 1 trains with msrun (plus *num_nodes*/*node_rank*/*master_addr* across nodes).
-    Returns top1, top5, the export paths, the report path, the data fingerprint and timings.
+    Returns top1, top5, the export paths (and how each was verified), the report path, the data
+    fingerprint and timings.
     """
     return run_stages(validate_params(**parameters))

@@ -157,6 +157,7 @@ class TrainSummary(Record):
     final_checkpoint: str | None = Field(
         default=None, description="`final.ckpt` (null on ranks > 0 and when stopped early)"
     )
+    final_sha256: str | None = Field(default=None, description="sha256 of `final.ckpt`")
     global_step: int
     total_steps: int
     epochs: int
@@ -165,6 +166,9 @@ class TrainSummary(Record):
     img_per_s: float | None = Field(description="mean over steps, the first (compile) left out")
     last_loss: float | None
     rank_size: int = Field(description="workers that trained together")
+    resumed_from_step: int = Field(
+        default=0, description="global step the last process resumed from (0: a fresh start)"
+    )
     eval: EvalMetrics | None = Field(default=None, description="the last evaluation, if any")
     run_dir: str | None = Field(default=None, description="the run folder")
     stopped: bool = Field(

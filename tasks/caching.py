@@ -17,9 +17,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from prefect.context import TaskRunContext
+from pydantic import BaseModel
+
 import irv2_core
 from irv2_core.runtime.fingerprint import TRAINING_CODE, code_fingerprint
 from irv2_core.runtime.io import atomic_write_json, read_json, sha256_file, sha256_json
+from irv2_core.storage.store import ObjectStore
+from tasks.common import for_record
+from tasks.storage import committed
 
 __all__ = [
     "cache_key",
@@ -29,6 +35,7 @@ __all__ = [
     "files_state",
     "stamp_path",
     "stamped_key",
+    "store_cache_key",
     "write_stamp",
 ]
 
@@ -123,3 +130,17 @@ def code_version() -> str:
     """Digest of the training code: the package version plus every source of the subpackages
     that shape a trained model (:data:`irv2_core.runtime.fingerprint.TRAINING_CODE`)."""
     return sha256_json([irv2_core.__version__, code_fingerprint(TRAINING_CODE)])
+
+
+def store_cache_key(
+    ctx: TaskRunContext, store: ObjectStore, prefix: str, content: Any, record: type[BaseModel]
+) -> str:
+    """Cache key of a task that publishes to *prefix* of the object store: the same on every
+    worker (so one worker's result is another's cache hit), unless Prefect holds a result for
+    this content while the store lost the output (deleted, or its upload was cut off): then a
+    fresh key, so the task runs again and publishes it again."""
+    digest = sha256_json(content)
+    key = for_record(digest, record)
+    if committed(store, prefix, digest) or not ctx.result_store.exists(key):
+        return key
+    return for_record(f"{digest}-{uuid.uuid4().hex[:16]}", record)

@@ -173,6 +173,9 @@ def run_supervised(
     finally:
         if proc.poll() is None or _group_alive_safe(proc):
             kill_group(proc)
+        reader.join(timeout=5.0)
+        if not reader.is_alive():  # else the pipe is still being read; leave it to the GC
+            proc.stdout.close()  # an unclosed pipe is a ResourceWarning under -W default
     if file_tail is not None:
         for item in file_tail.read():
             on_line(item)

@@ -13,25 +13,45 @@ from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
 from irv2_core.records import EvalRecord, ExportRecord
-from irv2_core.runtime.io import read_json
-from tasks.caching import cache_key, current_cache_key, file_digest, write_stamp
+from irv2_core.runtime.io import sha256_json
+from irv2_core.storage.layout import eval_prefix, export_prefix
+from tasks.caching import (
+    cache_key,
+    current_cache_key,
+    file_digest,
+    store_cache_key,
+    write_stamp,
+)
 from tasks.common import PERSIST, for_record, retry_unless_user_error
+from tasks.data import ensure_mindrecord
+from tasks.storage import StoreRef, committed_record, ensure_local, open_ref, publish
 
-__all__ = ["evaluate_task", "export_task"]
+__all__ = ["evaluate_task", "export_prefix", "export_task"]
 
 _EVAL_KEYS = ("eval_protocol", "image_size", "eval_batch_size", "num_classes", "device_target")
 
 
-def _eval_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+def _checkpoint_digest(params: dict[str, Any]) -> str:
+    return params.get("checkpoint_sha256") or file_digest(params["checkpoint"])
+
+
+def _eval_content(params: dict[str, Any]) -> dict[str, Any]:
     config = params["config"]
-    content = {
+    return {
         "task": "evaluate",
-        "checkpoint": file_digest(params["checkpoint"]),
+        "checkpoint": _checkpoint_digest(params),
         "data_fingerprint": params["data_fingerprint"],
         "options": {k: config.get(k) for k in _EVAL_KEYS},
         "split": params.get("split", "val"),
-        "out": str(params["out"]),
     }
+
+
+def _eval_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    content = _eval_content(params)
+    if store := open_ref(params.get("store")):
+        prefix = eval_prefix(Path(params["run_prefix"]).name)
+        return store_cache_key(ctx, store, prefix, content, EvalRecord)
+    content["out"] = str(params["out"])
     return for_record(cache_key(params["out"], content), EvalRecord)
 
 
@@ -49,12 +69,25 @@ def evaluate_task(
     config: dict[str, Any],
     out: str,
     split: str = "val",
+    checkpoint_sha256: str | None = None,
+    store: StoreRef | None = None,
+    run_prefix: str | None = None,
+    data_prefix: str | None = None,
 ) -> dict[str, Any]:
     """top-1/top-5 of *checkpoint* on *split* of the MindRecord folder; written to *out* too."""
     from irv2_core.config import Config
     from irv2_core.evaluation import evaluate
 
     logger = get_run_logger()
+    st = open_ref(store)
+    if st is not None:
+        params = dict(checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
+                      data_fingerprint=data_fingerprint, config=config, split=split)  # fmt: skip
+        digest, prefix = sha256_json(_eval_content(params)), eval_prefix(Path(run_prefix).name)
+        if (found := committed_record(st, prefix, digest)) is not None:
+            return EvalRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
+        _ensure_checkpoint(st, run_prefix, checkpoint)
+        ensure_mindrecord(st, data_prefix, Path(data_dir), data_fingerprint)
     result = evaluate(checkpoint, data_dir, cfg=Config(**config), split=split, out=out)
     logger.info(
         "%s: top-1 %.4f, top-5 %.4f on %s images (%s protocol)",
@@ -65,17 +98,33 @@ def evaluate_task(
         result.protocol,
     )
     write_stamp(out, current_cache_key(), [out])
+    if st is not None:
+        publish(st, prefix, {"eval.json": Path(out)}, digest, record=result.to_json())
     return result.to_json()
 
 
-def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
-    content = {
+def _ensure_checkpoint(store: Any, run_prefix: str, checkpoint: str) -> None:
+    """The run's final.ckpt on this worker (fetched and verified when it is not here)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        ensure_local(store, run_prefix, path.parent, only=[path.name])
+
+
+def _export_content(params: dict[str, Any]) -> dict[str, Any]:
+    return {
         "task": "export",
-        "checkpoint": file_digest(params["checkpoint"]),
+        "checkpoint": _checkpoint_digest(params),
         "format": params["fmt"],
         "options": params["options"],
-        "out": str(params["out"]),
     }
+
+
+def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    content = _export_content(params)
+    if store := open_ref(params.get("store")):
+        prefix = export_prefix(Path(params["run_prefix"]).name, params["fmt"])
+        return store_cache_key(ctx, store, prefix, content, ExportRecord)
+    content["out"] = str(params["out"])
     return for_record(cache_key(params["out"], content), ExportRecord)
 
 
@@ -87,7 +136,15 @@ def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     retry_condition_fn=retry_unless_user_error,
     **PERSIST,
 )
-def export_task(checkpoint: str, fmt: str, out: str, options: dict[str, Any]) -> dict[str, Any]:
+def export_task(
+    checkpoint: str,
+    fmt: str,
+    out: str,
+    options: dict[str, Any],
+    checkpoint_sha256: str | None = None,
+    store: StoreRef | None = None,
+    run_prefix: str | None = None,
+) -> dict[str, Any]:
     """Export *checkpoint* as *fmt* to *out* (verified by the export stage); return its record.
 
     *options* holds ``num_classes``, ``image_size`` and ``residual_bias``.
@@ -96,6 +153,15 @@ def export_task(checkpoint: str, fmt: str, out: str, options: dict[str, Any]) ->
 
     logger = get_run_logger()
     target = Path(out)
+    st = open_ref(store)
+    if st is not None:
+        params = {"checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
+                  "fmt": fmt, "options": options}  # fmt: skip
+        digest = sha256_json(_export_content(params))
+        prefix = export_prefix(Path(run_prefix).name, fmt)
+        if (found := committed_record(st, prefix, digest)) is not None:
+            return ExportRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
+        _ensure_checkpoint(st, run_prefix, checkpoint)
     record = export_model(checkpoint, fmt, str(target), **options)
     logger.info(
         "%s: %s (%s bytes, sha256 %s, verified with %s, max |diff| %s)",
@@ -107,14 +173,16 @@ def export_task(checkpoint: str, fmt: str, out: str, options: dict[str, Any]) ->
         record.max_abs_diff,
     )
     write_stamp(target, current_cache_key(), [record.path])
+    if st is not None:
+        path = Path(record.path)
+        publish(st, prefix, {path.name: path}, digest, record=record.to_json())
     return record.to_json()
 
 
-def export_options(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
-    """export_model keyword options for a trained run (class count from its classes.json)."""
-    classes = read_json(Path(run_dir) / "classes.json")
+def export_options(num_classes: int, config: dict[str, Any]) -> dict[str, Any]:
+    """export_model keyword options for a run of *num_classes* classes with *config*."""
     return {
-        "num_classes": len(classes),
+        "num_classes": num_classes,
         "image_size": config["image_size"],
         "residual_bias": config.get("residual_bias", True),
     }

@@ -22,9 +22,28 @@ from prefect.context import TaskRunContext
 
 from irv2_core.records import TrainSummary
 from irv2_core.runtime.io import read_json, sha256_json
-from tasks.caching import cache_key, code_version, current_cache_key, stamped_key, write_stamp
+from irv2_core.storage.layout import run_prefix
+from irv2_core.storage.lease import DEFAULT_TTL_S
+from tasks.caching import (
+    cache_key,
+    code_version,
+    current_cache_key,
+    stamped_key,
+    store_cache_key,
+    write_stamp,
+)
 from tasks.common import PERSIST, for_record, retry_unless_user_error
+from tasks.data import ensure_mindrecord
 from tasks.launch import run_supervised
+from tasks.storage import (
+    SMALL_RUN_FILES,
+    StoreRef,
+    committed_record,
+    ensure_local,
+    open_ref,
+    publish,
+    run_files,
+)
 
 __all__ = ["run_dir_for", "train_command", "train_task"]
 
@@ -47,12 +66,19 @@ def run_dir_for(runs_dir: str | os.PathLike[str], params: dict[str, Any]) -> Pat
 
 
 def _train_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
-    key = cache_key(run_dir_for(params["runs_dir"], params), _train_content(params))
-    return for_record(key, TrainSummary)
+    run_dir = run_dir_for(params["runs_dir"], params)
+    if store := open_ref(params.get("store")):
+        prefix = run_prefix(run_dir.name)
+        return store_cache_key(ctx, store, prefix, _train_content(params), TrainSummary)
+    return for_record(cache_key(run_dir, _train_content(params)), TrainSummary)
 
 
 def train_command(
-    data_dir: str, run_dir: Path, config_file: Path, launch: dict[str, Any]
+    data_dir: str,
+    run_dir: Path,
+    config_file: Path,
+    launch: dict[str, Any],
+    store: StoreRef | None = None,
 ) -> tuple[list[str], Path | None]:
     """argv of the training process, and rank 0's log file when msrun writes one.
 
@@ -61,6 +87,13 @@ def train_command(
     """
     args = ["train", "--data", str(data_dir), "--out", str(run_dir)]
     args += ["--config", str(config_file), "--resume"]
+    if store:  # checkpoints mirrored as written; a fresh worker resumes from them
+        mirror = f"{store['uri'].rstrip('/')}/{run_prefix(run_dir.name)}"
+        args += ["--mirror-uri", mirror]
+        if store.get("endpoint_url"):
+            args += ["--endpoint-url", store["endpoint_url"]]
+        # a worker that died leaves its lease until it expires: wait that out, not a live one
+        args += ["--wait-for-lock", str(round(DEFAULT_TTL_S * 1.5))]
     device_num = int(launch.get("device_num", 1))
     num_nodes = int(launch.get("num_nodes", 1))
     if device_num <= 1 and num_nodes <= 1:
@@ -102,11 +135,13 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else "-"
 
 
-def _result(run_dir: Path) -> dict[str, Any]:
-    """The run folder's TrainSummary with ``run_dir``; ``final_checkpoint`` is made absolute."""
-    summary = TrainSummary.model_validate(read_json(run_dir / "train_summary.json"))
+def _result(run_dir: Path, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's TrainSummary (from its folder, or *summary*) with this worker's ``run_dir``
+    and ``final_checkpoint`` paths."""
+    if summary is None:
+        summary = read_json(run_dir / "train_summary.json")
     update = {"run_dir": str(run_dir), "final_checkpoint": str(run_dir / "final.ckpt")}
-    return summary.model_copy(update=update).to_json()
+    return TrainSummary.model_validate({**summary, **update}).to_json()
 
 
 @task(
@@ -124,6 +159,8 @@ def train_task(
     runs_dir: str,
     launch: dict[str, Any] | None = None,
     timeout_s: float | None = None,
+    store: StoreRef | None = None,
+    data_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Train on the MindRecord folder *data_dir* with the resolved *config*; return its
     TrainSummary (with ``run_dir``).
@@ -135,6 +172,14 @@ def train_task(
     params = {"data_fingerprint": data_fingerprint, "config": config, "launch": launch or {}}
     run_dir = run_dir_for(runs_dir, params)
     digest = sha256_json(_train_content(params))
+    st = open_ref(store)
+    if st is not None:
+        found = committed_record(st, run_prefix(run_dir.name), digest)
+        if found is not None:  # trained and published by another worker
+            logger.info("train: %s already published in %s", run_dir.name, st.uri)
+            ensure_local(st, run_prefix(run_dir.name), run_dir, only=SMALL_RUN_FILES)
+            return _result(run_dir, found)
+        ensure_mindrecord(st, data_prefix, Path(data_dir), data_fingerprint)
     if stamped_key(run_dir, digest):  # intact outputs, only Prefect's record was lost
         write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
         return _result(run_dir)
@@ -144,7 +189,7 @@ def train_task(
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "requested_config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=True), encoding="utf-8")
-    command, rank0_log = train_command(data_dir, run_dir, config_file, launch or {})
+    command, rank0_log = train_command(data_dir, run_dir, config_file, launch or {}, store)
     logger.info("launching: %s", " ".join(command))
     from irv2_core.training.distributed import launch_env
 
@@ -161,4 +206,8 @@ def train_task(
         timeout_s=timeout_s,
     )
     write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
-    return _result(run_dir)
+    result = _result(run_dir)
+    if st is not None:
+        publish(st, run_prefix(run_dir.name), run_files(run_dir), digest, record=result)
+        logger.info("published %s to %s/%s", run_dir.name, st.uri, run_prefix(run_dir.name))
+    return result

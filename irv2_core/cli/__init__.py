@@ -29,6 +29,7 @@ COMMANDS: dict[str, Command] = {
     "predict": ("irv2_core.cli.export", "add_predict", "classify images with a model file"),
     "import-weights": ("irv2_core.cli.export", "add_import_weights", "timm weights -> ckpt"),
     "report": ("irv2_core.cli.report", "add_report", "the Markdown/HTML/CSV report of a run"),
+    "pull": ("irv2_core.cli.store", "add_pull", "fetch a published run from the object store"),
 }
 
 

@@ -19,7 +19,16 @@ def _run_train(args: argparse.Namespace) -> int:
     allow_scoped_cache()  # a command process: its graph order is known
     saved = Path(args.out) / "config.yaml" if args.resume else None
     cfg = resolve_config(args.preset, args.config, parse_overrides(args.set), run_config=saved)
-    train(cfg, args.data, args.out, resume=args.resume, stop_after_steps=args.stop_after_steps)
+    train(
+        cfg,
+        args.data,
+        args.out,
+        resume=args.resume,
+        stop_after_steps=args.stop_after_steps,
+        mirror_uri=args.mirror_uri,
+        endpoint_url=args.endpoint_url,
+        lock_wait_s=args.wait_for_lock,
+    )
     return 0
 
 
@@ -39,6 +48,20 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--stop-after-steps", type=int, help="stop after this global step (resumable checkpoint)"
+    )
+    p.add_argument(
+        "--mirror-uri",
+        help="this run's place in the object store (s3://bucket/prefix/runs/ID or a folder): "
+        "checkpoints are copied there as written, --resume without local checkpoints starts "
+        "from the newest there, and a lease there keeps a second worker out",
+    )
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint for --mirror-uri (MinIO, OBS)")
+    p.add_argument(
+        "--wait-for-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another worker writing the run to finish (default: fail)",
     )
     p.set_defaults(func=_run_train)
 

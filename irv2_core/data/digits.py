@@ -24,35 +24,11 @@ from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import publish_dir
 
 __all__ = [
-    "DEMO_TRAIN_OVERRIDES",
     "DIGIT_CLASSES",
     "DEFAULT_IMAGE_SIZE",
     "make_digits_dataset",
     "render_digit",
 ]
-
-# Demo training settings on top of the cpu-smoke preset (75 px, fp32, TF-style RMSProp): two whole
-# epochs of the 1,438-image train split at batch 16 = 178 steps, ~2,850 images seen. Measured on
-# the 359-image val split: lr_max 0.01 diverges (batch 8); with the zoo's train augmentation
-# (crops down to 8 % of the area, horizontal flips) top-1 is 47-65 % (lr 0.002-0.006, two seeds);
-# crops of 50-100 % of the area without flips (mirrored digits are other glyphs) reach 88-93 %
-# at lr 0.002.
-DEMO_TRAIN_OVERRIDES: dict[str, Any] = {
-    "batch_size": 16,
-    "epoch_size": 2,
-    "max_steps_per_epoch": None,
-    "warmup_epochs": 0,
-    "lr_init": 0.0001,
-    "lr_max": 0.002,
-    "lr_end": 0.0001,
-    "train_crop_scale_min": 0.5,
-    "train_hflip": False,
-    "eval_every_epochs": 0,  # evaluate once, after the last epoch
-    "eval_batch_size": 32,
-    "save_checkpoint_epochs": 2,  # one resumable checkpoint (~0.6 GB), at the end
-    "keep_checkpoint_max": 1,
-    "log_every_steps": 10,
-}
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
 DEFAULT_IMAGE_SIZE = 80  # a little above IRv2's 75 px minimum, so crops still hold the digit

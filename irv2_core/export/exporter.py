@@ -2,9 +2,10 @@
 
 An export is only published after the written file has been loaded back and run on a fixed
 input, and its output compared with the network's: MINDIR through ``nn.GraphCell``, ONNX through
-onnxruntime (when installed). This is the guard against silent exporter bugs such as
-MindSpore's mis-ordered ONNX pads (see the model's docstring). MINDIR keeps a dynamic batch
-dimension; ONNX (the exporter refuses dynamic shapes) and AIR have a static batch of 1.
+onnxruntime (a dependency; were it missing, the file would be published marked not verified).
+This is the guard against silent exporter bugs such as MindSpore's mis-ordered ONNX pads (see
+the model's docstring). MINDIR keeps a dynamic batch dimension; ONNX (the exporter refuses
+dynamic shapes) and AIR have a static batch of 1.
 """
 
 from __future__ import annotations
@@ -78,7 +79,12 @@ def _ms_export(net, fmt: str, image_size: int, tmp_base: Path) -> Path:
         spec = ms.Tensor(shape=[None, 3, image_size, image_size], dtype=ms.float32)
     else:
         spec = ms.Tensor(verification_input(image_size))
-    ms.export(net, spec, file_name=str(tmp_base), file_format=fmt)
+    if fmt == "ONNX":  # ms.export(file_format="ONNX") is deprecated in MindSpore 2.10
+        from mindspore import onnx as ms_onnx
+
+        ms_onnx.export(net, spec, file_name=str(tmp_base))
+    else:
+        ms.export(net, spec, file_name=str(tmp_base), file_format=fmt)
     written = tmp_base.with_name(tmp_base.name + FORMATS[fmt])
     if not written.is_file():
         raise Irv2Error(f"MindSpore reported no error but wrote no {fmt} file at {written}")

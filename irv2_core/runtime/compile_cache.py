@@ -7,6 +7,13 @@ first) would silently load each other's graphs. So a cache is used only where gr
 known: an ``irv2`` command process (the CLI opts in before any graph is built), in a folder
 scoped by the command, every value that shapes its graphs and the package's source code.
 Anywhere else the cache is turned off for the process.
+
+The switch is the environment, as MindSpore 2.10 wants it (``set_context(enable_compile_cache=
+...)`` is deprecated): ``MS_COMPILER_CACHE_ENABLE`` is read at every graph compile, so setting it
+at run time turns the cache on or off for the graphs compiled from then on;
+``MS_COMPILER_CACHE_PATH`` is read at the first cached compile of a process and kept after that.
+Child processes inherit both, so turning the cache off here also records what was asked for in
+``IRV2_COMPILER_CACHE_ENABLE``, from which a child ``irv2`` command takes its own decision.
 """
 
 from __future__ import annotations
@@ -18,7 +25,18 @@ import mindspore as ms
 
 from irv2_core.runtime.fingerprint import code_fingerprint
 
-__all__ = ["allow_scoped_cache", "configure_compile_cache"]
+__all__ = [
+    "ENABLE_VAR",
+    "PATH_VAR",
+    "allow_scoped_cache",
+    "cache_enabled",
+    "configure_compile_cache",
+    "set_cache_enabled",
+]
+
+ENABLE_VAR = "MS_COMPILER_CACHE_ENABLE"
+PATH_VAR = "MS_COMPILER_CACHE_PATH"
+REQUESTED_VAR = "IRV2_COMPILER_CACHE_ENABLE"  # the user's choice, kept for child processes
 
 _state = {"allowed": False, "used": False}
 
@@ -28,26 +46,57 @@ def allow_scoped_cache() -> None:
     _state["allowed"] = True
 
 
-def _enabled() -> bool:
-    flag = ms.get_context("enable_compile_cache")
+def _context_flag() -> bool | None:
+    """The deprecated context setting, if someone set it (it then wins over the environment)."""
+    return ms.get_context("enable_compile_cache")
+
+
+def cache_enabled() -> bool:
+    """Whether the next graph compiled in this process would use the compile cache."""
+    flag = _context_flag()
     if flag is None:
-        return os.environ.get("MS_COMPILER_CACHE_ENABLE") == "1"
+        return os.environ.get(ENABLE_VAR) == "1"
     return bool(flag)
 
 
+def _requested() -> bool:
+    """Whether the user asked for the cache (also when a parent irv2 process turned it off)."""
+    flag = _context_flag()
+    if flag is None:
+        return os.environ.get(REQUESTED_VAR, os.environ.get(ENABLE_VAR)) == "1"
+    return bool(flag)
+
+
+def set_cache_enabled(enabled: bool, path: str | None = None) -> None:
+    """Turn the cache on or off for the graphs compiled from now on in this process.
+
+    Uses the environment variables; the deprecated context API only where a caller already set
+    the context flag, since that would otherwise override the environment."""
+    os.environ.setdefault(REQUESTED_VAR, os.environ.get(ENABLE_VAR, "0"))
+    os.environ[ENABLE_VAR] = "1" if enabled else "0"
+    if path is not None:
+        os.environ[PATH_VAR] = path
+    if _context_flag() is not None:
+        ms.set_context(enable_compile_cache=enabled)
+        if path is not None:
+            ms.set_context(compile_cache_path=path)
+
+
 def configure_compile_cache(scope: str) -> str | None:
-    """Point an enabled cache at a folder unique to *scope* (a string naming the command and all
+    """Point a requested cache at a folder unique to *scope* (a string naming the command and all
     graph-shaping values) when allowed and first in this process; otherwise disable it.
     Returns the cache folder in use, or None."""
-    if not _enabled():
+    if not _requested():
+        if cache_enabled():  # an inconsistent environment: stay on the safe side
+            set_cache_enabled(False)
         return None
     if not _state["allowed"] or _state["used"]:
-        ms.set_context(enable_compile_cache=False)
+        set_cache_enabled(False)
         return None
-    base = ms.get_context("compile_cache_path") or os.environ.get("MS_COMPILER_CACHE_PATH")
+    base = os.environ.get(PATH_VAR) or ms.get_context("compile_cache_path")
     key = hashlib.sha256(f"{ms.__version__}|{code_fingerprint()}|{scope}".encode()).hexdigest()
     key = key[:20]
     path = os.path.join(base or ".", f"irv2-{key}")
-    ms.set_context(compile_cache_path=path)
+    set_cache_enabled(True, path)
     _state["used"] = True
     return path

@@ -8,14 +8,17 @@ for one block (a one-shot forward, an export check) and restore the caller's.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import mindspore as ms
 import numpy as np
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.compile_cache import configure_compile_cache
+from irv2_core.runtime.compile_cache import (
+    cache_enabled,
+    configure_compile_cache,
+    set_cache_enabled,
+)
 
 __all__ = ["compile_cache_disabled", "pynative_mode", "setup_context"]
 
@@ -50,14 +53,12 @@ def compile_cache_disabled() -> Iterator[None]:
     runs, two `irv2` commands) that compile graphs in a different order load each other's
     graphs. An export and its verification must compile what they are given.
     """
-    before = ms.get_context("enable_compile_cache")
-    if before is None:  # unset: the environment variable decides
-        before = os.environ.get("MS_COMPILER_CACHE_ENABLE", "0") == "1"
-    ms.set_context(enable_compile_cache=False)
+    before = cache_enabled()
+    set_cache_enabled(False)
     try:
         yield
     finally:
-        ms.set_context(enable_compile_cache=bool(before))
+        set_cache_enabled(before)
 
 
 @contextlib.contextmanager

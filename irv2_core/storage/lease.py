@@ -21,7 +21,9 @@ from irv2_core.storage.store import ObjectStore
 
 __all__ = ["DEFAULT_TTL_S", "LeaseHeld", "StoreLease", "holder_id"]
 
-DEFAULT_TTL_S = 120.0
+# how long a lease outlives its last renewal; IRV2_LEASE_TTL_S overrides it (all workers of a
+# run must agree: a shorter one lets a stalled but live worker lose its lease sooner)
+DEFAULT_TTL_S = float(os.environ.get("IRV2_LEASE_TTL_S", "120"))
 
 
 class LeaseHeld(Irv2Error):

@@ -10,6 +10,7 @@ retried job can always pass it. Under msrun every rank trains its shard with ave
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -24,7 +25,11 @@ from irv2_core.models.factory import create_model
 from irv2_core.models.weights import load_pretrained
 from irv2_core.records import EvalMetrics, TrainSummary
 from irv2_core.runtime.context import setup_context
-from irv2_core.runtime.io import atomic_write_json
+from irv2_core.runtime.dirlock import folder_lock
+from irv2_core.runtime.io import atomic_write_json, sha256_file
+from irv2_core.storage import open_store
+from irv2_core.storage.lease import StoreLease
+from irv2_core.storage.mirror import Mirror
 from irv2_core.training import checkpoints as ckpts
 from irv2_core.training.distributed import (
     DistInfo,
@@ -41,7 +46,9 @@ from irv2_core.training.recipe import (
 )
 from irv2_core.training.runlog import RunLog
 
-__all__ = ["resolve_num_classes", "train"]
+__all__ = ["LEASE_KEY", "resolve_num_classes", "train"]
+
+LEASE_KEY = "lease.json"  # under the run's prefix in the store
 
 
 def resolve_num_classes(cfg: Config, classes: dict[str, int]) -> Config:
@@ -113,6 +120,9 @@ def train(
     run_dir: str | Path,
     resume: bool = False,
     stop_after_steps: int | None = None,
+    mirror_uri: str | None = None,
+    endpoint_url: str | None = None,
+    lock_wait_s: float = 0.0,
 ) -> TrainSummary | None:
     """Train on *data_dir* (train split; val for evals) into *run_dir*; return the summary.
 
@@ -120,115 +130,141 @@ def train(
     global step) and is safe when there is none. *stop_after_steps* stops cleanly after that
     global step with a resumable checkpoint and no ``train_summary.json`` (the run is incomplete;
     the summary says ``stopped``). None in msrun's scheduler process, which does not train.
+
+    *mirror_uri* (``s3://bucket/prefix/runs/<id>`` or a folder; *endpoint_url* for S3) is this
+    run's place in the object store: checkpoints are copied there as they are written, a resume
+    with no local checkpoint starts from the newest complete one there, and a lease there keeps
+    a second worker out. Locally a lock on the run folder does the same; both wait up to
+    *lock_wait_s* seconds for a live holder, then fail naming it.
     """
     if is_scheduler():  # msrun runs our command line as its scheduler too: it must not train
         run_scheduler()
         return None
     data_dir, run_dir = Path(data_dir), Path(run_dir)
-    started = time.perf_counter()
-    cfg = resolve_num_classes(cfg, read_classes(data_dir))
-    check_amp_supported(cfg)
-    spe = _steps_per_epoch(cfg, data_dir, env_world())
-    eval_size = dataset_size(data_dir, "val") if has_split(data_dir, "val") else 0
-    setup_context(cfg, cache_scope=f"train|{spe}|{eval_size}")
-    world = init_distributed()
-    log = RunLog(run_dir, enabled=world.is_master)
-    _prepare_run_dir(cfg, run_dir, data_dir, resume, world)
-
-    epochs = cfg.epoch_size - cfg.start_epoch + 1
-    total = spe * epochs
-    lr = lr_schedule(cfg, spe)
-    net, opt, cell = _build(cfg, lr)
-    store = ckpts.CheckpointStore(run_dir, cfg, world)
-    step = store.restore(cell) if resume else 0
-    for path, reason in store.skipped if resume else []:
-        log.line(f"resume: skipped {path.name}: {reason}")
-    if resume and step == 0:
-        log.line("resume: no checkpoint in the run folder yet, starting from step 0")
-    elif resume:
-        log.line(f"resume: restored step {step}/{total} from {store.restored_from}")
-        log.trim_after(step)
-
-    global_batch = cfg.batch_size * world.size
-    last_loss, speeds, last_eval = None, [], None
-    first_epoch = step // spe
-    for epoch in range(first_epoch, epochs):
-        batches = _epoch_batches(cfg, data_dir, world, epoch, step - epoch * spe)
-        step, loss = _run_epoch(
-            cfg, cell, lr, log, batches, step, (epoch + 1) * spe, total, epoch, global_batch,
-            stop_after_steps, speeds,
-        )  # fmt: skip
-        last_loss = loss if loss is not None else last_loss
-        del batches
-        stopped = stop_after_steps is not None and step >= stop_after_steps and step < total
-        epoch_done = step == (epoch + 1) * spe
-        if stopped or (
-            epoch_done and ((epoch + 1) % cfg.save_checkpoint_epochs == 0 or epoch + 1 == epochs)
-        ):
-            store.save(cell, cfg.start_epoch + epoch, step)
-        if stopped:
-            return _summary(run_dir, step, total, spe, epochs, started, speeds, last_loss, world)
-        if epoch_done and world.is_master and _eval_due(cfg, epoch, epochs):
-            last_eval = _evaluate(cfg, net, data_dir)
-            if last_eval is not None:
-                log.eval(step, cfg.start_epoch + epoch, last_eval)
-
-    final = store.save_final(net)
-    summary = _summary(run_dir, step, total, spe, epochs, started, speeds, last_loss, world)
-    summary = summary.model_copy(
-        update={
-            "final_checkpoint": str(final) if final else None,
-            "eval": last_eval,
-            "stopped": False,
-        }
-    )
-    if world.is_master:
-        atomic_write_json(run_dir / "train_summary.json", summary.file_content())
-    log.line(f"done: {step}/{total} steps, final checkpoint {final}")
-    return summary
+    store = open_store(mirror_uri, endpoint_url) if mirror_uri else None
+    with contextlib.ExitStack() as guard:
+        if env_world().is_master:  # one writer per run: rank 0 holds the locks for the job
+            guard.enter_context(folder_lock(run_dir, "training", lock_wait_s))
+            if store is not None:
+                lease = StoreLease(store, LEASE_KEY, what="training run").acquire(lock_wait_s)
+                guard.callback(lease.release)
+        run = _Run(cfg, data_dir, run_dir, resume, store)
+        guard.callback(run.checkpoints.close)  # every checkpoint written reaches the store
+        return run.train(stop_after_steps)
 
 
-def _run_epoch(
-    cfg, cell, lr, log, batches, step, end, total, epoch, global_batch, stop_at, speeds
-) -> tuple[int, float | None]:
-    """Train on *batches* from global *step* up to *end* (or *stop_at*); return the new step
-    and the last loss. Each step's img/s is appended to *speeds*."""
-    loss = None
-    for images, labels in batches:
-        if step >= end:
-            break
-        t0 = time.perf_counter()
-        loss = float(cell(images, labels).asnumpy())  # asnumpy waits for the step to finish
-        dt = time.perf_counter() - t0
-        step += 1
-        speeds.append(global_batch / dt)
-        force = step == end or cfg.log_every_steps == 1
-        epoch_no = cfg.start_epoch + epoch
-        lr_now = float(lr[step - 1])
-        log.train_step(step, total, epoch_no, loss, lr_now, dt, global_batch / dt,
-                       every=cfg.log_every_steps, force=force)  # fmt: skip
-        if stop_at is not None and step >= stop_at:
-            break
-    return step, loss
+class _Run:
+    """One training process: the recipe's parts built from the config, then the loop."""
+
+    def __init__(self, cfg: Config, data_dir: Path, run_dir: Path, resume: bool, store) -> None:
+        self.started = time.perf_counter()
+        self.data_dir, self.run_dir = data_dir, run_dir
+        cfg = resolve_num_classes(cfg, read_classes(data_dir))
+        check_amp_supported(cfg)
+        self.spe = _steps_per_epoch(cfg, data_dir, env_world())
+        eval_size = dataset_size(data_dir, "val") if has_split(data_dir, "val") else 0
+        setup_context(cfg, cache_scope=f"train|{self.spe}|{eval_size}")
+        self.cfg, self.world = cfg, init_distributed()
+        self.log = RunLog(run_dir, enabled=self.world.is_master)
+        _prepare_run_dir(cfg, run_dir, data_dir, resume, self.world)
+        self.epochs = cfg.epoch_size - cfg.start_epoch + 1
+        self.total = self.spe * self.epochs
+        self.lr = lr_schedule(cfg, self.spe)
+        self.net, _, self.cell = _build(cfg, self.lr)
+        mirror = Mirror(store, "", on_error=self.log.line) if store is not None else None
+        self.checkpoints = ckpts.CheckpointStore(run_dir, cfg, self.world, mirror)
+        self.step = self._restore(store) if resume else 0
+        self.resumed_from = self.step
+        self.speeds: list[float] = []
+        self.last_loss: float | None = None
+        self.last_eval: EvalMetrics | None = None
+
+    def _restore(self, store) -> int:
+        if store is not None and (pulled := self.checkpoints.pull(store, "")):
+            self.log.line(f"resume: fetched {pulled.name} from {store.uri} (verified)")
+        step = self.checkpoints.restore(self.cell)
+        for path, reason in self.checkpoints.skipped:
+            self.log.line(f"resume: skipped {path.name}: {reason}")
+        if step == 0:
+            self.log.line("resume: no checkpoint in the run folder yet, starting from step 0")
+        else:
+            where = self.checkpoints.restored_from
+            self.log.line(f"resume: restored step {step}/{self.total} from {where}")
+            self.log.trim_after(step)
+        return step
+
+    def train(self, stop_after_steps: int | None) -> TrainSummary:
+        """Run the remaining epochs; checkpoint, evaluate and summarise as the config says."""
+        cfg = self.cfg
+        for epoch in range(self.step // self.spe, self.epochs):
+            batches = _epoch_batches(cfg, self.data_dir, self.world, epoch, self.step % self.spe)
+            self._run_epoch(batches, epoch, stop_after_steps)
+            del batches
+            stopped = stop_after_steps is not None and self.total > self.step >= stop_after_steps
+            epoch_done = self.step == (epoch + 1) * self.spe
+            last = epoch + 1 == self.epochs
+            if stopped or (epoch_done and ((epoch + 1) % cfg.save_checkpoint_epochs == 0 or last)):
+                self.checkpoints.save(self.cell, cfg.start_epoch + epoch, self.step)
+            if stopped:
+                return self._summary()
+            if epoch_done and self.world.is_master and _eval_due(cfg, epoch, self.epochs):
+                self.last_eval = _evaluate(cfg, self.net, self.data_dir)
+                if self.last_eval is not None:
+                    self.log.eval(self.step, cfg.start_epoch + epoch, self.last_eval)
+        final = self.checkpoints.save_final(self.net)
+        summary = self._summary().model_copy(
+            update={
+                "final_checkpoint": str(final) if final else None,
+                "final_sha256": sha256_file(final) if final else None,
+                "eval": self.last_eval,
+            }
+        )
+        if self.world.is_master:
+            atomic_write_json(self.run_dir / "train_summary.json", summary.file_content())
+        self.log.line(f"done: {self.step}/{self.total} steps, final checkpoint {final}")
+        return summary
+
+    def _run_epoch(self, batches, epoch: int, stop_at: int | None) -> None:
+        """Train on *batches* up to the epoch's end (or *stop_at*), keeping recovery
+        checkpoints when they are due."""
+        cfg, end = self.cfg, (epoch + 1) * self.spe
+        global_batch = cfg.batch_size * self.world.size
+        for images, labels in batches:
+            if self.step >= end:
+                break
+            t0 = time.perf_counter()
+            loss = float(self.cell(images, labels).asnumpy())  # asnumpy waits for the step
+            dt = time.perf_counter() - t0
+            self.step += 1
+            self.last_loss = loss
+            self.speeds.append(global_batch / dt)
+            force = self.step == end or cfg.log_every_steps == 1
+            self.log.train_step(self.step, self.total, cfg.start_epoch + epoch, loss,
+                                float(self.lr[self.step - 1]), dt, global_batch / dt,
+                                every=cfg.log_every_steps, force=force)  # fmt: skip
+            if stop_at is not None and self.step >= stop_at:
+                break
+            if self.step < end and self.checkpoints.recovery_due(self.step):
+                self.checkpoints.save(self.cell, cfg.start_epoch + epoch, self.step, recovery=True)
+
+    def _summary(self) -> TrainSummary:
+        steady = self.speeds[1:] or self.speeds  # a process's first step includes compilation
+        return TrainSummary(
+            global_step=self.step,
+            total_steps=self.total,
+            epochs=self.epochs,
+            steps_per_epoch=self.spe,
+            wall_s=round(time.perf_counter() - self.started, 3),
+            img_per_s=round(sum(steady) / len(steady), 3) if steady else None,
+            last_loss=self.last_loss,
+            rank_size=self.world.size,
+            resumed_from_step=self.resumed_from,
+            run_dir=str(self.run_dir),
+            stopped=self.step < self.total,
+        )
 
 
 def _eval_due(cfg: Config, epoch: int, epochs: int) -> bool:
     if epoch + 1 == epochs:
         return True
     return cfg.eval_every_epochs > 0 and (epoch + 1) % cfg.eval_every_epochs == 0
-
-
-def _summary(run_dir, step, total, spe, epochs, started, speeds, last_loss, world) -> TrainSummary:
-    steady = speeds[1:] or speeds  # the first step of a process includes graph compilation
-    return TrainSummary(
-        global_step=step,
-        total_steps=total,
-        epochs=epochs,
-        steps_per_epoch=spe,
-        wall_s=round(time.perf_counter() - started, 3),
-        img_per_s=round(sum(steady) / len(steady), 3) if steady else None,
-        last_loss=last_loss,
-        rank_size=world.size,
-        run_dir=str(run_dir),
-        stopped=step < total,
-    )

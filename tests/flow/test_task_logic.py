@@ -205,6 +205,8 @@ def test_deployments_file_defines_the_deployments():
         validate_params(**{"source": "s3://bucket/prefix", **spec["parameters"]})
     deployments = {d.name: d for d in build_deployments(specs)}
     assert deployments["nightly-retrain"].schedules[0].schedule.cron == "0 2 * * *"
+    # one run of a deployment at a time: a second (schedule or manual) queues
+    assert all(d.concurrency_limit == 1 for d in deployments.values())
     assert deployments["ascend-8p"].parameters["device_num"] == 8
     assert deployments["ascend-8p"].parameters["preset"] == "zoo-ascend-8p"
     assert deployments["local"].entrypoint.endswith("train_eval_export.py:train_eval_export")
@@ -213,8 +215,8 @@ def test_deployments_file_defines_the_deployments():
 
 
 def test_demo_settings_pass_the_flow_validation(tmp_path):
-    from flows.demo import DEMO_OVERRIDES
+    from flows.demo import DEMO_PRESET
 
-    params = validate_params(source=str(tmp_path), overrides=DEMO_OVERRIDES, device_target="CPU")
+    params = validate_params(source=str(tmp_path), preset=DEMO_PRESET, device_target="CPU")
     cfg = params.resolve_config()
     assert cfg.image_size == 75 and cfg.device_target == "CPU" and cfg.amp_level == "O0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,20 +132,54 @@ def test_bad_requests_fail_before_exporting(ckpt, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_helpers_restore_the_callers_mode_and_cache_setting():
+def test_export_helpers_restore_the_callers_mode_and_cache_setting(monkeypatch):
     import mindspore as ms
 
     from irv2_core.runtime.context import compile_cache_disabled, pynative_mode
 
-    mode, cache = ms.get_context("mode"), ms.get_context("enable_compile_cache")
-    if cache is None:  # unset: the environment variable decides
-        cache = os.environ.get("MS_COMPILER_CACHE_ENABLE") == "1"
-    ms.set_context(mode=ms.GRAPH_MODE, enable_compile_cache=True)
+    mode = ms.get_context("mode")
+    monkeypatch.setenv("MS_COMPILER_CACHE_ENABLE", "1")
+    ms.set_context(mode=ms.GRAPH_MODE)
     try:
         with compile_cache_disabled(), pynative_mode():
             assert ms.get_context("mode") == ms.PYNATIVE_MODE
-            assert ms.get_context("enable_compile_cache") is False
+            assert os.environ["MS_COMPILER_CACHE_ENABLE"] == "0"  # read at every compile
         assert ms.get_context("mode") == ms.GRAPH_MODE
-        assert ms.get_context("enable_compile_cache") is True
+        assert os.environ["MS_COMPILER_CACHE_ENABLE"] == "1"
     finally:
-        ms.set_context(mode=mode, enable_compile_cache=cache)
+        ms.set_context(mode=mode)
+    assert ms.get_context("enable_compile_cache") is None  # the deprecated context API unused
+
+
+@pytest.mark.slow
+def test_onnx_export_emits_no_deprecation_warning(ckpt, tmp_path):
+    """MindSpore 2.10 deprecates ms.export(file_format='ONNX') and set_context(
+    enable_compile_cache=...): its Python logger warns on stderr (the tests' GLOG_v=3 hides it,
+    so the logger is opened to WARNING here), and Python warnings are recorded too."""
+    import logging
+    import warnings
+
+    from mindspore import log as ms_log
+
+    logger = ms_log._get_logger()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ms_log.warning("control: this API is deprecated")  # the capture itself works
+            result = export_model(ckpt, "ONNX", tmp_path / "m.onnx", image_size=SIZE)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert result["verified_with"].startswith("onnxruntime")
+    messages = [r.getMessage() for r in records] + [str(w.message) for w in caught]
+    assert messages[0] == "control: this API is deprecated"
+    stale = [m for m in messages[1:] if re.search(r"deprecat|will be (deleted|removed)", m, re.I)]
+    assert not stale, stale
+    kinds = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+    assert not [str(w.message) for w in caught if issubclass(w.category, kinds)]

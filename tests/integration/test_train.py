@@ -100,6 +100,10 @@ def test_two_steps_then_resume_equals_four_straight(straight, data, tmp_path):
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(data):
+    """Learning, not luck: at lr 0.02 the loss oscillated (and MindSpore's threaded CPU kernels
+    are not bit-reproducible), so a run could pass or fail by chance. At lr 0.001 the loss falls
+    smoothly: measured 1.50 -> 0.41-0.45 from step 6 on (the label-smoothing floor is 0.39);
+    lr 0.002 and 0.005 also stay below 0.65 from step 5. The check keeps a wide margin."""
     import mindspore as ms
     import mindspore.dataset as ds
 
@@ -108,15 +112,20 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(data):
     from irv2_core.runtime.context import setup_context
     from irv2_core.training.recipe import build_train_cell, create_optimizer
 
+    steps, last = 10, 4
     cfg = smoke_config(num_classes=3)
     setup_context(cfg)
+    np.random.seed(cfg.seed)
     ms.set_seed(cfg.seed)
     ds.config.set_seed(3)
     images, labels = next(create_dataset(data, "train", cfg, True).create_tuple_iterator())
     net = create_model(cfg.model, num_classes=3, drop_rate=0.0)
-    cell = build_train_cell(cfg, net, create_optimizer(cfg, net, np.full(8, 0.02, np.float32)))
-    losses = [float(cell(images, labels).asnumpy()) for _ in range(8)]
-    assert losses[-1] < 0.5 * losses[0], losses
+    lr = np.full(steps, 0.001, np.float32)
+    cell = build_train_cell(cfg, net, create_optimizer(cfg, net, lr))
+    losses = [float(cell(images, labels).asnumpy()) for _ in range(steps)]
+    assert all(np.isfinite(losses)), losses
+    assert np.mean(losses[-last:]) < 0.6 * losses[0], losses
+    assert max(losses[-last:]) < 0.8 * losses[0], losses
 
 
 @pytest.mark.parametrize(

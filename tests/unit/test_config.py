@@ -37,7 +37,26 @@ def test_smoke_and_finetune_presets():
     tune = load_config("finetune")
     assert tune.eval_protocol == "inception" and tune.num_classes is None
     assert tune.lr_max < SEED_GPU["lr_max"] / 10
-    assert set(PRESETS) == {"zoo-ascend-8p", "zoo-gpu", "finetune", "cpu-smoke"}
+    assert set(PRESETS) == {"zoo-ascend-8p", "zoo-gpu", "finetune", "cpu", "cpu-smoke"}
+
+
+def test_cpu_preset_is_a_valid_cpu_training_config():
+    cfg = load_config("cpu")
+    assert (cfg.device_target, cfg.amp_level, cfg.image_size) == ("CPU", "O0", 75)
+    assert cfg.loss_scale_type == "fixed" and cfg.loss_scale == 1.0  # fp32: no scaling needed
+    assert cfg.max_steps_per_epoch is None and cfg.num_classes is None  # whole epochs, any data
+    assert 1 <= cfg.epoch_size <= 5 and cfg.warmup_epochs < cfg.epoch_size
+    assert cfg.lr_max <= 0.005  # 0.01 diverged from scratch at 75 px (bench/cpu_preset_learning)
+    assert cfg.save_checkpoint_epochs <= cfg.epoch_size  # a resumable checkpoint at the latest end
+    smoke = load_config("cpu-smoke")
+    assert smoke.max_steps_per_epoch is not None and smoke.lr_max <= cfg.lr_max  # few sane steps
+
+
+def test_cpu_deployments_use_the_cpu_preset():
+    from deployments import load_deployment_specs
+
+    presets = {s["name"]: s["parameters"]["preset"] for s in load_deployment_specs()}
+    assert presets["local"] == presets["nightly-retrain"] == "cpu"
 
 
 def test_yaml_file_then_overrides_win(tmp_path):

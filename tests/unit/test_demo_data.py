@@ -102,12 +102,43 @@ def test_bad_arguments_are_rejected_before_writing(tmp_path, kwargs, message):
     assert not (tmp_path / "digits").exists()
 
 
-def test_demo_training_settings_are_a_valid_cpu_config_within_the_image_budget():
+def test_the_demo_trains_with_the_cpu_preset_within_the_image_budget():
+    from flows.demo import DEMO_PER_CLASS, DEMO_PRESET
     from irv2_core.config import load_config
-    from irv2_core.data.digits import DEMO_TRAIN_OVERRIDES
 
-    cfg = load_config("cpu-smoke", overrides=DEMO_TRAIN_OVERRIDES)
-    assert (cfg.device_target, cfg.image_size, cfg.amp_level) == ("CPU", 75, "O0")
-    train_images = 1797 - 359  # irv2 convert's default 20 % per-class val split of the full set
+    cfg = load_config(DEMO_PRESET)
+    assert DEMO_PRESET == "cpu" and cfg.max_steps_per_epoch is None
+    train_images = len(DIGIT_CLASSES) * (DEMO_PER_CLASS - DEMO_PER_CLASS // 5)  # 20 % val split
     seen = (train_images // cfg.batch_size) * cfg.batch_size * cfg.epoch_size
     assert 2500 <= seen <= 3500, f"{seen} training images do not fit the demo's ~4 min budget"
+
+
+def test_the_demo_summary_is_a_table_with_verified_exports():
+    from flows.demo import format_summary
+
+    summary = {
+        "timings": {
+            "stage": {"seconds": 0.41, "state": "Completed"},
+            "train": {"seconds": 190.0, "state": "Cached"},
+            "export-ONNX": {"seconds": 9.5, "state": "Completed"},
+        },
+        "top1": 0.9221,
+        "top5": 0.9972,
+        "exports": ["/w/exports/irv2.onnx"],
+        "export_checks": [
+            {
+                "format": "ONNX",
+                "path": "/w/exports/irv2.onnx",
+                "verified_with": "onnxruntime 1.32.0",
+                "max_abs_diff": 2.6e-06,
+            }
+        ],
+        "report": "/w/runs/r/report/report.md",
+        "run_dir": "/w/runs/r",
+    }
+    lines = format_summary(summary).splitlines()
+    assert lines[0].split("|") == ["stage       ", " state     ", " seconds"]
+    assert "train       | Cached    |   190.0" in lines
+    assert "total       |           |   199.9" in lines
+    assert "top-1 92.21 %   top-5 99.72 %" in lines
+    assert "  ONNX   /w/exports/irv2.onnx  (onnxruntime 1.32.0, max |diff| 2.6e-06)" in lines

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 TRAIN_SUMMARY_FILE = {
     "final_checkpoint": "/runs/run-1/final.ckpt",
+    "final_sha256": "9f" * 32,
     "global_step": 4,
     "total_steps": 4,
     "epochs": 2,
@@ -36,6 +37,7 @@ TRAIN_SUMMARY_FILE = {
     "img_per_s": 3.25,
     "last_loss": 1.5,
     "rank_size": 1,
+    "resumed_from_step": 0,
     "eval": {"top1": 0.5, "top5": 1.0, "loss": 1.25, "count": 9},
 }
 

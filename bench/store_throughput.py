@@ -1,0 +1,113 @@
+"""Publishing to object storage, beside the AWS CLI on the same endpoint; and what mirroring
+checkpoints costs a training run.
+
+1. A checkpoint set (default 3 files, 600 MB) published with ``irv2_core.storage.publish``
+   (verified: server-checked SHA-256, commit marker last) against ``aws s3 cp --recursive`` of the
+   same folder, alternating, best of N rounds each, to a moto server in its own process (or
+   ``--endpoint-url``). Prints MB/s and the ratio (goal: >= 1.0x the CLI).
+2. ``--train DATA_DIR``: ``irv2 train`` on a MindRecord folder without and with ``--mirror-uri``
+   (alternating), steady img/s from ``train_summary.json``; goal: mirroring <= 3 % slower.
+
+No timing is asserted anywhere; on a shared machine compare only numbers from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+from data_throughput import start_moto
+
+from irv2_core.storage import open_store
+from irv2_core.storage.publish import folder_files, publish_files
+
+
+def make_set(root: Path, files: int, mb: int) -> int:
+    """*files* random files of *mb* MB under *root*; total bytes."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        with open(root / f"irv2-e{i}-s{i}.ckpt", "wb") as fh:
+            for _ in range(mb):
+                fh.write(os.urandom(1 << 20))
+    return files * mb << 20
+
+
+def bench_publish(endpoint: str, folder: Path, total: int, rounds: int) -> list[tuple]:
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="bench-store")
+    store = open_store("s3://bench-store/irv2", endpoint_url=endpoint)
+    files = folder_files(folder)
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    cli = ["aws", "s3", "cp", "--recursive", "--only-show-errors", "--endpoint-url", endpoint]
+    results: dict[str, list[float]] = {"irv2 publish (verified)": [], "aws s3 cp --recursive": []}
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        publish_files(store, f"runs/r{r}", files)
+        results["irv2 publish (verified)"].append(time.perf_counter() - t0)
+        if shutil.which("aws"):
+            t0 = time.perf_counter()
+            subprocess.run([*cli, str(folder), f"s3://bench-store/cli/r{r}"], check=True, env=env)
+            results["aws s3 cp --recursive"].append(time.perf_counter() - t0)
+    rows = [(name, total / min(t) / 1e6) for name, t in results.items() if t]
+    return rows
+
+
+def bench_train(data: Path, work: Path, endpoint: str, rounds: int) -> list[tuple]:
+    base = [sys.executable, "-m", "irv2_core", "train", "--data", str(data), "--preset", "cpu"]
+    speeds: dict[str, list[float]] = {"no mirror": [], "mirror to S3": []}
+    for r in range(rounds):
+        for name, extra in (
+            ("no mirror", []),
+            ("mirror to S3", ["--mirror-uri", f"s3://bench-store/train/r{r}",
+                              "--endpoint-url", endpoint]),
+        ):  # fmt: skip
+            out = work / f"{name.replace(' ', '-')}-{r}"
+            subprocess.run([*base, "--out", str(out), *extra], check=True)
+            speeds[name].append(json.loads((out / "train_summary.json").read_text())["img_per_s"])
+    return [(name, max(v)) for name, v in speeds.items()]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--files", type=int, default=3)
+    p.add_argument("--mb", type=int, default=200, help="size of each file in MB")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--endpoint-url", default=None, help="real S3-compatible endpoint (else moto)")
+    p.add_argument("--train", type=Path, default=None, help="MindRecord folder: also bench train")
+    args = p.parse_args()
+    proc, endpoint = (None, args.endpoint_url) if args.endpoint_url else start_moto()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            total = make_set(Path(tmp) / "set", args.files, args.mb)
+            rows = bench_publish(endpoint, Path(tmp) / "set", total, args.rounds)
+            print(f"\npublishing {total / 1e6:.0f} MB ({args.files} files), best of {args.rounds}")
+            print("| method | MB/s |\n|---|---|")
+            for name, mbs in rows:
+                print(f"| {name} | {mbs:.1f} |")
+            if len(rows) == 2:
+                print(f"ratio irv2 / aws cli: {rows[0][1] / rows[1][1]:.2f}x (goal >= 1.0x)")
+            if args.train:
+                train = bench_train(args.train, Path(tmp), endpoint, args.rounds)
+                print("\n| training | img/s (best) |\n|---|---|")
+                for name, speed in train:
+                    print(f"| {name} | {speed:.2f} |")
+                slower = 1 - train[1][1] / train[0][1]
+                print(f"mirroring costs {slower * 100:.1f} % (goal <= 3 %)")
+    finally:
+        if proc is not None:
+            proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Where each stage's outputs live under ``output_uri`` — the one home of the store's layout.
+
+::
+
+    mindrecord/<convert digest>/   train.mindrecord*, val.mindrecord*, classes.json, conversion.json
+    runs/<run-id>/                 config.yaml, classes.json, final.ckpt, metrics.jsonl,
+                                   train_summary.json (+ checkpoints/, mirrored while training)
+    runs/<run-id>/eval/            eval.json
+    runs/<run-id>/report/          report.md, report.html, CSVs, plots
+    runs/<run-id>/run.json         the lineage, written last: the run is complete
+    exports/<run-id>/<format>/     irv2.mindir, irv2.onnx ...
+    prefect/                       Prefect's persisted results and cache records
+
+Each prefix is trusted only through its commit marker (``storage.publish``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PREFECT_RESULTS",
+    "RUN_RECORD",
+    "convert_prefix",
+    "eval_prefix",
+    "export_prefix",
+    "report_prefix",
+    "run_prefix",
+]
+
+RUN_RECORD = "run.json"
+PREFECT_RESULTS = "prefect"
+
+
+def convert_prefix(digest: str) -> str:
+    """A MindRecord conversion, by the digest of its inputs and options."""
+    return f"mindrecord/{digest[:16]}"
+
+
+def run_prefix(run_id: str) -> str:
+    """A training run (its checkpoints are mirrored there while it trains)."""
+    return f"runs/{run_id}"
+
+
+def eval_prefix(run_id: str) -> str:
+    """The evaluation of a run."""
+    return f"{run_prefix(run_id)}/eval"
+
+
+def report_prefix(run_id: str) -> str:
+    """The report of a run."""
+    return f"{run_prefix(run_id)}/report"
+
+
+def export_prefix(run_id: str, fmt: str) -> str:
+    """One export format of a run."""
+    return f"exports/{run_id}/{fmt.lower()}"

@@ -1,0 +1,50 @@
+"""``irv2 pull``: bring a published run (weights, config, metrics, evaluation, report, exports)
+from the object store to a local folder, every file verified against what was published.
+
+The folder it fills works as a run folder: ``irv2 evaluate --ckpt DEST/final.ckpt``,
+``irv2 predict --model DEST/final.ckpt`` (classes.json beside it) or
+``irv2 predict --model DEST/exports/irv2.onnx --classes DEST/classes.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from irv2_core.errors import Irv2Error
+from irv2_core.runtime.io import atomic_write_bytes
+from irv2_core.storage.layout import RUN_RECORD
+from irv2_core.storage.publish import fetch_committed, read_commit
+from irv2_core.storage.store import ObjectStore, join_key
+
+__all__ = ["pull_run"]
+
+
+def pull_run(root: ObjectStore, run_key: str, dest: Path) -> dict[str, Any]:
+    """Fetch the run at *run_key* (``runs/<run-id>`` under the store *root*) into *dest*;
+    return its ``run.json``. Raises Irv2Error when the run is not completely published."""
+    data = root.get_bytes(join_key(run_key, RUN_RECORD))
+    if data is None or read_commit(root, run_key) is None:
+        raise Irv2Error(
+            f"{root.uri}/{run_key} is not a completely published run (no {RUN_RECORD} or commit "
+            "marker): give the URI of a run that finished, e.g. s3://bucket/prefix/runs/run-…"
+        )
+    record = json.loads(data)
+    fetch_committed(root, run_key, dest)
+    for sub in ("eval", "report"):
+        if read_commit(root, join_key(run_key, sub)) is not None:
+            fetch_committed(root, join_key(run_key, sub), dest if sub == "eval" else dest / sub)
+    for export in record.get("exports", []):
+        target = dest / "exports" / Path(export["key"]).name
+        root.get_file(export["key"], target, sha256=export["sha256"])
+    atomic_write_bytes(dest / RUN_RECORD, data)
+    return record
+
+
+def split_run_uri(uri: str) -> tuple[str, str]:
+    """``(store root URI, run key)`` of ``<root>/runs/<run-id>``."""
+    head, sep, run_id = uri.rstrip("/").rpartition("/runs/")
+    if not sep or not run_id or "/" in run_id:
+        raise Irv2Error(f"expected <output_uri>/runs/<run-id>, got {uri!r}")
+    return head, f"runs/{run_id}"

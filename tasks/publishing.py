@@ -1,0 +1,47 @@
+"""Prefect task that completes a published run: its report and, written last, ``run.json``.
+
+``run.json`` ties the lineage together — source and MindRecord fingerprints, the resolved config,
+the code version, the checkpoint's and every export's sha256 and key, the metrics and the Prefect
+flow run — and, being written last, marks the whole run as complete in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+from irv2_core.storage.layout import RUN_RECORD, report_prefix
+from irv2_core.storage.publish import folder_files
+from irv2_core.storage.store import join_key
+from tasks.caching import code_version
+from tasks.storage import StoreRef, open_ref, publish
+
+__all__ = ["publish_run_task"]
+
+
+@task(name="publish", retries=2, retry_delay_seconds=5)
+def publish_run_task(
+    store: StoreRef, run_prefix: str, run_dir: str, lineage: dict[str, Any]
+) -> dict[str, Any]:
+    """Publish the run's report folder, then its ``run.json`` (*lineage* plus the code version
+    and this flow run); return the run record."""
+    logger = get_run_logger()
+    st = open_ref(store)
+    report_dir = Path(run_dir) / "report"
+    publish(st, report_prefix(Path(run_prefix).name), folder_files(report_dir), digest="report")
+    record = {
+        **lineage,
+        "code_version": code_version(),
+        "flow_run_id": str(flow_run.get_id() or ""),
+        "published_at": time.time(),
+        "uri": f"{st.uri}/{run_prefix}",
+    }
+    data = json.dumps(record, indent=2, sort_keys=True).encode()
+    st.put_bytes(data, join_key(run_prefix, RUN_RECORD))
+    logger.info("published run %s", record["uri"])
+    return record

@@ -1,0 +1,217 @@
+"""Runs that survive the machine: separate "machines" that share nothing but the object store.
+
+Each machine is its own process with its own workdir and its own Prefect home (an ephemeral API
+and database, its own local result storage); the only thing they share is a bucket on a localhost
+S3 (moto). Machine 1 is killed with its training once a checkpoint has reached the store; machine
+2 reruns the same parameters and resumes that training; machine 3 then finds every heavy task in
+the cache that lives in the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import write_image_tree
+
+pytestmark = [pytest.mark.flow, pytest.mark.slow]
+
+BUCKET, DATA, OUT = "irv2-machines", "images", "irv2"
+HEAVY = ("stage", "convert", "train", "evaluate", "export-MINDIR")
+# 12 epochs x 2 steps: after the first checkpoint is in the store there is training left to kill
+MACHINE_SMOKE = dict(
+    batch_size=4,
+    epoch_size=12,
+    max_steps_per_epoch=2,
+    drop_rate=0.0,
+    keep_checkpoint_max=1,
+    eval_batch_size=4,
+    eval_every_epochs=0,
+    work_nums=2,
+)
+DRIVER = (
+    "import json, sys\n"
+    "from flows.train_eval_export import train_eval_export\n"
+    "summary = train_eval_export(**json.loads(sys.argv[1]))\n"
+    "print('SUMMARY ' + json.dumps(summary), flush=True)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server, tmp_path_factory):
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    root = tmp_path_factory.mktemp("machine-images")
+    write_image_tree(root, 3, 8, seed=0, split="train")
+    write_image_tree(root, 3, 3, seed=1, split="val")
+    for f in sorted(root.rglob("*.jpg")):
+        client.upload_file(str(f), BUCKET, f"{DATA}/{f.relative_to(root).as_posix()}")
+    return client
+
+
+def _machine(root: Path, endpoint: str) -> tuple[list[str], dict[str, str], Path]:
+    """(command prefix, environment, workdir) of a machine of its own under *root*."""
+    (root / "prefect-home").mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(root / "prefect-home"),
+        PREFECT_LOCAL_STORAGE_PATH=str(root / "prefect-results"),
+        PREFECT_SERVER_EPHEMERAL_ENABLED="true",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="INFO",
+        IRV2_LEASE_TTL_S="20",  # a dead machine's lease expires within the test's patience
+        PYTHONUNBUFFERED="1",
+    )
+    params = {
+        "source": f"s3://{BUCKET}/{DATA}",
+        "workdir": str(root / "work"),
+        "endpoint_url": endpoint,
+        "overrides": MACHINE_SMOKE,
+        "export_formats": ["MINDIR"],
+        "output_uri": f"s3://{BUCKET}/{OUT}",
+    }
+    return [sys.executable, "-c", DRIVER, json.dumps(params)], env, root / "work"
+
+
+def _summary(stdout: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("SUMMARY ")]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1].removeprefix("SUMMARY "))
+
+
+def _keys(client, prefix: str = "") -> dict[str, int]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+
+
+def _training_groups(workdir: Path) -> list[int]:
+    """Process groups of training processes of the run folders under *workdir*."""
+    groups = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"irv2_core" in argv and str(workdir).encode() in b" ".join(argv):
+                groups.add(os.getpgid(int(proc.name)))
+        except (OSError, ValueError):
+            continue
+    return sorted(groups)
+
+
+class _KillWhenCheckpointInStore(threading.Thread):
+    """Kills a machine (its flow process group and its training group) once a checkpoint of
+    its run is complete in the store (the checkpoint's sha256 sidecar is there)."""
+
+    def __init__(self, client, proc: subprocess.Popen, workdir: Path) -> None:
+        super().__init__(daemon=True)
+        self.client, self.proc, self.workdir, self.killed = client, proc, workdir, None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 1200
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            done = [k for k in _keys(self.client, f"{OUT}/runs/") if k.endswith(".ckpt.sha256")]
+            if done:
+                for group in [self.proc.pid, *_training_groups(self.workdir)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(group, signal.SIGKILL)
+                self.killed = done[0]
+                return
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def machines(bucket, s3_server, tmp_path_factory):
+    """Machine 1 killed mid-training, machine 2 resuming it, machine 3 finding it all cached."""
+    root = tmp_path_factory.mktemp("machines")
+    cmd, env, work1 = _machine(root / "m1", s3_server)
+    m1 = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True)  # fmt: skip
+    killer = _KillWhenCheckpointInStore(bucket, m1, work1)
+    killer.start()
+    m1_out, _ = m1.communicate(timeout=1500)
+    killer.join(timeout=5)
+    assert killer.killed, f"machine 1 finished before a checkpoint reached the store:\n{m1_out}"
+
+    results = {"killed_at": killer.killed}
+    for name in ("m2", "m3"):
+        cmd, env, _ = _machine(root / name, s3_server)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        results[name] = _summary(done.stdout)
+    return results
+
+
+def test_a_fresh_machine_resumes_the_killed_machines_training(machines):
+    summary = machines["m2"]
+    assert summary["resumed_from_step"] > 0, summary
+    assert summary["global_step"] == 24 and summary["run_uri"]
+
+
+def test_every_published_sha256_matches_its_object(machines, bucket):
+    run_uri = machines["m2"]["run_uri"]
+    run_prefix = run_uri.removeprefix(f"s3://{BUCKET}/")
+    record = json.loads(
+        bucket.get_object(Bucket=BUCKET, Key=f"{run_prefix}/run.json")["Body"].read()
+    )
+    objects = [record["checkpoint"], *record["exports"]]
+    assert [e["format"] for e in record["exports"]] == ["MINDIR"]
+    for obj in objects:
+        body = bucket.get_object(Bucket=BUCKET, Key=f"{OUT}/{obj['key']}")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
+    keys = _keys(bucket, f"{OUT}/")
+    for marker in ("runs/{id}/_COMMITTED.json", "runs/{id}/eval/_COMMITTED.json",
+                   "runs/{id}/report/_COMMITTED.json", "runs/{id}/run.json"):  # fmt: skip
+        assert f"{OUT}/" + marker.format(id=record["run_id"]) in keys
+    assert any(k.startswith(f"{OUT}/mindrecord/") and k.endswith("_COMMITTED.json") for k in keys)
+    assert any(k.startswith(f"{OUT}/prefect/") for k in keys)  # Prefect's results live there
+    assert record["metrics"]["top1"] == machines["m2"]["top1"]
+    assert record["resumed_from_step"] == machines["m2"]["resumed_from_step"]
+
+
+def test_a_third_machine_gets_every_heavy_task_from_the_store(machines):
+    states = {k: v["state"] for k, v in machines["m3"]["timings"].items()}
+    assert {k: states[k] for k in HEAVY} == dict.fromkeys(HEAVY, "Cached"), states
+    assert machines["m3"]["top1"] == machines["m2"]["top1"]
+
+
+def test_an_unwritable_output_uri_fails_before_staging(bucket, s3_server, tmp_path):
+    cmd, env, work = _machine(tmp_path / "m4", s3_server)
+    params = json.loads(cmd[-1])
+    params["output_uri"] = "s3://no-such-bucket-for-irv2/out"
+    done = subprocess.run([*cmd[:-1], json.dumps(params)], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode != 0
+    text = done.stdout + done.stderr
+    assert "no-such-bucket-for-irv2" in text and "does not exist" in text
+    assert not (work / "data").exists()  # nothing was staged
+    assert env["AWS_SECRET_ACCESS_KEY"] not in text
+
+
+def test_pull_brings_back_a_run_that_predict_uses(machines, s3_server, tmp_path, capsys):
+    from irv2_core.cli import main
+
+    dest = tmp_path / "pulled"
+    assert main(["pull", machines["m2"]["run_uri"], str(dest), "--endpoint-url", s3_server]) == 0
+    for name in ("final.ckpt", "classes.json", "config.yaml", "eval.json", "run.json"):
+        assert (dest / name).is_file(), name
+    record = json.loads((dest / "run.json").read_text())
+    digest = hashlib.sha256((dest / "final.ckpt").read_bytes()).hexdigest()
+    assert digest == record["checkpoint"]["sha256"]
+    assert (dest / "exports" / "irv2.mindir").is_file()
+    image = tmp_path / "img"
+    write_image_tree(image, 1, 1, seed=3, split="x")
+    capsys.readouterr()
+    jpg = next(image.rglob("*.jpg"))
+    assert main(["predict", "--model", str(dest / "final.ckpt"), str(jpg), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert top[0]["name"].startswith("class_")  # names from the pulled classes.json

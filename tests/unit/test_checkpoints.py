@@ -1,0 +1,91 @@
+"""A run's checkpoint rotation: recovery checkpoints apart from epoch ones, verified resume, and
+the store mirror; on a small real MindSpore cell (the rotation does not depend on the network)."""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+from irv2_core.config import load_config
+from irv2_core.storage import open_store
+from irv2_core.storage.mirror import Mirror
+from irv2_core.training.checkpoints import RECOVERY, CheckpointStore
+from irv2_core.training.distributed import DistInfo
+
+
+class _Cell(nn.Cell):
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.dense = nn.Dense(4, 2)
+        self.global_step = ms.Parameter(ms.Tensor(np.array([step], np.int32)), name="global_step")
+
+    def construct(self, x):
+        return self.dense(x)
+
+
+def _store(tmp_path, mirror=None, **overrides):
+    cfg = load_config("cpu-smoke", overrides={"keep_checkpoint_max": 2, **overrides})
+    return CheckpointStore(tmp_path / "run", cfg, DistInfo(), mirror)
+
+
+def test_recovery_checkpoints_keep_only_the_newest_apart_from_epoch_ones(tmp_path):
+    store = _store(tmp_path, recovery_every_steps=2)
+    assert not store.recovery_due(1) and store.recovery_due(2)
+    for step in (2, 4, 6):
+        store.save(_Cell(step), 1, step, recovery=True)
+    store.save(_Cell(7), 1, 7)
+    store.save(_Cell(8), 2, 8)
+    store.save(_Cell(9), 3, 9)
+    recovery = sorted(p.name for p in (store.dir / RECOVERY).glob("*.ckpt"))
+    epochs = sorted(p.name for p in store.dir.glob("*.ckpt"))
+    assert recovery == ["irv2-e1-s6.ckpt"]
+    assert epochs == ["irv2-e2-s8.ckpt", "irv2-e3-s9.ckpt"]
+    assert not store.recovery_due(7)  # counted from the last recovery checkpoint (6)
+
+
+def test_resume_takes_a_newer_recovery_checkpoint(tmp_path):
+    store = _store(tmp_path, recovery_every_minutes=0.001)
+    store.save(_Cell(4), 1, 4)
+    store.save(_Cell(6), 2, 6, recovery=True)  # the node died after this, mid-epoch
+    assert store.restore(_Cell(0)) == 6
+    assert store.restored_from.parent.name == RECOVERY
+
+
+def test_the_mirror_holds_what_the_run_holds(tmp_path):
+    remote = open_store(str(tmp_path / "bucket"))
+    errors: list[str] = []
+    store = _store(tmp_path, Mirror(remote, "runs/r1", errors.append))
+    for step in (1, 2, 3):
+        store.save(_Cell(step), step, step)
+    store.close()
+    keys = {o.key for o in remote.list("runs/r1/")}
+    assert keys == {
+        "runs/r1/checkpoints/irv2-e2-s2.ckpt",
+        "runs/r1/checkpoints/irv2-e2-s2.ckpt.sha256",
+        "runs/r1/checkpoints/irv2-e3-s3.ckpt",
+        "runs/r1/checkpoints/irv2-e3-s3.ckpt.sha256",
+    }
+    assert errors == []
+    # a second worker pulls the newest complete one, verified
+    fresh = _store(tmp_path / "m2")
+    pulled = fresh.pull(remote, "runs/r1")
+    assert pulled.name == "irv2-e3-s3.ckpt" and fresh.restore(_Cell(0)) == 3
+
+
+def test_a_checkpoint_without_its_sidecar_in_the_store_is_not_pulled(tmp_path):
+    remote = open_store(str(tmp_path / "bucket"))
+    store = _store(tmp_path, Mirror(remote, "r", lambda _: None))
+    store.save(_Cell(1), 1, 1)
+    store.save(_Cell(2), 2, 2)
+    store.close()
+    remote.delete("r/checkpoints/irv2-e2-s2.ckpt.sha256")  # its upload was cut off
+    fresh = _store(tmp_path / "m2")
+    assert fresh.pull(remote, "r").name == "irv2-e1-s1.ckpt"
+
+
+@pytest.mark.parametrize("minutes,steps", [(None, None)])
+def test_no_recovery_checkpoints_unless_asked(tmp_path, minutes, steps):
+    store = _store(tmp_path, recovery_every_minutes=minutes, recovery_every_steps=steps)
+    assert not any(store.recovery_due(s) for s in range(1, 100))
