@@ -182,14 +182,16 @@ def misclassified_samples(
     files = mindrecord_files(data_dir, split)
     if not samples or not files:
         return samples
-    rows = ds.MindDataset(
-        str(files[0]),
-        columns_list=["file_name", "label", "image"],
-        sampler=ds.SubsetSampler(indices),
-    )
-    for sample, row in zip(
-        samples, rows.create_dict_iterator(num_epochs=1, output_numpy=True), strict=False
-    ):
+    try:
+        rows = ds.MindDataset(
+            str(files[0]),
+            columns_list=["file_name", "label", "image"],
+            sampler=ds.SubsetSampler(indices),
+        )
+        found = list(rows.create_dict_iterator(num_epochs=1, output_numpy=True))
+    except RuntimeError:  # a MindRecord of another writer, without `file_name`: labels only
+        return samples
+    for sample, row in zip(samples, found, strict=False):
         if int(row["label"]) != sample.label:
             continue
         sample.file_name = _text(row["file_name"])
