@@ -27,6 +27,7 @@ __all__ = [
     "EvalMetrics",
     "EvalRecord",
     "ExportRecord",
+    "Misclassified",
     "PipelineFacts",
     "Record",
     "ReportRecord",
@@ -179,6 +180,21 @@ class TrainSummary(Record):
 # --- evaluate ---------------------------------------------------------------------------------
 
 
+class Misclassified(_Item):
+    """One misclassified image of the split, kept for the report's strip."""
+
+    index: int = Field(description="position in the split's evaluation (file) order")
+    file_name: str | None = Field(
+        default=None, description="the MindRecord `file_name` (null for an image-folder split)"
+    )
+    label: int = Field(description="true class index")
+    pred: int = Field(description="predicted (top-1) class index")
+    confidence: float = Field(description="softmax probability of `pred`")
+    thumbnail: str | None = Field(
+        default=None, description="a small JPEG of the image as a `data:image/jpeg;base64` URI"
+    )
+
+
 class EvalRecord(Record):
     """What ``evaluate`` returns and writes to ``--out`` (the flow: ``RUN_DIR/eval.json``)."""
 
@@ -189,6 +205,17 @@ class EvalRecord(Record):
     protocol: str = Field(description="evaluation preprocessing: `zoo` or `inception`")
     checkpoint: str
     image_size: int
+    classes: list[str] = Field(
+        default_factory=list, description="class names by index (classes.json); [] in older files"
+    )
+    confusion: list[list[int]] | None = Field(
+        default=None,
+        description="K x K image counts, row = true class, column = predicted; sums to `count`; "
+        "null in older files",
+    )
+    misclassified: list[Misclassified] = Field(
+        default_factory=list, description="a few misclassified images, most confident first"
+    )
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -269,7 +296,8 @@ class PipelineFacts(Record):
 
     Written by the flow from the task records; read by ``build_report``. An older or hand-written
     file may hold only some fields of an evaluation or export (e.g. top1/top5), so each of their
-    fields is optional here; a timing may be bare seconds.
+    fields is optional here; a timing may be bare seconds. ``baseline`` (a whole ``EvalRecord``)
+    is the previous accepted model's evaluation the report compares with.
     """
 
     evaluation: EvalFacts | None = Field(
@@ -281,6 +309,13 @@ class PipelineFacts(Record):
     data_fingerprint: str | None = Field(default=None, description="the staged data's")
     mindrecord_fingerprint: str | None = None
     timings: dict[str, StageTiming] = Field(default_factory=dict, description="per stage")
+    baseline: EvalRecord | None = Field(
+        default=None,
+        description="the previous accepted model's `EvalRecord`, to compare with; null if none",
+    )
+    baseline_label: str | None = Field(
+        default=None, description="what `baseline` is (e.g. its run id), shown in the report"
+    )
 
 
 RECORDS: tuple[type[Record], ...] = (
@@ -325,7 +360,12 @@ def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
         type_name = _type_name(ann).replace("|", "\\|")
         rows.append(f"| `{prefix}{name}` | `{type_name}` | {'; '.join(notes)} |")
         nested = _nested_model(ann)
-        if nested is not None and not nested.__name__.startswith("Partial"):
+        # a record of its own (e.g. PipelineFacts.baseline) has its own table
+        if (
+            nested is not None
+            and not nested.__name__.startswith("Partial")
+            and nested not in RECORDS
+        ):
             sub = f"{prefix}{name}[]." if _is_list(ann) else f"{prefix}{name}."
             if _is_dict(ann):
                 sub = f"{prefix}{name}.<key>."

@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from irv2_core.records import PipelineFacts
-from irv2_core.report import PIPELINE_FILE, build_report
+from irv2_core.report import PIPELINE_FILE, artifact_markdown, build_report
 from irv2_core.runtime.io import atomic_write_json
 from tasks.common import PERSIST
 
@@ -25,7 +25,7 @@ _TABLE_ARTIFACTS = ("final_metrics", "exports", "timings")
 def report_task(run_dir: str, facts: PipelineFacts | dict[str, Any]) -> dict[str, Any]:
     """Write the report of *run_dir* with the pipeline *facts*; publish it as artifacts.
 
-    *facts* (evaluation, exports, data_fingerprint, timings) is saved as the run folder's
+    *facts* (evaluation, exports, data_fingerprint, timings, baseline) is saved as the run folder's
     ``pipeline.json`` first, so ``irv2 report RUN_DIR`` later rebuilds the same report. Returns
     the ReportRecord (without its tables) as a JSON dict.
     """
@@ -33,9 +33,9 @@ def report_task(run_dir: str, facts: PipelineFacts | dict[str, Any]) -> dict[str
     facts = PipelineFacts.model_validate(facts)
     atomic_write_json(Path(run_dir) / PIPELINE_FILE, facts.file_content())
     result = build_report(run_dir)
-    markdown = Path(result.markdown).read_text(encoding="utf-8")
+    # the plots travel inside the artifact (data URIs): the UI cannot load the worker's files
     create_markdown_artifact(
-        markdown=markdown, key="irv2-report", description=f"report of {run_dir}"
+        markdown=artifact_markdown(result), key="irv2-report", description=f"report of {run_dir}"
     )
     for name in _TABLE_ARTIFACTS:
         rows = result.tables.get(name) or []

@@ -3,6 +3,7 @@ preprocess_image, config from the run folder, JSON out, clear errors."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from train_data import VAL_PER_CLASS, make_mindrecord, smoke_config
 from irv2_core.cli import main
 from irv2_core.config import save_config
 from irv2_core.errors import Irv2Error
-from irv2_core.evaluation import evaluate, topk_metrics
+from irv2_core.evaluation import MAX_MISCLASSIFIED, evaluate, topk_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,24 @@ def test_evaluate_counts_every_image_and_matches_a_plain_forward(run, tmp_path):
     ref = topk_metrics(net(ms.Tensor(images)).asnumpy(), labels)
     assert result.top1 == pytest.approx(ref["correct1"] / len(files))
     assert result.loss == pytest.approx(ref["loss_sum"] / len(files), rel=1e-4)
+    # the confusion matrix counts every image once; its diagonal is the top-1 hits
+    confusion = np.array(result.confusion)
+    assert confusion.shape == (3, 3) and confusion.sum() == result.count
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(result.top1)
+    assert confusion.sum(axis=1).tolist() == [VAL_PER_CLASS] * 3  # rows are the true classes
+    assert result.classes == ["class_0", "class_1", "class_2"]
+    wrong = result.count - int(np.trace(confusion))
+    assert wrong > 0  # an untrained, seeded net: the samples below are really checked
+    assert len(result.misclassified) == min(wrong, MAX_MISCLASSIFIED)
+    val_files = {f.relative_to(data.parent / "images").as_posix() for f in files}
+    for sample in result.misclassified:
+        assert sample.label != sample.pred and confusion[sample.label][sample.pred] > 0
+        # the name is the MindRecord's file_name of that image, its true class folder's
+        assert sample.file_name is not None and f"class_{sample.label}/" in sample.file_name
+        assert any(v.endswith(sample.file_name) or sample.file_name.endswith(v) for v in val_files)
+        head, payload = sample.thumbnail.split(",", 1)
+        assert head == "data:image/jpeg;base64"
+        assert base64.b64decode(payload)[:2] == b"\xff\xd8"
 
 
 def test_evaluate_cli_prints_and_writes_json(run, tmp_path, capsys):
@@ -85,3 +104,39 @@ def test_evaluate_errors_are_clear(run, tmp_path):
     ms.save_checkpoint(create_model("inception_resnet_v2", num_classes=5), str(five))
     with pytest.raises(Irv2Error, match=r"does not fit.*\(3, 1536\).*\(5, 1536\).*needs a 3-class"):
         evaluate(five, data, cfg=smoke_config())
+
+
+def test_report_compares_two_real_evaluations(run, tmp_path):
+    """Two checkpoints evaluated for real: the report's deltas and per-class changes are theirs,
+    and the misclassified strip is drawn from the thumbnails evaluate kept."""
+    import mindspore as ms
+
+    from irv2_core.models.factory import create_model
+    from irv2_core.report import artifact_markdown, build_report, per_class_table
+
+    data, ckpt = run
+    ms.set_seed(8)
+    older = tmp_path / "older.ckpt"
+    net = create_model("inception_resnet_v2", num_classes=3, drop_rate=0.0)
+    ms.save_checkpoint(net, str(older))
+    now = evaluate(ckpt, data)
+    before = evaluate(older, data, cfg=smoke_config(num_classes=3))
+    assert np.array(before.confusion).sum() == before.count == now.count
+
+    result = build_report(
+        ckpt.parent,
+        tmp_path / "report",
+        extra={"evaluation": now.to_json()},
+        baseline=before,
+        baseline_label="seed 8",
+    )
+    deltas = {row["metric"]: row for row in result.tables["comparison"]}
+    assert deltas["top1 (%)"]["Δ"] == pytest.approx(
+        round(100 * now.top1, 2) - round(100 * before.top1, 2)
+    )
+    recall_now = per_class_table(now.confusion)["recall (%)"]
+    recall_before = per_class_table(before.confusion)["recall (%)"]
+    changes = [row["Δ recall"] for row in result.tables["per_class_changes"]]
+    assert changes == pytest.approx((recall_now - recall_before).tolist())
+    assert "Against the previous accepted model: seed 8." in artifact_markdown(result)
+    assert any(p.endswith("misclassified.png") for p in result.plots)

@@ -202,13 +202,6 @@ def test_crashed_run_retried_from_the_ui_completes_and_resumes_training(retried_
     assert int(logs.group(2)) == TOTAL_STEPS
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,  # only the naturalWidth check; a timeout or missing artifact fails
-    strict=True,
-    reason="issue 11 part 2: the irv2-report Markdown links its plots by file name on the worker "
-    "(![loss_lr](loss_lr.png)), which the browser cannot load; the artifact must embed them "
-    "(data:image/png;base64 URIs render in Prefect 3.9's UI)",
-)
 def test_report_artifact_page_shows_its_plots(retried_run, new_page):
     api: Api = retried_run["served"]["api"]
     found = api.artifacts(retried_run["id"], "irv2-report")
