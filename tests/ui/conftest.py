@@ -173,7 +173,7 @@ def prefect_server(tmp_path_factory) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def image_set(tmp_path_factory) -> Path:
     """Real digit JPEGs from the demo's generator: classes 0-2, 8 images each, 75 px."""
-    from irv2_core.demo_data import make_digits_dataset
+    from irv2_core.data.digits import make_digits_dataset
 
     root = tmp_path_factory.mktemp("ui-images") / "digits"
     make_digits_dataset(root, per_class=PER_CLASS, image_size=75)
