@@ -48,6 +48,13 @@ class FlowParams(BaseModel):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     shards: int = Field(1, ge=1, le=1000)
     train_timeout_s: float | None = Field(None, gt=0)
+    promote_max_top1_drop: float = Field(
+        0.2,
+        ge=0,
+        le=100,
+        description="the new model replaces the one in service unless its top-1 is more than "
+        "this many points below it",
+    )
     output_uri: str | None = Field(
         None,
         description="where every output is published (s3://bucket/prefix or a folder); "

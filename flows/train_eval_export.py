@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, State
 
 from flows.params import FlowParams, flow_signature, validate_params, with_signature
 from irv2_core.export import FORMATS
@@ -38,6 +39,7 @@ from tasks import (
     train_task,
 )
 from tasks.data import convert_digest
+from tasks.promotion import current_model, promote_task
 from tasks.publishing import publish_run_task
 from tasks.storage import SMALL_RUN_FILES, ensure_local, open_ref, result_storage
 
@@ -67,7 +69,7 @@ class _Stages:
         return record.model_validate(state.result())  # raises the task's exception if it failed
 
 
-def run_stages(params: FlowParams) -> dict[str, Any]:
+def run_stages(params: FlowParams) -> dict[str, Any] | State:
     """Run every stage for validated *params* and return the flow summary."""
     logger = get_run_logger()
     cfg = params.resolve_config().to_dict()
@@ -153,6 +155,8 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
                 **published,
             )
         )
+    models = store or {"uri": str(work)}  # where the record of the model in service lives
+    current = current_model(models)
     facts = PipelineFacts.model_validate(
         {
             "evaluation": metrics.to_json(),
@@ -160,6 +164,7 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
             "data_fingerprint": staged.fingerprint,
             "mindrecord_fingerprint": converted.fingerprint,
             "timings": run.timings,
+            **_baseline(current),
         }
     )
     if store is not None:  # this worker may hold none of the run's files (all were cached)
@@ -169,6 +174,11 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
     if store is not None:
         lineage = _lineage(params, cfg, staged, converted, trained, metrics, exports)
         run_record = publish_run_task(store, published["run_prefix"], run_dir, lineage)
+    run_id = Path(run_dir).name
+    promotion = promote_task(
+        models, run_id, metrics.to_json(), run_record["uri"] if run_record else run_dir,
+        params.promote_max_top1_drop,
+    )  # fmt: skip
     summary = {
         "top1": metrics.top1,
         "top5": metrics.top5,
@@ -187,11 +197,21 @@ def run_stages(params: FlowParams) -> dict[str, Any]:
         "resumed_from_step": trained.resumed_from_step,
         "run_uri": run_record["uri"] if run_record else None,
         "timings": run.timings,
+        "promotion": promotion,
     }
     logger.info(
         "top-1 %.4f, top-5 %.4f; report %s", summary["top1"], summary["top5"], summary["report"]
     )
+    if not promotion["promoted"]:  # the run's state says so in the UI; nothing was overwritten
+        return Completed(name="Not promoted", message=promotion["reason"], data=summary)
     return summary
+
+
+def _baseline(current: dict[str, Any] | None) -> dict[str, Any]:
+    """The report's comparison: the model in service, if there is one."""
+    if current is None:
+        return {}
+    return {"baseline": current["eval"], "baseline_label": f"current model ({current['run_id']})"}
 
 
 def _lineage(params, cfg, staged, converted, trained, metrics, exports) -> dict[str, Any]:

@@ -160,7 +160,13 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
     listing = source_fingerprint(f"s3://{BUCKET}/{PREFIX}", endpoint_url=dataset)
     assert summary["data_fingerprint"] == listing
     report = Path(summary["report"]).read_text()
-    assert "79.96" in report and summary["data_fingerprint"] in report and "irv2.onnx" in report
+    assert summary["data_fingerprint"] in report and "irv2.onnx" in report
+    # 3 classes at 75 px: the zoo's ImageNet-1k number is no reference for this run
+    assert "No external reference applies" in report and "79.96" not in report
+    # the first model of the deployment becomes the current one
+    assert summary["promotion"]["promoted"], summary["promotion"]
+    current = json.loads((workdir / "models" / "default" / "current.json").read_text())
+    assert current["run_id"] == Path(summary["run_dir"]).name
     assert Path(summary["report_html"]).is_file()
     assert {k: v["state"] for k, v in summary["timings"].items() if k in HEAVY} == dict.fromkeys(
         HEAVY, "Completed"
@@ -237,3 +243,19 @@ def test_invalid_parameters_fail_before_staging(prefect_harness, tmp_path):
     )
     assert _task_runs(state.state_details.flow_run_id) == {}
     assert not workdir.exists()
+
+
+def test_a_worse_model_is_not_promoted_and_the_current_one_stays(first_run, dataset):
+    workdir, summary = first_run["workdir"], first_run["summary"]
+    path = workdir / "models" / "default" / "current.json"
+    in_service = json.loads(path.read_text())
+    assert summary["top1"] < 0.99, "the smoke run must leave room below a perfect model"
+    in_service.update(run_id="run-in-service")
+    in_service["eval"]["top1"] = 1.0  # a model in service that the new one cannot match
+    path.write_text(json.dumps(in_service))
+    state, rerun = _run_flow(workdir, dataset)
+    assert state.name == "Not promoted" and "not promoted" in state.message, state
+    assert not rerun["promotion"]["promoted"]
+    assert json.loads(path.read_text()) == in_service  # never overwritten
+    report = Path(rerun["report"]).read_text()
+    assert "current model (run-in-service)" in report  # the comparison names the baseline

@@ -31,6 +31,7 @@ LAYERS = {
     "training": 6,
     "export": 7,
     "report": 7,
+    "promotion": 7,
     "cli": 8,
     "__main__": 9,
 }
