@@ -333,7 +333,7 @@ def test_local_links_never_read_outside_the_source(tmp_path):
 
     result = stage(str(src), dest)
 
-    reasons = {item["key"].split("src/")[-1]: item["reason"] for item in result["rejected"]}
+    reasons = {item.key.split("src/")[-1]: item.reason for item in result.rejected}
     assert "outside the source folder" in reasons["train/a/passwd.jpg"]
     assert "symbolic link to a folder" in reasons["train/c/"]
     objects = read_json(dest / "manifest.json")["objects"]
