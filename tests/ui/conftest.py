@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.ui)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _ui_prerequisites() -> None:
     """Skip the tier, saying why, when Playwright or the system Chromium is missing."""
     try:
@@ -83,7 +83,7 @@ def _ui_prerequisites() -> None:
 # --- failure artifacts --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def failure_dir(request) -> Path:
     """Where failures leave screenshots: not under pytest's basetemp, which other pytest runs on
     the machine rotate away (only the last three are kept); made on the first failure."""
@@ -126,7 +126,7 @@ def _save_pages(item, when: str) -> Path | None:
 # --- server, image set, served deployment -------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prefect_server(tmp_path_factory) -> Iterator[dict[str, Any]]:
     """``prefect server start`` on a free port with a temp PREFECT_HOME.
 
@@ -170,7 +170,7 @@ def prefect_server(tmp_path_factory) -> Iterator[dict[str, Any]]:
         kill_process_group(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def image_set(tmp_path_factory) -> Path:
     """Real digit JPEGs from the demo's generator: classes 0-2, 8 images each, 75 px."""
     from irv2_core.data.digits import make_digits_dataset
@@ -183,7 +183,7 @@ def image_set(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served(prefect_server, image_set, tmp_path_factory) -> Iterator[dict[str, Any]]:
     """``irv2 serve --file prefect.yaml`` of one deployment, in its own process group."""
     base = tmp_path_factory.mktemp("ui-serve")
@@ -238,7 +238,7 @@ def served(prefect_server, image_set, tmp_path_factory) -> Iterator[dict[str, An
 # --- the browser --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(failure_dir) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -252,7 +252,7 @@ def browser(failure_dir) -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def new_page(browser) -> Iterator[Callable[[], Any]]:
     """Opens 1600x1100 pages that a failure screenshots; they close at the end of the session."""
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
