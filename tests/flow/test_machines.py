@@ -23,6 +23,7 @@ from pathlib import Path
 import boto3
 import pytest
 from conftest import write_image_tree
+from test_flow import FLOW_SMOKE
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
@@ -30,17 +31,7 @@ BUCKET, DATA, OUT = "irv2-machines", "images", "irv2"
 HEAVY = ("stage", "convert", "train", "evaluate", "export-MINDIR")
 # 40 epochs x 2 steps, a checkpoint every 5 epochs (each is ~650 MB with the optimizer state):
 # when the first one is complete in the store there are still many steps left to kill
-MACHINE_SMOKE = dict(
-    batch_size=4,
-    epoch_size=40,
-    save_checkpoint_epochs=5,
-    max_steps_per_epoch=2,
-    drop_rate=0.0,
-    keep_checkpoint_max=1,
-    eval_batch_size=4,
-    eval_every_epochs=0,
-    work_nums=2,
-)
+MACHINE_SMOKE = {**FLOW_SMOKE, "epoch_size": 40, "save_checkpoint_epochs": 5}
 DRIVER = (
     "import json, sys\n"
     "from flows.train_eval_export import train_eval_export\n"
