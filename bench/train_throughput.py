@@ -40,6 +40,12 @@ from pathlib import Path
 
 CLASSES = 1000
 LR = 0.01
+# Training FLOPs per image (forward + backward, convolutions and matmuls), counted on timm's
+# inception_resnet_v2 with torch.utils.flop_counter.FlopCounterMode (docs/perf.md §1).
+TRAIN_GFLOP_PER_IMAGE = {75: 2.607, 299: 78.90}
+# FP32 FLOP per cycle per core: two 256-bit FMA pipes (8 lanes x 2 FLOP each). Zen 4 runs
+# AVX-512 as two 256-bit halves, so its peak is the same with or without the AVX2 cap.
+FLOP_PER_CYCLE = 32
 
 
 # ---------------------------------------------------------------- workers (one process each)
@@ -222,6 +228,22 @@ class Worker:
             self.proc.wait()
 
 
+def fp32_peak_gflops() -> float | None:
+    """This machine's FP32 peak in GFLOP/s (cores x clock x FLOP_PER_CYCLE), or None."""
+    try:
+        mhz = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+               if line.startswith("cpu MHz")]  # fmt: skip
+    except OSError:
+        return None
+    return len(mhz) * (statistics.mean(mhz) / 1000.0) * FLOP_PER_CYCLE if mhz else None
+
+
+def _peak_share(size: int, img_s: float | None, peak: float | None) -> str:
+    if not img_s or not peak or size not in TRAIN_GFLOP_PER_IMAGE:
+        return "-"
+    return f"{100.0 * img_s * TRAIN_GFLOP_PER_IMAGE[size] / peak:.0f} %"
+
+
 def _load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -300,14 +322,20 @@ def main() -> int:
     print(f"\nbatch {args.batch}, {args.rounds} rounds x {args.steps} steps per side, medians")
     if args.project_env_b is not None:
         print(f"project-b env: {' '.join(args.project_env_b)}")
-    print("| px | project img/s | timm img/s | project/timm | peak GiB (project/timm) | load |")
-    print("|---|---|---|---|---|---|")
+    peak = fp32_peak_gflops()
+    if peak:
+        print(f"FP32 peak {peak:.0f} GFLOP/s ({os.cpu_count()} cores x clock x {FLOP_PER_CYCLE})")
+    print("| px | project img/s | timm img/s | project/timm | project % FP32 peak "
+          "| timm % FP32 peak | peak GiB (project/timm) | load |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for size, med, rss, before, after in summary:
         timm = med.get("timm")
         ratio = f"{med['project'] / timm:.2f}x" if timm else "-"
         mem = f"{rss.get('project', 0):.1f}/{rss.get('timm', 0):.1f}"
         t = f"{timm:.2f}" if timm else "-"
-        print(f"| {size} | {med['project']:.2f} | {t} | {ratio} | {mem} | {before} -> {after} |")
+        shares = f"{_peak_share(size, med['project'], peak)} | {_peak_share(size, timm, peak)}"
+        print(f"| {size} | {med['project']:.2f} | {t} | {ratio} | {shares} | {mem} "
+              f"| {before} -> {after} |")  # fmt: skip
         if "project-b" in med:
             print(f"|   {size} project-b | {med['project-b']:.2f} | {t} | - | - | - |")
     return 0
