@@ -12,7 +12,8 @@ project / timm, with the load average before and after.
 The project side is ``recipe.build_train_cell`` in GRAPH mode, fed uint8 pixels (the network
 normalises them as its first op, as in ``irv2 train``). The timm side is
 ``timm.create_model("inception_resnet_v2")`` + ``timm.optim.create_optimizer_v2("rmsproptf")``
-+ ``CrossEntropyLoss(label_smoothing=0.1)`` fed normalised float32 (timm's contract). When torch
++ ``CrossEntropyLoss(label_smoothing=0.1)`` fed normalised float32 (timm's contract), at its
+native oneDNN ISA (the AVX2 cap is MindSpore's; ``--timm-isa AVX2`` caps torch too). When torch
 and timm are not importable here, the timm worker runs under ``--timm-python`` (default: the
 interpreter of /work/bench-venv or $IRV2_BENCH_PYTHON); install them with the ``bench`` extra
 (``pip install .[bench]``, never in CI) or in a separate venv. Without either, only the project
@@ -256,6 +257,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternations per side and size")
     parser.add_argument("--timm-python", help="interpreter with torch + timm (default: probe)")
     parser.add_argument("--no-timm", action="store_true", help="time the project side only")
+    parser.add_argument("--timm-isa", help="cap timm's oneDNN ISA too, e.g. AVX2 (default: none)")
     parser.add_argument(
         "--project-env", nargs="*", default=[], metavar="KEY=VALUE", help="project worker env"
     )
@@ -281,6 +283,11 @@ def main() -> int:
     # MindSpore's own thread pool is not OpenMP. Passive waiting keeps the comparison fair.
     timm_env = dict(env)
     timm_env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # The AVX2 cap is MindSpore's need (findings §0), not torch's: timm runs at the ISA its users
+    # get unless --timm-isa says otherwise (bench/onednn_kernels.py compares both).
+    timm_env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if args.timm_isa:
+        timm_env["ONEDNN_MAX_CPU_ISA"] = args.timm_isa
     timm_py = None if args.no_timm else _timm_python(args.timm_python)
     if timm_py is None and not args.no_timm:
         print("torch/timm not importable (pip install .[bench]): project side only\n")
@@ -288,7 +295,9 @@ def main() -> int:
     if args.project_env:
         print(f"project worker env: {' '.join(args.project_env)}")
     if timm_py:
-        print(f"timm worker: {timm_py}, OMP_WAIT_POLICY={timm_env['OMP_WAIT_POLICY']}")
+        isa = timm_env.get("ONEDNN_MAX_CPU_ISA", "native")
+        print(f"timm worker: {timm_py}, OMP_WAIT_POLICY={timm_env['OMP_WAIT_POLICY']}, "
+              f"oneDNN ISA {isa}")  # fmt: skip
     summary = []
     for size in args.sizes:
         workers = [Worker("project", sys.executable, size, args.batch, project_env)]
