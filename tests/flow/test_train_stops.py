@@ -113,7 +113,7 @@ def test_train_timeout_fails_the_run_and_kills_the_training_group(
     finally:
         watcher.done.set()
         watcher.join()
-    assert state.is_failed(), state
+    assert state.is_failed() and state.name == "TimedOut", state
     error = str(state.result(raise_on_failure=False))
     assert "training exceeded its 8 s limit; killed" in error, error
     assert_groups_gone(watcher.leaders)
