@@ -6,8 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from irv2_core.errors import Irv2Error
+from irv2_core.errors import Irv2Error, TransientError
 from irv2_core.records import schema_digest
+from irv2_core.storage.s3client import is_transient
 
 __all__ = [
     "PERSIST",
@@ -34,21 +35,6 @@ def for_record(key: str, record: type[BaseModel]) -> str:
     return f"{key.split('~')[0]}~{schema_digest(record)}"
 
 
-_TRANSIENT_S3_CODES = {
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "500",
-    "502",
-    "503",
-    "504",
-}
-
-
 def exception_of(state: Any) -> BaseException | None:
     """The exception a failed Prefect state holds (None if it holds none)."""
     try:
@@ -72,33 +58,14 @@ def is_transient_network_error(exc: BaseException | None) -> bool:
 
     Authentication failures and missing buckets/keys are not transient: retrying cannot fix them.
     """
-    for err in _chain(exc):
-        name = type(err).__name__
-        if isinstance(err, ConnectionError | TimeoutError):
-            return True
-        if name in {
-            "EndpointConnectionError",
-            "ConnectTimeoutError",
-            "ReadTimeoutError",
-            "ConnectionClosedError",
-            "ProtocolError",
-            "IncompleteReadError",
-            "ResponseStreamingError",
-        }:
-            return True
-        response = getattr(err, "response", None)
-        if isinstance(response, dict):
-            code = str(response.get("Error", {}).get("Code", ""))
-            status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            if code in _TRANSIENT_S3_CODES or status in _TRANSIENT_S3_CODES:
-                return True
-    return False
+    return any(is_transient(err) for err in _chain(exc))
 
 
 def is_user_error(exc: BaseException | None) -> bool:
-    """True when the failure is bad input (Irv2Error or the CLI's exit status 2): do not retry."""
+    """True when the failure is bad input (an Irv2Error that is not a TransientError, or the
+    CLI's exit status 2): do not retry."""
     for err in _chain(exc):
-        if isinstance(err, Irv2Error):
+        if isinstance(err, Irv2Error) and not isinstance(err, TransientError):
             return True
         if getattr(err, "returncode", None) == 2:
             return True

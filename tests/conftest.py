@@ -1,5 +1,5 @@
 """Shared fixtures: a temporary working directory, MindSpore's compile cache, tiny image sets,
-and a real S3 HTTP endpoint (moto in server mode) on localhost."""
+a real S3 HTTP endpoint (moto in server mode) on localhost, and a Prefect test harness."""
 
 from __future__ import annotations
 
@@ -93,6 +93,22 @@ def s3_client(s3_server):
     import boto3
 
     return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """A real Prefect engine and API (SQLite in a temp folder), entered once per session, with
+    task results stored in a temp folder instead of ~/.prefect/storage."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(storage)}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
+        yield storage
 
 
 @pytest.fixture(scope="module")

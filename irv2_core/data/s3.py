@@ -35,8 +35,8 @@ from irv2_core.data.sources import (
     part_digests,
     temp_path,
 )
-from irv2_core.errors import Irv2Error
-from irv2_core.storage.s3client import MAX_ATTEMPTS, S3Client
+from irv2_core.errors import Irv2Error, TransientError
+from irv2_core.storage.s3client import MAX_ATTEMPTS, S3Client, is_transient
 
 MULTIPART_THRESHOLD = 64 << 20
 # Checksums we can recompute without extra packages (CRC32C/CRC64NVME need awscrt).
@@ -242,9 +242,10 @@ class S3Source:
             os.replace(tmp, final)
         except (ClientError, BotoCoreError) as exc:
             tmp.unlink(missing_ok=True)
-            fail(obj, str(self.explain(exc, "downloading")))
+            fail(obj, self.explain(exc, "downloading"))
         except Exception as exc:  # any failure of one object is reported, never fatal to others
             tmp.unlink(missing_ok=True)
-            fail(obj, self.scrub(f"{type(exc).__name__}: {exc}"))
+            kind = TransientError if is_transient(exc) else Irv2Error
+            fail(obj, kind(self.scrub(f"{type(exc).__name__}: {exc}")))
         else:
             done(obj, entry)

@@ -42,9 +42,10 @@ class SourceObject:
     rejected: str | None = None  # why it must not be staged (the source itself decided)
 
 
-# done(obj, entry) for a verified file in place; fail(obj, reason) otherwise.
+# done(obj, entry) for a verified file in place; fail(obj, error) otherwise (a TransientError
+# when trying again later may fetch it).
 Done = Callable[[SourceObject, dict[str, Any]], None]
-Fail = Callable[[SourceObject, str], None]
+Fail = Callable[[SourceObject, Irv2Error], None]
 
 
 def temp_path(final: Path) -> Path:
@@ -200,8 +201,10 @@ class LocalSource:
             obj, final = pair
             try:
                 done(obj, self._copy(obj, final))
-            except (OSError, Irv2Error) as exc:
-                fail(obj, str(exc))
+            except Irv2Error as exc:
+                fail(obj, exc)
+            except OSError as exc:
+                fail(obj, Irv2Error(str(exc)))
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             list(pool.map(one, items))

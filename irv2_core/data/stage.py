@@ -30,7 +30,7 @@ from irv2_core.data.sources import (
     SourceObject,
     parse_source,
 )
-from irv2_core.errors import Irv2Error
+from irv2_core.errors import Irv2Error, TransientError
 from irv2_core.records import StageRecord
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.io import atomic_write_json, read_json
@@ -208,8 +208,11 @@ def _mirror(source, objects: list[SourceObject], dest: Path):
         fail=lambda obj, reason: failures.append((obj.key, reason)),
     )
     if failures:
-        listed = "; ".join(f"{k}: {r}" for k, r in sorted(failures)[:5])
-        raise Irv2Error(
+        listed = "; ".join(f"{k}: {r}" for k, r in sorted(failures, key=lambda f: f[0])[:5])
+        # only when every failure may pass on retry is the whole stage worth retrying
+        transient = all(isinstance(r, TransientError) for _, r in failures)
+        kind = TransientError if transient else Irv2Error
+        raise kind(
             f"{len(failures)} of {len(todo)} objects failed to stage from {source.describe()} "
             f"({listed}{' ...' if len(failures) > 5 else ''}); verified files are kept, "
             "run stage again to fetch the rest"

@@ -3,8 +3,9 @@
 Works with AWS S3, MinIO and Huawei OBS (S3 API): endpoint from the argument or
 ``AWS_ENDPOINT_URL``; credentials and region from the standard AWS chain. Transient failures
 (5xx, throttling, dropped connections) are retried by botocore's ``standard`` mode with bounded
-attempts. Every message is scrubbed of the secret key and session token before it can reach a log
-or the user.
+attempts; what still fails after them is explained as a TransientError (an Irv2Error), so the
+Prefect task around it retries it later, unlike bad credentials or a missing bucket. Every message
+is scrubbed of the secret key and session token before it can reach a log or the user.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from irv2_core.errors import Irv2Error
+from irv2_core.errors import Irv2Error, TransientError
 
-__all__ = ["MAX_ATTEMPTS", "S3Client", "redact_url"]
+__all__ = ["MAX_ATTEMPTS", "S3Client", "is_transient", "redact_url"]
 
 MAX_ATTEMPTS = 6  # botocore standard mode: exponential backoff with jitter, capped at 20 s
 _CRED_HINTS = {
@@ -34,6 +35,43 @@ _CRED_HINTS = {
     "InvalidToken": "the session token is invalid",
     "TokenRefreshRequired": "the session token must be refreshed",
 }
+_TRANSIENT_CODES = {
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+_TRANSIENT_NAMES = {
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+    "ProtocolError",
+    "IncompleteReadError",
+    "ResponseStreamingError",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when *exc* itself (not its cause) may pass on retry: a dropped or timed-out
+    connection, S3 throttling or a 5xx; never bad credentials or a missing bucket/key."""
+    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
+        return True
+    if type(exc).__name__ in _TRANSIENT_NAMES:
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        return code in _TRANSIENT_CODES or status in _TRANSIENT_CODES
+    return False
 
 
 def redact_url(url: str | None) -> str | None:
@@ -106,4 +144,6 @@ class S3Client:
                 msg = f"S3 error while {what} {where}: {code or status} {err.get('Message', '')}"
         else:
             msg = f"failed while {what} {where}: {type(exc).__name__}: {exc}"
-        return Irv2Error(self.scrub(msg))
+        # the cause is not chained (its text is not scrubbed): the type says whether to retry
+        kind = TransientError if is_transient(exc) else Irv2Error
+        return kind(self.scrub(msg))

@@ -44,22 +44,6 @@ FLOW_SMOKE = dict(
 HEAVY = ("stage", "convert", "train", "evaluate", "export-MINDIR", "export-ONNX")
 
 
-@pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory):
-    """A real Prefect engine and API (SQLite in a temp folder), entered once per session, with
-    task results stored in a temp folder instead of ~/.prefect/storage."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-results")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry
-    with (
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(storage)}),
-        prefect_test_harness(server_startup_timeout=120),
-    ):
-        yield storage
-
-
 class KillTrainingAtCheckpoint(threading.Thread):
     """SIGKILLs the training process group once its first checkpoint is on disk (once)."""
 

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from deployments import load_deployment_specs
 from flows.params import validate_params
 from flows.serve import build_deployments, served
-from irv2_core.errors import Irv2Error
+from irv2_core.errors import Irv2Error, TransientError
 from tasks.caching import cache_key, stamp_path, write_stamp
 from tasks.common import is_transient_network_error, is_user_error
 from tasks.launch import TrainingProcessError, run_supervised
@@ -182,6 +182,9 @@ def test_only_transient_network_errors_are_retried():
     except Irv2Error as exc:
         assert is_transient_network_error(exc)
     assert is_user_error(Irv2Error("bad")) and is_user_error(TrainingProcessError("x", 2))
+    # what stage raises once botocore's own retries are spent: retried, and not bad input
+    assert is_transient_network_error(TransientError("3 of 9 objects failed"))
+    assert not is_user_error(TransientError("3 of 9 objects failed"))
     assert not is_user_error(TrainingProcessError("killed", -9))
 
 
