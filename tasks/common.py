@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from irv2_core.errors import Irv2Error, TransientError
+from irv2_core.errors import EXIT_BAD_INPUT, Irv2Error, TransientError
 from irv2_core.records import schema_digest
 from irv2_core.storage.s3client import is_transient
 
@@ -63,11 +63,11 @@ def is_transient_network_error(exc: BaseException | None) -> bool:
 
 def is_user_error(exc: BaseException | None) -> bool:
     """True when the failure is bad input (an Irv2Error that is not a TransientError, or the
-    CLI's exit status 2): do not retry."""
+    CLI's exit status EXIT_BAD_INPUT): do not retry. EXIT_TRANSIENT is retried."""
     for err in _chain(exc):
         if isinstance(err, Irv2Error) and not isinstance(err, TransientError):
             return True
-        if getattr(err, "returncode", None) == 2:
+        if getattr(err, "returncode", None) == EXIT_BAD_INPUT:
             return True
     return False
 

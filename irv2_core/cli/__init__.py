@@ -14,7 +14,7 @@ import importlib
 import sys
 
 from irv2_core import __version__
-from irv2_core.errors import Irv2Error
+from irv2_core.errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, Irv2Error, TransientError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None, commands: dict[str, Command] = COMMANDS)
         return 2 if argv else 0
     try:
         return int(args.func(args) or 0)
+    except TransientError as exc:  # its own status, so a launching task retries it
+        print(
+            f"irv2 {args.command}: error (transient, may pass if retried): {exc}", file=sys.stderr
+        )
+        return EXIT_TRANSIENT
     except Irv2Error as exc:
         print(f"irv2 {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT

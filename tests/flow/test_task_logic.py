@@ -15,7 +15,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from deployments import load_deployment_specs
 from flows.params import validate_params
 from flows.serve import build_deployments, served
-from irv2_core.errors import Irv2Error, TransientError
+from irv2_core.cli import main as cli_main
+from irv2_core.errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, Irv2Error, TransientError
 from tasks.caching import cache_key, stamp_path, write_stamp
 from tasks.common import is_transient_network_error, is_user_error
 from tasks.launch import TrainingProcessError, run_supervised
@@ -186,6 +187,20 @@ def test_only_transient_network_errors_are_retried():
     assert is_transient_network_error(TransientError("3 of 9 objects failed"))
     assert not is_user_error(TransientError("3 of 9 objects failed"))
     assert not is_user_error(TrainingProcessError("killed", -9))
+
+
+def test_a_transient_failure_in_the_cli_is_retried_not_taken_for_bad_input(tmp_path, monkeypatch):
+    """A training child that fails on an unreachable store (a TransientError) exits with its own
+    status, which the launching task retries; status 2 (bad input) it does not."""
+    for key, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    unreachable = ["--endpoint-url", "http://127.0.0.1:9"]  # the discard port: refused
+    rc = cli_main(["pull", "s3://b/runs/run-x", str(tmp_path / "d"), *unreachable])
+    assert rc == EXIT_TRANSIENT
+    assert not is_user_error(TrainingProcessError("store unreachable", rc))
+    assert cli_main(["pull", "not-a-uri", str(tmp_path / "d")]) == EXIT_BAD_INPUT
+    assert is_user_error(TrainingProcessError("bad input", EXIT_BAD_INPUT))
 
 
 def test_invalid_parameters_name_the_field(tmp_path):
