@@ -185,6 +185,9 @@ def test_msrun_command_for_several_devices(tmp_path):
     )
     assert "--master_port=8118" in node0
     assert log == tmp_path / "run" / "msrun_log" / "worker_0.log"
+    # a node that never joins is bounded by the train task's join timeout, in msrun too
+    bounded, _ = train_command("mr", tmp_path / "run", tmp_path / "c.yaml", launch, None, 42.5)
+    assert "--cluster_time_out=43" in bounded and "--cluster_time_out=600" in node0
 
 
 def test_only_transient_network_errors_are_retried():
