@@ -45,6 +45,12 @@ class FlowParams(BaseModel):
         "train-node/process",
         description="the train-node deployment that runs nodes 1..num_nodes-1 (num_nodes > 1)",
     )
+    node_join_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="num_nodes > 1: seconds every node has to start and join the msrun cluster "
+        "before the job fails naming the missing nodes",
+    )
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     shards: int = Field(1, ge=1, le=1000)
     train_timeout_s: float | None = Field(None, gt=0)

@@ -120,6 +120,7 @@ def run_stages(params: FlowParams) -> dict[str, Any] | State:
         store=store,
         data_prefix=data_prefix,
         node_deployment=params.node_deployment,
+        join_timeout_s=params.node_join_timeout_s,
     )
     run_dir = trained.run_dir
     checkpoint = trained.final_checkpoint

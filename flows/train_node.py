@@ -31,8 +31,10 @@ def train_node(
     launch: dict[str, Any],
     store: StoreRef | None = None,
     timeout_s: float | None = None,
+    join_timeout_s: float = 600.0,
 ) -> int:
-    """Run node ``launch["node_rank"]`` (> 0) of the msrun job training into *run_dir*."""
+    """Run node ``launch["node_rank"]`` (> 0) of the msrun job training into *run_dir*; msrun
+    gives up after *join_timeout_s* when the cluster has not formed."""
     from tasks.training import train_command
 
     logger = get_run_logger()
@@ -41,7 +43,9 @@ def train_node(
         raise ValueError(
             f"train-node runs nodes 1..N-1; node 0 is the train task (got {node_rank})"
         )
-    command, _ = train_command(data_dir, Path(run_dir), Path(config_file), launch, store)
+    command, _ = train_command(
+        data_dir, Path(run_dir), Path(config_file), launch, store, join_timeout_s
+    )
     logger.info("node %d launching: %s", node_rank, " ".join(command))
     env = {**launch_env(), "PYTHONUNBUFFERED": "1", NODE_RANK_ENV: str(node_rank)}
     env.setdefault("GLOG_v", "3")

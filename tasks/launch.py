@@ -3,12 +3,15 @@
 Prefect does not kill child processes on timeout or cancellation, and ``msrun`` starts a scheduler
 plus one worker per device. So training starts in its own session (process group), its output lines
 are handed to a callback as they arrive (rank 0's log for msrun), ``progress.json`` is polled for a
-progress callback, and on any way out other than a clean exit the whole group is killed.
+progress callback, and on any way out other than a clean exit the whole group is killed, with the
+groups of its descendants: msrun starts each worker in a session of its own (``os.setsid``), out of
+reach of a signal to msrun's group.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -19,6 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 __all__ = ["TrainingProcessError", "kill_group", "run_supervised", "worker_error_tail"]
 
@@ -34,20 +39,45 @@ class TrainingProcessError(RuntimeError):
 
 
 def kill_group(proc: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
-    """SIGTERM the process group of *proc*, then SIGKILL whatever is left after *grace_s*."""
-    pgid = proc.pid  # start_new_session: the leader's pid is the group id, even once reaped
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+    """SIGTERM the process group of *proc* and the groups of its descendants, then SIGKILL
+    whatever is left after *grace_s*."""
+    # start_new_session: the leader's pid is the group id, even once reaped. The descendants are
+    # listed before any signal: once msrun dies its workers are reparented and cannot be found.
+    groups, procs = {proc.pid}, []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        procs = psutil.Process(proc.pid).children(recursive=True)
+    own = os.getpgrp()
+    for child in procs:
         try:
-            os.killpg(pgid, sig)
+            groups.add(os.getpgid(child.pid))
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
             continue
-        # the leader is gone; children of the group (msrun workers) may still be exiting
-        if not _group_alive(pgid):
+    groups.discard(own)  # never signal the group of this process (the flow run itself)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for pgid in groups:
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + wait_s
+        while _running(proc, procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _running(proc, procs):
             return
+
+
+def _running(proc: subprocess.Popen[Any], procs: list[psutil.Process]) -> bool:
+    """True while the leader is not reaped or a listed descendant has not exited (a zombie
+    waiting for init to reap it has)."""
+    if proc.poll() is None:
+        return True
+    for child in procs:
+        try:
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            continue
+    return False
 
 
 def _group_alive(pgid: int) -> bool:

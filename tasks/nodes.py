@@ -124,13 +124,16 @@ class NodeRuns:
 
     def cancel_unfinished(self) -> list[int]:
         """Ask every node run that has not finished to cancel (the worker kills its process
-        group); return their node ranks."""
+        group; the server cancels at once a scheduled run no worker has taken); return their
+        node ranks."""
         cancelled = []
         with get_client(sync_client=True) as client:
             for rank, run_id in self.ids.items():
                 state = client.read_flow_run(run_id).state
                 if state is not None and state.is_final():
                     continue
-                client.set_flow_run_state(run_id, Cancelling(), force=True)
+                # not forced: the server's orchestration turns Scheduled -> Cancelling into
+                # Cancelled when no worker has the run, else it would wait for one forever
+                client.set_flow_run_state(run_id, Cancelling())
                 cancelled.append(rank)
         return cancelled

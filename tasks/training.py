@@ -9,6 +9,7 @@ artifact; a timeout, cancellation or crash of the flow process kills the whole p
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -68,6 +69,7 @@ def _start_nodes(
         "config_file": str(config_file),
         "store": store,
         "timeout_s": timeout_s,
+        "join_timeout_s": join_timeout_s,
     }
     nodes = NodeRuns(deployment, join_timeout_s=join_timeout_s)
     nodes.submit(
@@ -108,11 +110,13 @@ def train_command(
     config_file: Path,
     launch: dict[str, Any],
     store: StoreRef | None = None,
+    join_timeout_s: float = 600.0,
 ) -> tuple[list[str], Path | None]:
     """argv of the training process, and rank 0's log file when msrun writes one.
 
     One device runs ``python -m irv2_core train``; ``device_num`` > 1 (or several nodes) wraps the
-    same arguments in ``msrun --worker_num=N --local_worker_num=n``.
+    same arguments in ``msrun --worker_num=N --local_worker_num=n``, whose cluster building gives
+    up after *join_timeout_s* (the same bound the train task puts on node runs starting).
     """
     args = ["train", "--data", str(data_dir), "--out", str(run_dir)]
     args += ["--config", str(config_file), "--resume"]
@@ -141,6 +145,7 @@ def train_command(
         node_rank=node_rank,
         n_nodes=num_nodes,
         log_dir=str(log_dir),
+        cluster_time_out=max(1, math.ceil(join_timeout_s)),
     )
     return command, (log_dir / "worker_0.log" if node_rank == 0 else None)
 
@@ -228,7 +233,9 @@ def train_task(
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "requested_config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=True), encoding="utf-8")
-    command, rank0_log = train_command(data_dir, run_dir, config_file, launch or {}, store)
+    command, rank0_log = train_command(
+        data_dir, run_dir, config_file, launch or {}, store, join_timeout_s
+    )
     logger.info("launching: %s", " ".join(command))
     from irv2_core.training.distributed import launch_env
 
@@ -264,11 +271,15 @@ def train_task(
     except BaseException as exc:
         if nodes is None:
             raise
-        cancelled = nodes.cancel_unfinished()
-        if cancelled:
-            logger.warning("cancelled training node runs %s", cancelled)
-        if isinstance(exc, TrainingProcessError):  # node 0 failed: was another node first?
-            nodes.check(force=True)
+        try:
+            if isinstance(exc, TrainingProcessError):
+                # node 0 failed: did another node fail first? Read the node states before
+                # cancelling them, else the nodes just cancelled would be blamed
+                nodes.check(force=True)
+        finally:
+            cancelled = nodes.cancel_unfinished()
+            if cancelled:
+                logger.warning("cancelled training node runs %s", cancelled)
         raise
     write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
     result = _result(run_dir)

@@ -3,16 +3,23 @@
 A real ``prefect server start`` (temp PREFECT_HOME), the ``irv2-process`` work pool with two
 ``prefect worker start`` processes, the ``train-node`` deployment made with ``prefect deploy``;
 the train task (in a small flow) runs node 0 and starts node 1 as a run of that deployment.
+A second deployment sits on a pool no worker polls: its node runs never start. The failure tests
+watch the job's processes (psutil, by the test's run folder in their command lines) and check that
+every one the job started is gone afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 from ui.uikit import Api, free_port, kill_process_group, tail, venv_tool, wait_for
@@ -24,6 +31,7 @@ pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 POOL, DEPLOYMENT = "irv2-process", "train-node/nodes-test"
+IDLE_POOL, IDLE_DEPLOYMENT = "irv2-idle", "train-node/nodes-idle"  # no worker polls this pool
 STARTUP_S = 300
 
 
@@ -61,20 +69,22 @@ def cluster(tmp_path_factory):
     try:
         api = Api(api_url)
         wait_for("the Prefect server", lambda: api.get("/health") is True, STARTUP_S)
-        subprocess.run(
-            [prefect, "work-pool", "create", POOL, "--type", "process"],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        for pool in (POOL, IDLE_POOL):
+            subprocess.run(
+                [prefect, "work-pool", "create", pool, "--type", "process"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
         spec = {
             "name": "irv2-nodes-test",
             "deployments": [
                 {
-                    "name": DEPLOYMENT.split("/")[1],
+                    "name": name.split("/")[1],
                     "entrypoint": "flows/train_node.py:train_node",
-                    "work_pool": {"name": POOL},
+                    "work_pool": {"name": pool},
                 }
+                for name, pool in ((DEPLOYMENT, POOL), (IDLE_DEPLOYMENT, IDLE_POOL))
             ],
         }
         prefect_yaml = home / "prefect.yaml"
@@ -96,26 +106,33 @@ def cluster(tmp_path_factory):
                     home,
                 )
             )
-        yield {"env": env, "home": home}
+        yield {"env": env, "home": home, "api": api}
     finally:
         for proc in reversed(procs):
             kill_process_group(proc)
 
 
-def test_two_nodes_train_one_model(cluster, tmp_path):
-    import mindspore as ms
+@pytest.fixture(scope="module")
+def train_only(tmp_path_factory) -> Path:
+    """Train split only (no val): these tests are about the nodes, not evaluation."""
+    root = tmp_path_factory.mktemp("nodes-data")
+    full = make_mindrecord(root / "src")
+    data = root / "train-only"
+    data.mkdir()
+    for f in [*full.glob("train.mindrecord*"), full / "classes.json"]:
+        (data / f.name).symlink_to(f)
+    return data
+
+
+def _train(cluster, data: Path, runs: Path, task: Any = None, **kwargs: Any):
+    """The train task (node 0 here, node 1 a run of *node_deployment*) in a small flow against
+    the test server; returns the flow's final state."""
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     from irv2_core.config import load_config
-    from irv2_core.runtime.io import read_json
     from tasks.training import train_task
 
-    full = make_mindrecord(tmp_path / "src")
-    data = tmp_path / "train-only"  # no val split: this test is about the two nodes' all-reduce
-    data.mkdir()
-    for f in [*full.glob("train.mindrecord*"), full / "classes.json"]:
-        (data / f.name).symlink_to(f)
     cfg = load_config("cpu-smoke", overrides={**SMOKE, "epoch_size": 1}).to_dict()
     launch = {
         "device_num": 1,
@@ -127,25 +144,172 @@ def test_two_nodes_train_one_model(cluster, tmp_path):
 
     @flow(name="nodes-test")
     def nodes_test() -> dict:
-        return train_task(
+        return (task or train_task)(
             data_dir=str(data),
             data_fingerprint="nodes-test",
             config=cfg,
-            runs_dir=str(tmp_path / "runs"),
+            runs_dir=str(runs),
             launch=launch,
             timeout_s=900,
+            **kwargs,
+        )
+
+    settings = {
+        PREFECT_API_URL: cluster["env"]["PREFECT_API_URL"],
+        PREFECT_LOCAL_STORAGE_PATH: str(runs.parent / "results"),
+    }
+    with temporary_settings(settings):
+        return nodes_test(return_state=True)
+
+
+def _job_processes(marker: str) -> list[psutil.Process]:
+    """Live processes whose command line names *marker* (the test's runs folder): msrun, its
+    scheduler and workers on either node."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(marker in arg for arg in proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
+
+
+class _Watch(threading.Thread):
+    """Records the job's processes while the train task runs; with *kill_node*, SIGKILLs that
+    node's msrun process group once it has started (a node machine dying)."""
+
+    def __init__(self, marker: str, kill_node: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.marker, self.kill_node = marker, kill_node
+        self.seen: dict[int, list[str]] = {}
+        self.killed: list[int] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.3):
+            for proc in _job_processes(self.marker):
+                cmd, victims = proc.info["cmdline"], [proc]
+                self.seen.setdefault(proc.pid, cmd)
+                if not self.killed and self._is_msrun(cmd, self.kill_node):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        victims = [proc, *proc.children(recursive=True)]  # msrun + its workers
+                    for victim in victims:
+                        with contextlib.suppress(psutil.NoSuchProcess):
+                            victim.kill()
+                    self.killed.append(proc.pid)
+
+    @staticmethod
+    def _is_msrun(cmd: list[str], node: int | None) -> bool:
+        return (
+            node is not None
+            and len(cmd) > 1
+            and Path(cmd[1]).name == "msrun"
+            and (f"--node_rank={node}" in cmd)
+        )
+
+    def msruns(self, node: int) -> list[int]:
+        """pids of the msrun processes of *node* seen."""
+        return [pid for pid, cmd in self.seen.items() if self._is_msrun(cmd, node)]
+
+    def __enter__(self) -> _Watch:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+        self.join(timeout=30)
+
+
+def _node_runs(api: Api, runs: Path) -> dict[int, dict[str, Any]]:
+    """The train-node flow runs of the job training into *runs*, by node rank."""
+    body = {"flow_runs": {"tags": {"all_": ["irv2-train-node"]}}}
+    return {
+        int(r["parameters"]["launch"]["node_rank"]): r
+        for r in api.post("/flow_runs/filter", body)
+        if str(r["parameters"].get("run_dir", "")).startswith(str(runs))
+    }
+
+
+def _assert_all_gone(marker: str) -> None:
+    wait_for(
+        f"every process of the job ({marker}) to exit", lambda: not _job_processes(marker), 120
+    )
+
+
+def _error(state) -> str:
+    assert state.is_failed(), f"expected a failed flow, got {state!r}"
+    with pytest.raises(BaseException) as err:
+        state.result()
+    return str(err.value)
+
+
+def test_missing_node_deployment_fails_at_once_saying_how_to_deploy(cluster, train_only, tmp_path):
+    runs = tmp_path / "runs"
+    with _Watch(str(runs)) as watch:
+        state = _train(cluster, train_only, runs, node_deployment="train-node/absent")
+    message = _error(state)
+    assert "'train-node/absent'" in message and "prefect --no-prompt deploy" in message, message
+    assert "--name train-node/process" in message, message
+    assert watch.seen == {}  # failed before starting anything: no msrun, no node run
+    assert _node_runs(cluster["api"], runs) == {}
+    task_runs = cluster["api"].task_runs(str(state.state_details.flow_run_id))
+    assert [r["run_count"] for r in task_runs] == [1]  # bad setup: not retried
+
+
+def test_node_that_never_starts_fails_naming_it_and_kills_node0(cluster, train_only, tmp_path):
+    from tasks.training import train_task
+
+    runs = tmp_path / "runs"
+    with _Watch(str(runs)) as watch:
+        state = _train(
+            cluster,
+            train_only,
+            runs,
+            task=train_task.with_options(retries=0),  # one attempt is the behaviour under test
+            node_deployment=IDLE_DEPLOYMENT,
+            join_timeout_s=15,
+        )
+    message = _error(state)
+    assert "training node(s) [1] did not start within 15 s" in message, message
+    assert watch.msruns(0), f"node 0's msrun was never seen: {watch.seen}"
+    assert "--cluster_time_out=15" in watch.seen[watch.msruns(0)[0]]  # msrun: the same bound
+    _assert_all_gone(str(runs))
+    node1 = _node_runs(cluster["api"], runs)[1]
+    assert node1["state"]["type"] == "CANCELLED", node1["state"]  # no worker had it: cancelled
+
+
+def test_failing_node_cancels_node0_with_its_log_tail(cluster, train_only, tmp_path):
+    from tasks.training import train_task
+
+    runs = tmp_path / "runs"
+    with _Watch(str(runs), kill_node=1) as watch:
+        state = _train(
+            cluster,
+            train_only,
+            runs,
+            task=train_task.with_options(retries=0),
             node_deployment=DEPLOYMENT,
             join_timeout_s=300,
         )
+    message = _error(state)
+    assert watch.killed, f"node 1's msrun was never seen: {watch.seen}"
+    assert "training node 1 " in message and "ended Failed" in message, message
+    tail_text = message.split("last log lines of node 1:", 1)[1]
+    assert "node 1: training exited with status -9" in tail_text, message  # from node 1's log
+    assert watch.msruns(0), f"node 0's msrun was never seen: {watch.seen}"
+    _assert_all_gone(str(runs))
+    node1 = _node_runs(cluster["api"], runs)[1]
+    assert node1["state"]["type"] == "FAILED", node1["state"]
 
-    env = cluster["env"]
-    with temporary_settings(
-        {
-            PREFECT_API_URL: env["PREFECT_API_URL"],
-            PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "results"),
-        }
-    ):
-        state = nodes_test(return_state=True)
+
+def test_two_nodes_train_one_model(cluster, train_only, tmp_path):
+    import mindspore as ms
+
+    from irv2_core.runtime.io import read_json
+
+    state = _train(
+        cluster, train_only, tmp_path / "runs", node_deployment=DEPLOYMENT, join_timeout_s=300
+    )
     logs = "\n".join(tail(p, 60) for p in sorted(cluster["home"].glob("worker*.log")))
     assert state.is_completed(), f"{state.message}\nworkers:\n{logs}"
     result = state.result()

@@ -60,13 +60,18 @@ def _script(tmp_path: Path, body: str) -> list[str]:
     return [sys.executable, str(path)]
 
 
-def _group_script(tmp_path: Path, pid_file: Path, tail: str) -> list[str]:
-    """A child that starts a sleeping grandchild, records its pid, then runs *tail*."""
+def _group_script(
+    tmp_path: Path, pid_file: Path, tail: str, own_session: bool = False
+) -> list[str]:
+    """A child that starts a sleeping grandchild (in a session of its own, as msrun starts its
+    workers, with *own_session*), records its pid, then runs *tail*."""
     return _script(
         tmp_path,
         "import subprocess, sys, time\n"
-        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n" + tail,
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
+        f" start_new_session={own_session})\n"
+        f"open({str(pid_file)!r} + '.t', 'w').write(str(g.pid))\n"
+        f"import os; os.replace({str(pid_file)!r} + '.t', {str(pid_file)!r})\n" + tail,
     )
 
 
@@ -109,6 +114,20 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     with pytest.raises(TimeoutError, match="exceeded its 3 s limit"):
         run_supervised(cmd, on_line=lambda _: None, timeout_s=3, poll_s=0.1)
     assert time.monotonic() - start < 30
+    _assert_dies(int(pid_file.read_text()))
+
+
+def test_timeout_kills_workers_in_sessions_of_their_own(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"  # msrun: each worker in its own session (os.setsid)
+    cmd = _group_script(tmp_path, pid_file, "time.sleep(120)\n", own_session=True)
+
+    def started() -> None:
+        if not pid_file.exists():  # killed only once the worker is there to be missed
+            return
+        raise TimeoutError("stop now")
+
+    with pytest.raises(TimeoutError, match="stop now"):
+        run_supervised(cmd, on_line=lambda _: None, poll_s=0.1, check=started)
     _assert_dies(int(pid_file.read_text()))
 
 
@@ -167,6 +186,9 @@ def test_msrun_command_for_several_devices(tmp_path):
     )
     assert "--master_port=8118" in node0
     assert log == tmp_path / "run" / "msrun_log" / "worker_0.log"
+    # a node that never joins is bounded by the train task's join timeout, in msrun too
+    bounded, _ = train_command("mr", tmp_path / "run", tmp_path / "c.yaml", launch, None, 42.5)
+    assert "--cluster_time_out=43" in bounded and "--cluster_time_out=600" in node0
 
 
 def test_only_transient_network_errors_are_retried():
