@@ -30,20 +30,47 @@ def _output(tmp_path: Path) -> tuple[Path, Path]:
     return out, f
 
 
+def _digest(key: str) -> str:
+    return key.split("-", 1)[0]
+
+
 def test_cache_key_is_stable_only_while_the_stamped_output_is_intact(tmp_path):
+    """Each case asserts both ways: the key changes when the output cannot be reused, and comes
+    back equal to the stamped one as soon as it can (a key that always changed, or never did,
+    fails here)."""
     out, f = _output(tmp_path)
     inputs = {"fingerprint": "abc", "shards": 1}
-    first = cache_key(out, inputs)
-    assert cache_key(out, inputs) != first  # nothing stamped yet: every call must recompute
+    first, second = cache_key(out, inputs), cache_key(out, inputs)
+    assert first != second  # nothing stamped yet: every call must recompute
+    assert _digest(first) == _digest(second)  # ... under the same content digest
+    assert cache_key(out, dict(reversed(inputs.items()))).startswith(_digest(first))  # key order
     write_stamp(out, first, [f])
+    assert cache_key(out, inputs) == cache_key(out, inputs) == first  # intact: reuse
 
-    assert cache_key(out, inputs) == first  # intact output: the stored result may be reused
-    assert cache_key(out, {**inputs, "shards": 2}) != first  # other inputs
-    f.write_bytes(b"y" * 101)
-    assert cache_key(out, inputs) != first  # changed output
+    other = cache_key(out, {**inputs, "shards": 2})  # other inputs: another digest, fresh key
+    assert _digest(other) != _digest(first) and other != first
+    assert cache_key(out, inputs) == first  # the stamp still stands for the first inputs
+
+
+def test_cache_key_changes_with_the_output_files(tmp_path):
+    out, f = _output(tmp_path)
+    inputs = {"fingerprint": "abc"}
+    first = cache_key(out, inputs)
     write_stamp(out, first, [f])
-    f.unlink()
-    assert cache_key(out, inputs) != first  # deleted output
+    st = f.stat()
+    f.write_bytes(b"y" * 100)  # same size, new content: only the mtime tells
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    changed = cache_key(out, inputs)
+    assert changed != first and _digest(changed) == _digest(first)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # the stamped size and mtime again
+    assert cache_key(out, inputs) == first
+    f.write_bytes(b"y" * 101)  # another size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache_key(out, inputs) != first
+    write_stamp(out, first, [f])  # the task re-stamps what it produced
+    assert cache_key(out, inputs) == first
+    f.unlink()  # deleted output
+    assert cache_key(out, inputs) != first
     assert stamp_path(out).name == ".mindrecord.cache.json" and stamp_path(out).parent == tmp_path
 
 
