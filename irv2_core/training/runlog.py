@@ -2,10 +2,13 @@
 
 Only the writer (rank 0) writes; other ranks get a disabled log. Lines go to stdout with flush so
 a parent process (the Prefect task) can stream them; ``progress.json`` is replaced atomically.
+Each rank, rank 0 included, also appends its own ``first_batches/rank{r}.jsonl``: what it trained
+on first in every epoch, so a sharding mistake (two ranks reading the same data) can be seen.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -14,9 +17,10 @@ from typing import Any
 from irv2_core.records import EvalMetrics
 from irv2_core.runtime.io import atomic_write_json, atomic_write_text
 
-__all__ = ["RunLog"]
+__all__ = ["FIRST_BATCHES", "RunLog", "record_first_batch"]
 
 PREFIX = "[irv2 train]"
+FIRST_BATCHES = "first_batches"  # in the run folder: rank{r}.jsonl per rank
 
 
 class RunLog:
@@ -102,3 +106,25 @@ class RunLog:
             if row.get("step", 0) <= step:
                 kept.append(json.dumps(row, sort_keys=True))
         atomic_write_text(self.metrics, "".join(k + "\n" for k in kept))
+
+
+def record_first_batch(
+    run_dir: str | Path, rank: int, rank_size: int, epoch: int, step: int, images, labels
+) -> None:
+    """Append rank *rank*'s first batch of *epoch* (trained at global *step*) to
+    ``first_batches/rank{rank}.jsonl``: its labels and the sha256 of its image bytes. Ranks
+    that read their own shards show different hashes; equal hashes mean equal data."""
+    pixels = images.asnumpy() if hasattr(images, "asnumpy") else images
+    classes = labels.asnumpy() if hasattr(labels, "asnumpy") else labels
+    row = {
+        "epoch": epoch,
+        "step": step,
+        "rank": rank,
+        "rank_size": rank_size,
+        "labels": [int(v) for v in classes],
+        "images_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+    }
+    path = Path(run_dir) / FIRST_BATCHES / f"rank{rank}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, sort_keys=True) + "\n")

@@ -44,7 +44,7 @@ from irv2_core.training.recipe import (
     create_optimizer,
     lr_schedule,
 )
-from irv2_core.training.runlog import RunLog
+from irv2_core.training.runlog import RunLog, record_first_batch
 
 __all__ = ["LEASE_KEY", "resolve_num_classes", "train"]
 
@@ -230,9 +230,14 @@ class _Run:
         checkpoints when they are due."""
         cfg, end = self.cfg, (epoch + 1) * self.spe
         global_batch = cfg.batch_size * self.world.size
+        first = True
         for images, labels in batches:
             if self.step >= end:
                 break
+            if first:  # one small row per rank and epoch: which data this rank trains on
+                where = (self.world.rank, self.world.size, cfg.start_epoch + epoch, self.step + 1)
+                record_first_batch(self.run_dir, *where, images, labels)
+                first = False
             t0 = time.perf_counter()
             loss = float(self.cell(images, labels).asnumpy())  # asnumpy waits for the step
             dt = time.perf_counter() - t0

@@ -137,7 +137,13 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
     from irv2_core.data.stage import source_fingerprint
 
     summary, workdir = first_run["summary"], first_run["workdir"]
-    assert 0.0 <= summary["top1"] <= summary["top5"] <= 1.0
+    # the numbers are eval.json's, over every one of the 9 val images (3 per class)
+    evaluated = json.loads((Path(summary["run_dir"]) / "eval.json").read_text())
+    assert evaluated["count"] == 9 and evaluated["classes"] == ["class_0", "class_1", "class_2"]
+    assert [sum(row) for row in evaluated["confusion"]] == [3, 3, 3]
+    hits = sum(evaluated["confusion"][k][k] for k in range(3))
+    assert summary["top1"] == evaluated["top1"] == pytest.approx(hits / 9)
+    assert summary["top5"] == evaluated["top5"] == 1.0  # 3 classes: always within the top 5
     assert [Path(p).name for p in summary["exports"]] == ["irv2.mindir", "irv2.onnx"]
     for path in summary["exports"]:
         assert Path(path).is_file() and Path(path).parent == workdir / "exports"

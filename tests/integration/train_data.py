@@ -3,6 +3,7 @@ tests share, so that every test compiles the same few graphs (cached across proc
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,29 @@ def run_cli(*args: str, timeout: int = 600):
 def smoke_config(**overrides) -> Config:
     """The cpu-smoke preset with the shared test settings (plus *overrides*)."""
     return load_config("cpu-smoke", overrides={**SMOKE, **overrides})
+
+
+def first_batches(run: Path, rank: int) -> list[dict]:
+    """Rows of ``first_batches/rank{rank}.jsonl``: what that rank trained on first per epoch."""
+    lines = (run / "first_batches" / f"rank{rank}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def assert_two_ranks_trained_one_model(run: Path, ckpt: str = "irv2-e1-s2.ckpt") -> None:
+    """Two data-parallel ranks, one epoch: each trained on its own data (their first batches
+    differ), yet their checkpoints *ckpt* hold the same trainable weights (averaged gradients).
+    ``is_save_on_master`` is False (the zoo's value), so rank 1 keeps its own checkpoints."""
+    import mindspore as ms
+    import numpy as np
+
+    seen = [first_batches(run, rank) for rank in (0, 1)]
+    where = [[(r["epoch"], r["step"], r["rank"], r["rank_size"]) for r in rows] for rows in seen]
+    assert where == [[(1, 1, 0, 2)], [(1, 1, 1, 2)]]  # epoch 1 from step 1, on both ranks
+    assert seen[0][0]["images_sha256"] != seen[1][0]["images_sha256"], "both ranks read one shard"
+    rank0 = ms.load_checkpoint(str(run / "checkpoints" / ckpt))
+    rank1 = ms.load_checkpoint(str(run / "checkpoints" / "rank1" / ckpt))
+    trainable = [k for k in rank0 if k.endswith((".weight", ".gamma", ".beta", ".bias"))]
+    trainable = [k for k in trainable if not k.startswith(("moment.", "mean_square."))]
+    assert len(trainable) == 694
+    for name in trainable:
+        np.testing.assert_array_equal(rank0[name].asnumpy(), rank1[name].asnumpy(), err_msg=name)

@@ -11,6 +11,7 @@ from mindspore import nn
 
 import irv2_core  # noqa: F401  (CPU speed settings before any MindSpore op)
 from irv2_core.config import ConfigError, load_config
+from irv2_core.runtime.context import compile_cache_disabled
 from irv2_core.training.recipe import (
     CrossEntropySmooth,
     build_train_cell,
@@ -150,3 +151,38 @@ def test_fixed_loss_scale_cell_unscales_in_the_optimizer(level):
     cell = build_train_cell(cfg, net, opt)
     assert isinstance(cell, nn.TrainOneStepCell) and cell.training
     assert cell.sens == 1024.0 and opt.loss_scale == 1024.0
+
+
+def _one_step(loss_scale: float, optim: str) -> tuple[dict, dict]:
+    """(before, after) parameters of a seeded SmallNet around one real train-cell step."""
+    # weight_decay large enough that a decay left scaled (or unscaled twice) would show
+    settings = {"loss_scale": loss_scale, "optim": optim, "weight_decay": 0.05, "num_classes": 2}
+    cfg = load_config("cpu-smoke", overrides={**settings, "amp_level": "O0"})
+    rng = np.random.default_rng(0)
+    net = SmallNet()
+    for p in net.trainable_params():  # the same start and batch for every scale
+        p.set_data(ms.Tensor(rng.normal(0, 0.5, p.shape).astype(np.float32)))
+    before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    cell = build_train_cell(cfg, net, create_optimizer(cfg, net, np.full(2, 0.01, np.float32)))
+    x = ms.Tensor(rng.normal(0, 1, (4, 3, 8, 8)).astype(np.float32))
+    # the session's compile cache matches graphs by compile order, not content: it handed the
+    # 1024 step the optimizer graph compiled for scale 1 (no unscale) before this guard
+    with compile_cache_disabled():
+        loss = cell(x, ms.Tensor(np.array([0, 1, 1, 0], np.int32)))
+    assert np.isfinite(float(loss.asnumpy()))
+    return before, {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+
+
+@pytest.mark.parametrize("optim", ["rmsprop", "momentum"])
+def test_fixed_loss_scale_applies_the_unscaled_gradient(optim, pynative):
+    """loss x 1024 scales every gradient by 1024; the optimizer must divide it back, so one step
+    moves the weights as an unscaled step does. (RMSProp would not hide a missing unscale: its
+    mean square starts at ones, so a 1024x gradient takes a much larger step.)"""
+    before, plain = _one_step(1.0, optim)
+    _, scaled = _one_step(1024.0, optim)
+    for name, start in before.items():
+        step = plain[name] - start
+        assert np.abs(step).max() > 1e-5, f"{name} did not move: nothing is compared"
+        np.testing.assert_allclose(
+            scaled[name] - start, step, rtol=1e-3, atol=1e-3 * np.abs(step).max(), err_msg=name
+        )

@@ -121,8 +121,10 @@ def test_imported_weights_give_timm_logits_at_75_and_299_px(imported_ckpt, refer
         with compile_cache_disabled():  # in GRAPH mode a stale cache could swap graphs
             ours = net(ms.Tensor(x)).asnumpy()
         theirs = reference["logits"][size]
+        # the README's promise, measured as it states it: max |diff| / max |logit| within 1e-6
+        # (measured 8.8e-7 at 75 px, 4.8e-7 at 299 px, the same in every run)
         rel = np.abs(ours - theirs).max() / np.abs(theirs).max()
-        assert rel <= 1e-4, f"{size} px: max relative error {rel:.2e}"
+        assert rel <= 1e-6, f"{size} px: max relative error {rel:.2e}"
         assert (ours.argmax(1) == theirs.argmax(1)).all()
 
 
