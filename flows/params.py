@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -17,7 +17,16 @@ from irv2_core.config import PRESETS, Config, ConfigError, load_config
 from irv2_core.errors import Irv2Error
 from irv2_core.export import FORMATS
 
-__all__ = ["FlowParams", "flow_signature", "validate_params", "with_signature"]
+__all__ = [
+    "ExportFormat",
+    "FlowParams",
+    "flow_signature",
+    "validate_model",
+    "validate_params",
+    "with_signature",
+]
+
+M = TypeVar("M", bound=BaseModel)
 
 ExportFormat = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
 
@@ -169,8 +178,13 @@ class FlowParams(BaseModel):
 
 def validate_params(**values: Any) -> FlowParams:
     """Build FlowParams or raise Irv2Error listing each bad field with its message."""
+    return validate_model(FlowParams, values)
+
+
+def validate_model(model: type[M], values: dict[str, Any]) -> M:
+    """Build the parameters *model* from *values* or raise Irv2Error listing each bad field."""
     try:
-        return FlowParams(**values)
+        return model(**values)
     except ValidationError as err:
         lines = ["invalid flow parameters:"]
         for e in err.errors():
@@ -181,11 +195,11 @@ def validate_params(**values: Any) -> FlowParams:
         raise Irv2Error("\n".join(lines)) from None
 
 
-def flow_signature() -> inspect.Signature:
-    """The flow function's signature, made from :class:`FlowParams` (the one declaration of the
-    parameters): Prefect builds the UI's parameter form and the deployment schema from it."""
+def flow_signature(model: type[BaseModel] = FlowParams) -> inspect.Signature:
+    """The flow function's signature, made from the parameters *model* (their one declaration):
+    Prefect builds the UI's parameter form and the deployment schema from it."""
     params = []
-    for name, field in FlowParams.model_fields.items():
+    for name, field in model.model_fields.items():
         default = inspect.Parameter.empty
         if not field.is_required():
             default = field.get_default(call_default_factory=True)

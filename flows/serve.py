@@ -2,8 +2,9 @@
 
 No work pool or worker is needed: Prefect's ``serve`` registers the deployments with the API
 (``PREFECT_API_URL``, e.g. a ``prefect server start``) and runs their flow runs here, on schedule
-or on ``prefect deployment run train-eval-export/<name>``. ``prefect.yaml`` (shipped in the
-``deployments`` package) stays the one definition of names, parameters and schedules.
+or on ``prefect deployment run train-eval-export/<name>`` (or ``re-evaluate/evaluate`` ...).
+``prefect.yaml`` (shipped in the ``deployments`` package) stays the one definition of names,
+parameters and schedules.
 """
 
 from __future__ import annotations
@@ -15,13 +16,34 @@ from prefect import serve
 from prefect.schedules import Cron
 
 from deployments import PREFECT_YAML, load_deployment_specs
+from flows.rerun import re_evaluate, re_export, re_report
 from flows.train_eval_export import train_eval_export
 from flows.train_node import train_node
 
-__all__ = ["PROCESS_POOL", "add_serve", "build_deployments", "serve_deployments", "served"]
+__all__ = [
+    "PROCESS_POOL",
+    "add_serve",
+    "build_deployments",
+    "flow_of",
+    "serve_deployments",
+    "served",
+]
 
 PROCESS_POOL = "irv2-process"  # the deployments irv2 serve runs itself (others: --only)
 NODE_ENTRYPOINT = "train_node.py:train_node"  # a node needs its own machine: a worker per node
+# the flow of each entrypoint that prefect.yaml names (train-eval-export when none matches)
+FLOWS = {
+    NODE_ENTRYPOINT: train_node,
+    "rerun.py:re_evaluate": re_evaluate,
+    "rerun.py:re_export": re_export,
+    "rerun.py:re_report": re_report,
+}
+
+
+def flow_of(spec: dict[str, Any]) -> Any:
+    """The flow function of the prefect.yaml entry *spec* (by its entrypoint)."""
+    entrypoint = spec.get("entrypoint", "")
+    return next((f for e, f in FLOWS.items() if entrypoint.endswith(e)), train_eval_export)
 
 
 def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
@@ -33,12 +55,8 @@ def build_deployments(specs: list[dict[str, Any]]) -> list[Any]:
             for s in spec.get("schedules") or []
             if "cron" in s
         ]
-        if spec.get("entrypoint", "").endswith(NODE_ENTRYPOINT):
-            flow_fn = train_node
-        else:
-            flow_fn = train_eval_export
         deployments.append(
-            flow_fn.to_deployment(
+            flow_of(spec).to_deployment(
                 name=spec["name"],
                 description=(spec.get("description") or "").strip() or None,
                 parameters=spec.get("parameters") or {},

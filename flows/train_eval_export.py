@@ -9,21 +9,20 @@ JSON dict (``irv2_core.records``); the flow reads it back as that record.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
 from flows.params import FlowParams, flow_signature, validate_params, with_signature
+from flows.stages import Stages
 from irv2_core.export import FORMATS
 from irv2_core.records import (
     ConversionRecord,
     EvalRecord,
     ExportRecord,
     PipelineFacts,
-    Record,
     ReportRecord,
     StageRecord,
     TrainSummary,
@@ -47,27 +46,6 @@ __all__ = ["FLOW_NAME", "run_stages", "train_eval_export"]
 
 FLOW_NAME = "train-eval-export"
 
-R = TypeVar("R", bound=Record)
-
-
-class _Stages:
-    """Runs tasks one after another, recording each one's wall time and final state name; with
-    an object store, their results and cache records are persisted there."""
-
-    def __init__(self, storage: Any = None) -> None:
-        self.timings: dict[str, dict[str, Any]] = {}
-        self.storage = storage
-
-    def __call__(self, name: str, task: Any, record: type[R], **kwargs: Any) -> R:
-        """Run *task*; return its result (fresh or cached) read as *record*."""
-        start = time.perf_counter()
-        if self.storage is not None:
-            task = task.with_options(result_storage=self.storage)
-        state = task(**kwargs, return_state=True)
-        seconds = time.perf_counter() - start
-        self.timings[name] = {"seconds": round(seconds, 3), "state": state.name}
-        return record.model_validate(state.result())  # raises the task's exception if it failed
-
 
 def run_stages(params: FlowParams) -> dict[str, Any] | State:
     """Run every stage for validated *params* and return the flow summary."""
@@ -79,7 +57,7 @@ def run_stages(params: FlowParams) -> dict[str, Any] | State:
     if store is not None:  # preflight: an unwritable output_uri fails before any stage
         open_ref(store).check_writable()
     storage = params.result_storage or (result_storage(store) if store else None)
-    run = _Stages(storage)
+    run = Stages(storage)
 
     staged = run(
         "stage",

@@ -49,7 +49,7 @@ def _eval_content(params: dict[str, Any]) -> dict[str, Any]:
 def _eval_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     content = _eval_content(params)
     if store := open_ref(params.get("store")):
-        prefix = eval_prefix(Path(params["run_prefix"]).name)
+        prefix = params.get("publish_prefix") or eval_prefix(Path(params["run_prefix"]).name)
         return store_cache_key(ctx, store, prefix, content, EvalRecord)
     content["out"] = str(params["out"])
     return for_record(cache_key(params["out"], content), EvalRecord)
@@ -73,8 +73,12 @@ def evaluate_task(
     store: StoreRef | None = None,
     run_prefix: str | None = None,
     data_prefix: str | None = None,
+    publish_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """top-1/top-5 of *checkpoint* on *split* of the MindRecord folder; written to *out* too."""
+    """top-1/top-5 of *checkpoint* on *split* of the MindRecord folder; written to *out* too.
+
+    With a *store*, eval.json is published under *publish_prefix* (default: the run's ``eval/``;
+    a rerun passes its own prefix so the run's evaluation is never replaced)."""
     from irv2_core.config import Config
     from irv2_core.evaluation import evaluate
 
@@ -83,7 +87,8 @@ def evaluate_task(
     if st is not None:
         params = dict(checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
                       data_fingerprint=data_fingerprint, config=config, split=split)  # fmt: skip
-        digest, prefix = sha256_json(_eval_content(params)), eval_prefix(Path(run_prefix).name)
+        digest = sha256_json(_eval_content(params))
+        prefix = publish_prefix or eval_prefix(Path(run_prefix).name)
         if (found := committed_record(st, prefix, digest)) is not None:
             return EvalRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
         _ensure_checkpoint(st, run_prefix, checkpoint)
@@ -122,7 +127,9 @@ def _export_content(params: dict[str, Any]) -> dict[str, Any]:
 def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     content = _export_content(params)
     if store := open_ref(params.get("store")):
-        prefix = export_prefix(Path(params["run_prefix"]).name, params["fmt"])
+        prefix = params.get("publish_prefix") or export_prefix(
+            Path(params["run_prefix"]).name, params["fmt"]
+        )
         return store_cache_key(ctx, store, prefix, content, ExportRecord)
     content["out"] = str(params["out"])
     return for_record(cache_key(params["out"], content), ExportRecord)
@@ -144,10 +151,12 @@ def export_task(
     checkpoint_sha256: str | None = None,
     store: StoreRef | None = None,
     run_prefix: str | None = None,
+    publish_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Export *checkpoint* as *fmt* to *out* (verified by the export stage); return its record.
 
-    *options* holds ``num_classes``, ``image_size`` and ``residual_bias``.
+    *options* holds ``num_classes``, ``image_size`` and ``residual_bias``. With a *store*, the
+    files are published under *publish_prefix* (default: ``exports/<run-id>/<format>``).
     """
     from irv2_core.export.exporter import export_model
 
@@ -158,7 +167,7 @@ def export_task(
         params = {"checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
                   "fmt": fmt, "options": options}  # fmt: skip
         digest = sha256_json(_export_content(params))
-        prefix = export_prefix(Path(run_prefix).name, fmt)
+        prefix = publish_prefix or export_prefix(Path(run_prefix).name, fmt)
         if (found := committed_record(st, prefix, digest)) is not None:
             return ExportRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
         _ensure_checkpoint(st, run_prefix, checkpoint)

@@ -21,7 +21,7 @@ from irv2_core.storage.store import join_key
 from tasks.caching import code_version
 from tasks.storage import StoreRef, open_ref, publish
 
-__all__ = ["publish_run_task"]
+__all__ = ["publish_folder_task", "publish_run_task"]
 
 
 @task(name="publish", retries=2, retry_delay_seconds=5)
@@ -45,3 +45,13 @@ def publish_run_task(
     st.put_bytes(data, join_key(run_prefix, RUN_RECORD))
     logger.info("published run %s", record["uri"])
     return record
+
+
+@task(name="publish", retries=2, retry_delay_seconds=5)
+def publish_folder_task(store: StoreRef, prefix: str, folder: str, digest: str) -> str:
+    """Publish every file of *folder* under *prefix* (commit marker last); return its URI."""
+    st = open_ref(store)
+    publish(st, prefix, folder_files(Path(folder)), digest=digest)
+    uri = f"{st.uri}/{prefix}"
+    get_run_logger().info("published %s", uri)
+    return uri

@@ -22,17 +22,24 @@ _TABLE_ARTIFACTS = ("final_metrics", "exports", "timings")
 
 
 @task(name="report", **PERSIST)
-def report_task(run_dir: str, facts: PipelineFacts | dict[str, Any]) -> dict[str, Any]:
+def report_task(
+    run_dir: str, facts: PipelineFacts | dict[str, Any], out_dir: str | None = None
+) -> dict[str, Any]:
     """Write the report of *run_dir* with the pipeline *facts*; publish it as artifacts.
 
     *facts* (evaluation, exports, data_fingerprint, timings, baseline) is saved as the run folder's
-    ``pipeline.json`` first, so ``irv2 report RUN_DIR`` later rebuilds the same report. Returns
-    the ReportRecord (without its tables) as a JSON dict.
+    ``pipeline.json`` first, so ``irv2 report RUN_DIR`` later rebuilds the same report. With
+    *out_dir* (a rerun), the facts and the report go there instead and the run folder's own
+    files are left as they are. Returns the ReportRecord (without its tables) as a JSON dict.
     """
     logger = get_run_logger()
     facts = PipelineFacts.model_validate(facts)
-    atomic_write_json(Path(run_dir) / PIPELINE_FILE, facts.file_content())
-    result = build_report(run_dir)
+    if out_dir is None:
+        atomic_write_json(Path(run_dir) / PIPELINE_FILE, facts.file_content())
+        result = build_report(run_dir)
+    else:
+        atomic_write_json(Path(out_dir) / PIPELINE_FILE, facts.file_content())
+        result = build_report(run_dir, Path(out_dir) / "report", extra=facts.file_content())
     # the plots travel inside the artifact (data URIs): the UI cannot load the worker's files
     create_markdown_artifact(
         markdown=artifact_markdown(result), key="irv2-report", description=f"report of {run_dir}"

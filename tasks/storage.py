@@ -71,8 +71,9 @@ SMALL_RUN_FILES = ["classes.json", "config.yaml", "metrics.jsonl", "train_summar
 
 
 def run_files(run_dir: Path) -> dict[str, Path]:
-    """The run-folder files a published run holds (checkpoints are mirrored apart)."""
-    return folder_files(run_dir, exclude=("checkpoints", "report", "msrun_log"))
+    """The run-folder files a published run holds (checkpoints are mirrored apart; reruns are
+    published on their own)."""
+    return folder_files(run_dir, exclude=("checkpoints", "report", "msrun_log", "reruns"))
 
 
 def result_storage(ref: StoreRef) -> Any:

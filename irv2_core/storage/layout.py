@@ -8,6 +8,8 @@
     runs/<run-id>/eval/            eval.json
     runs/<run-id>/report/          report.md, report.html, CSVs, plots
     runs/<run-id>/run.json         the lineage, written last: the run is complete
+    runs/<run-id>/reruns/<name>/   one stage rerun on the finished run (re-evaluate, re-export,
+                                   re-report), beside the run's own outputs, never over them
     exports/<run-id>/<format>/     irv2.mindir, irv2.onnx ...
     prefect/                       Prefect's persisted results and cache records
 
@@ -17,22 +19,25 @@ Each prefix is trusted only through its commit marker (``storage.publish``).
 from __future__ import annotations
 
 __all__ = [
+    "MINDRECORD",
     "PREFECT_RESULTS",
     "RUN_RECORD",
     "convert_prefix",
     "eval_prefix",
     "export_prefix",
     "report_prefix",
+    "rerun_prefix",
     "run_prefix",
 ]
 
 RUN_RECORD = "run.json"
 PREFECT_RESULTS = "prefect"
+MINDRECORD = "mindrecord"
 
 
 def convert_prefix(digest: str) -> str:
     """A MindRecord conversion, by the digest of its inputs and options."""
-    return f"mindrecord/{digest[:16]}"
+    return f"{MINDRECORD}/{digest[:16]}"
 
 
 def run_prefix(run_id: str) -> str:
@@ -53,3 +58,8 @@ def report_prefix(run_id: str) -> str:
 def export_prefix(run_id: str, fmt: str) -> str:
     """One export format of a run."""
     return f"exports/{run_id}/{fmt.lower()}"
+
+
+def rerun_prefix(run_id: str, name: str) -> str:
+    """One stage rerun of a finished run (``evaluate-<protocol>-<split>-<data>``, ...)."""
+    return f"{run_prefix(run_id)}/reruns/{name}"

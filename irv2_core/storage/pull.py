@@ -14,23 +14,29 @@ from typing import Any
 
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import atomic_write_bytes
-from irv2_core.storage.layout import RUN_RECORD
-from irv2_core.storage.publish import fetch_committed, read_commit
+from irv2_core.storage.layout import MINDRECORD, RUN_RECORD
+from irv2_core.storage.publish import COMMIT_MARKER, fetch_committed, read_commit
 from irv2_core.storage.store import ObjectStore, join_key
 
-__all__ = ["pull_run"]
+__all__ = ["find_conversion", "pull_run", "read_run_record", "split_run_uri"]
 
 
-def pull_run(root: ObjectStore, run_key: str, dest: Path) -> dict[str, Any]:
-    """Fetch the run at *run_key* (``runs/<run-id>`` under the store *root*) into *dest*;
-    return its ``run.json``. Raises Irv2Error when the run is not completely published."""
+def read_run_record(root: ObjectStore, run_key: str) -> tuple[dict[str, Any], bytes]:
+    """The ``run.json`` of the run at *run_key*, parsed and raw. Raises Irv2Error when the run
+    is not completely published."""
     data = root.get_bytes(join_key(run_key, RUN_RECORD))
     if data is None or read_commit(root, run_key) is None:
         raise Irv2Error(
             f"{root.uri}/{run_key} is not a completely published run (no {RUN_RECORD} or commit "
             "marker): give the URI of a run that finished, e.g. s3://bucket/prefix/runs/run-…"
         )
-    record = json.loads(data)
+    return json.loads(data), data
+
+
+def pull_run(root: ObjectStore, run_key: str, dest: Path) -> dict[str, Any]:
+    """Fetch the run at *run_key* (``runs/<run-id>`` under the store *root*) into *dest*;
+    return its ``run.json``. Raises Irv2Error when the run is not completely published."""
+    record, data = read_run_record(root, run_key)
     fetch_committed(root, run_key, dest)
     for sub in ("eval", "report"):
         if read_commit(root, join_key(run_key, sub)) is not None:
@@ -47,3 +53,15 @@ def split_run_uri(uri: str) -> tuple[str, str]:
     if not sep or not run_id or "/" in run_id:
         raise Irv2Error(f"expected <output_uri>/runs/<run-id>, got {uri!r}")
     return head, f"runs/{run_id}"
+
+
+def find_conversion(root: ObjectStore, fingerprint: str) -> str | None:
+    """The committed ``mindrecord/<digest>`` prefix whose conversion has *fingerprint*, if any
+    (a run's ``run.json`` names its MindRecord by fingerprint, not by prefix)."""
+    markers = [o.key for o in root.list(f"{MINDRECORD}/") if o.key.endswith(COMMIT_MARKER)]
+    for key in sorted(markers):
+        prefix = key.removesuffix(f"/{COMMIT_MARKER}")
+        marker = read_commit(root, prefix) or {}
+        if (marker.get("meta", {}).get("record") or {}).get("fingerprint") == fingerprint:
+            return prefix
+    return None

@@ -249,3 +249,124 @@ def test_a_worse_model_is_not_promoted_and_the_current_one_stays(first_run, data
     assert json.loads(path.read_text()) == in_service  # never overwritten
     report = Path(rerun["report"]).read_text()
     assert "current model (run-in-service)" in report  # the comparison names the baseline
+
+
+# --- rerun one stage of the finished run (flows/rerun.py) ----------------------------------------
+
+
+def _flow_result(state) -> tuple[dict, set[str]]:
+    """The flow's result and the names of the tasks it ran (without Prefect's run suffix)."""
+    return state.result(), {
+        n.rsplit("-", 1)[0] for n in _task_runs(state.state_details.flow_run_id)
+    }
+
+
+def test_re_evaluate_with_another_protocol_trains_nothing_and_is_cached_again(first_run):
+    from flows.rerun import re_evaluate
+
+    run_dir = Path(first_run["summary"]["run_dir"])
+    ckpt, own_eval = run_dir / "final.ckpt", (run_dir / "eval.json").read_bytes()
+    before = ckpt.stat().st_mtime_ns
+    result, tasks = _flow_result(re_evaluate(run=str(run_dir), eval_protocol="inception",
+                                             return_state=True))  # fmt: skip
+    assert tasks == {"evaluate"}, tasks  # no stage, convert or train task ran
+    assert result["timings"]["evaluate"]["state"] == "Completed"
+    out = Path(result["eval"])
+    assert out.parent.parent == run_dir / "reruns" and out.parent.name == result["rerun"]
+    assert result["rerun"].startswith("evaluate-inception-val-")
+    record = json.loads(out.read_text())
+    assert record["protocol"] == "inception" and record["count"] == 9  # 3 classes x 3 val images
+    assert 0.0 <= result["top1"] <= result["top5"] <= 1.0
+    again = re_evaluate(run=str(run_dir), eval_protocol="inception")
+    assert again["timings"]["evaluate"]["state"] == "Cached" and again["eval"] == str(out)
+    assert ckpt.stat().st_mtime_ns == before and (run_dir / "eval.json").read_bytes() == own_eval
+
+
+def test_re_export_writes_a_verified_export_beside_the_run(first_run):
+    from flows.rerun import re_export
+
+    run_dir, workdir = Path(first_run["summary"]["run_dir"]), first_run["workdir"]
+    own = {p: p.stat().st_mtime_ns for p in (workdir / "exports").iterdir()}
+    result, tasks = _flow_result(re_export(run=str(run_dir), export_formats=["ONNX"],
+                                           return_state=True))  # fmt: skip
+    assert tasks == {"export"}, tasks
+    (export,) = result["exports"]
+    assert Path(export["path"]) == run_dir / "reruns" / "export-onnx" / "irv2.onnx"
+    assert "onnxruntime" in export["verified_with"] and export["max_abs_diff"] is not None
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "exports").iterdir()} == own
+    with pytest.raises(Irv2Error, match="AIR needs an Ascend run"):
+        re_export(run=str(run_dir), export_formats=["AIR"])
+
+
+def test_re_report_rebuilds_the_report_on_the_re_evaluation(first_run):
+    from flows.rerun import re_evaluate, re_report
+
+    run_dir = Path(first_run["summary"]["run_dir"])
+    own_report = (run_dir / "report" / "report.md").read_bytes()
+    name = re_evaluate(run=str(run_dir), eval_protocol="inception")["rerun"]  # Cached
+    result = re_report(run=str(run_dir), evaluation=name)
+    report = Path(result["report"])
+    assert report == run_dir / "reruns" / f"report-{name}" / "report" / "report.md"
+    assert "inception protocol" in report.read_text() and Path(result["report_html"]).is_file()
+    assert (run_dir / "report" / "report.md").read_bytes() == own_report
+    with pytest.raises(Irv2Error, match="has no re-evaluation 'evaluate-zoo-train-0'"):
+        re_report(run=str(run_dir), evaluation="evaluate-zoo-train-0")
+
+
+def test_a_rerun_of_no_finished_run_fails_before_any_task(prefect_harness, tmp_path):
+    from flows.rerun import re_evaluate, re_export
+
+    state = re_evaluate(run=str(tmp_path / "runs" / "run-nope"), return_state=True)
+    text = str(state.result(raise_on_failure=False))
+    assert state.is_failed() and "run: " in text and "is not a folder" in text
+    assert "runs/run-<digest>" in text  # how to fix it
+    assert _task_runs(state.state_details.flow_run_id) == {}
+    (tmp_path / "half").mkdir()
+    with pytest.raises(Irv2Error, match="holds no final.ckpt") as exc:
+        re_export(run=str(tmp_path / "half"), export_formats=["GIF"])
+    assert "export_formats.0" in str(exc.value)
+    with pytest.raises(Irv2Error, match="expected <output_uri>/runs/<run-id>"):
+        re_evaluate(run="s3://bucket/prefix/run-x")
+
+
+def _publish_like_the_flow(run_dir: Path, mindrecord: Path, root: str, endpoint: str) -> str:
+    """Publish the finished run as the flow's tasks do with output_uri; return its URI."""
+    from irv2_core.runtime.io import sha256_file
+    from irv2_core.storage import open_store
+    from irv2_core.storage.layout import convert_prefix, eval_prefix, run_prefix
+    from irv2_core.storage.publish import folder_files, publish_files
+    from tasks.storage import run_files
+
+    st, run_id = open_store(root, endpoint), run_dir.name
+    conversion = json.loads((mindrecord / "conversion.json").read_text())
+    meta = {"digest": "test", "record": conversion}
+    publish_files(st, convert_prefix(conversion["fingerprint"]), folder_files(mindrecord), meta)
+    publish_files(st, run_prefix(run_id), run_files(run_dir), {"digest": "test"})
+    publish_files(st, eval_prefix(run_id), {"eval.json": run_dir / "eval.json"}, {"digest": "e"})
+    ckpt_sha = sha256_file(run_dir / "final.ckpt")
+    record = {"run_id": run_id, "mindrecord_fingerprint": conversion["fingerprint"],
+              "checkpoint": {"sha256": ckpt_sha}, "exports": []}  # fmt: skip
+    st.put_bytes(json.dumps(record).encode(), f"{run_prefix(run_id)}/run.json")
+    return f"{root}/{run_prefix(run_id)}"
+
+
+def test_reruns_of_a_published_run_are_published_beside_it(first_run, dataset, tmp_path):
+    import boto3
+
+    from flows.rerun import re_evaluate, re_report
+
+    run_dir, workdir = Path(first_run["summary"]["run_dir"]), first_run["workdir"]
+    uri = _publish_like_the_flow(run_dir, workdir / "mindrecord", f"s3://{BUCKET}/out", dataset)
+    s3 = boto3.client("s3", endpoint_url=dataset, region_name="us-east-1")
+    own_eval = s3.get_object(Bucket=BUCKET, Key=f"out/runs/{run_dir.name}/eval/_COMMITTED.json")
+    away = dict(run=uri, endpoint_url=dataset, workdir=str(tmp_path / "other-machine"))
+    result = re_evaluate(**away, eval_protocol="inception")
+    assert result["timings"]["evaluate"]["state"] == "Completed"  # its first time in this store
+    assert Path(result["eval"]).is_relative_to(tmp_path / "other-machine" / "runs")
+    reported = re_report(**away, evaluation=result["rerun"])
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]}
+    for name in (result["rerun"], f"report-{result['rerun']}"):
+        assert f"out/runs/{run_dir.name}/reruns/{name}/_COMMITTED.json" in keys, name
+    assert reported["uri"] == f"{uri}/reruns/report-{result['rerun']}"
+    again = s3.get_object(Bucket=BUCKET, Key=f"out/runs/{run_dir.name}/eval/_COMMITTED.json")
+    assert again["Body"].read() == own_eval["Body"].read()  # the run's own evaluation stays

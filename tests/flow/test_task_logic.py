@@ -313,14 +313,19 @@ def test_invalid_parameters_name_the_field(tmp_path):
 
 def test_deployments_file_defines_the_deployments():
     specs = load_deployment_specs()
-    names = ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "process"]
+    names = ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "evaluate", "export",
+             "report", "process"]  # fmt: skip
     assert [s["name"] for s in specs] == names
     node_spec = specs.pop()  # train-node/process: one node of a multi-node job
     assert node_spec["entrypoint"] == "flows/train_node.py:train_node"
     assert node_spec not in served(load_deployment_specs(), named=False)
-    for spec in specs:  # every deployment's parameters pass the flow's validation
+    reruns = specs[-3:]  # re-evaluate/evaluate, re-export/export, re-report/report
+    assert all(s in served(load_deployment_specs(), named=False) for s in reruns)
+    for spec in specs[:-3]:  # every deployment's parameters pass the flow's validation
         validate_params(**{"source": "s3://bucket/prefix", **spec["parameters"]})
     deployments = {d.name: d for d in build_deployments(specs)}
+    assert {n: deployments[n].flow_name for n in ("evaluate", "export", "report")} == {
+        "evaluate": "re-evaluate", "export": "re-export", "report": "re-report"}  # fmt: skip
     assert deployments["nightly-retrain"].schedules[0].schedule.cron == "0 2 * * *"
     # one run of a deployment at a time: a second (schedule or manual) queues
     assert all(d.concurrency_limit == 1 for d in deployments.values())
