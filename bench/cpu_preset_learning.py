@@ -28,8 +28,8 @@ from pathlib import Path
 
 def make_data(root: Path, classes: int, per_class: int) -> Path:
     """Digit classes ``0..classes-1``, *per_class* each, converted to MindRecord under *root*."""
-    from irv2_core.convert import convert
-    from irv2_core.demo_data import make_digits_dataset
+    from irv2_core.data.convert import convert
+    from irv2_core.data.digits import make_digits_dataset
 
     digits = make_digits_dataset(root / "digits", per_class=per_class)
     images = root / "images"
