@@ -51,11 +51,17 @@ def build_parser(command: str | None, commands: dict[str, Command] = COMMANDS):
 
 
 def main(argv: list[str] | None = None, commands: dict[str, Command] = COMMANDS) -> int:
-    """Entry point of ``python -m irv2_core`` (and, with more *commands*, of ``irv2``)."""
+    """Entry point of ``python -m irv2_core`` (and, with more *commands*, of ``irv2``).
+
+    *argv* None means the command is the process (its command line is ``sys.argv``); only then may
+    train/evaluate use the compile cache. A list is an in-process call, which never turns it on.
+    """
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in commands else None, commands)
     args = parser.parse_args(argv)
+    args.own_process = own_process
     if not getattr(args, "func", None):
         parser.print_help()
         return 2 if argv else 0

@@ -12,11 +12,23 @@ from pathlib import Path
 from irv2_core.config import PRESETS, parse_overrides, resolve_config
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _allow_cache_if_own_process(args: argparse.Namespace) -> None:
+    """Opt in to the scoped compile cache only when this command is the whole process.
+
+    There no graph was compiled before the command, so the cache's order-numbered graphs are its
+    own. An in-process ``main([...])`` call (a test, a notebook) may follow other graphs: it
+    compiles uncached like any library call and leaves the caller's process with the cache off.
+    """
     from irv2_core.runtime.compile_cache import allow_scoped_cache
+
+    if getattr(args, "own_process", False):
+        allow_scoped_cache()
+
+
+def _run_train(args: argparse.Namespace) -> int:
     from irv2_core.training.train import train
 
-    allow_scoped_cache()  # a command process: its graph order is known
+    _allow_cache_if_own_process(args)
     saved = Path(args.out) / "config.yaml" if args.resume else None
     cfg = resolve_config(args.preset, args.config, parse_overrides(args.set), run_config=saved)
     train(
@@ -68,9 +80,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from irv2_core.evaluation import evaluate
-    from irv2_core.runtime.compile_cache import allow_scoped_cache
 
-    allow_scoped_cache()  # a command process: its graph order is known
+    _allow_cache_if_own_process(args)
     overrides = parse_overrides(args.set)
     cfg = None  # evaluate() then reads the run's own config.yaml beside the checkpoint
     if args.preset or args.config or overrides:  # --set alone adjusts the run's own config

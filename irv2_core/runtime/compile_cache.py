@@ -4,7 +4,8 @@ MindSpore names cached graphs by their order in the process (``compile_cache_0.m
 ...) and validates them only by a hash of the entry script's own imports. Two runs whose first
 graphs differ (another config, another input size, a test session that compiled something else
 first) would silently load each other's graphs. So a cache is used only where graph order is
-known: an ``irv2`` command process (the CLI opts in before any graph is built), in a folder
+known: an ``irv2`` command process (the CLI opts in before any graph is built, and only when
+the command is the process: an in-process ``main([...])`` call does not), in a folder
 scoped by the command, every value that shapes its graphs and the package's source code.
 Anywhere else the cache is turned off for the process.
 

@@ -7,6 +7,7 @@ folder was deleted (convert runs again). 75 px, 3 classes, 6 training steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from conftest import write_image_tree
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
+    ArtifactFilterFlowRunId,
     ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterId,
@@ -45,7 +47,12 @@ HEAVY = ("stage", "convert", "train", "evaluate", "export-MINDIR", "export-ONNX"
 
 
 class KillTrainingAtCheckpoint(threading.Thread):
-    """SIGKILLs the training process group once its first checkpoint is on disk (once)."""
+    """SIGKILLs the training process group as soon as its first checkpoint is on disk (once).
+
+    The group leader is found while the first epoch runs (a /proc scan, every 0.2 s), so at the
+    checkpoint only a stat is left between ``latest.json`` appearing and the kill. The step that
+    was on disk when the process died (``killed_at_step``) is read after the kill: that is the
+    checkpoint a retry must resume from, whichever one it was."""
 
     def __init__(self, runs_dir: Path) -> None:
         super().__init__(daemon=True)
@@ -53,29 +60,48 @@ class KillTrainingAtCheckpoint(threading.Thread):
 
     def run(self) -> None:
         deadline = time.monotonic() + 900
+        leader = None
         while not self.done.is_set() and time.monotonic() < deadline:
-            for latest in self.runs_dir.glob("run-*/checkpoints/latest.json"):
-                pid = _training_leader(latest.parents[1])
-                if pid is not None:
-                    self.killed_at_step = json.loads(latest.read_text())["step"]
-                    os.killpg(pid, signal.SIGKILL)  # the leader of its own session
-                    return
-            time.sleep(0.05)
+            if leader is None:
+                leader = _training_leader(self.runs_dir)
+                time.sleep(0.2)
+                continue
+            latest = next(self.runs_dir.glob("run-*/checkpoints/latest.json"), None)
+            if latest is None:
+                time.sleep(0.01)
+                continue
+            with contextlib.suppress(ProcessLookupError):  # else it ended: fail in the test
+                os.killpg(leader, signal.SIGKILL)  # the leader of its own session
+                _wait_gone(leader)
+                self.killed_at_step = json.loads(latest.read_text())["step"]
+            return
 
 
-def _training_leader(run_dir: Path) -> int | None:
+def _training_leader(runs_dir: Path) -> int | None:
+    """The pid of the training process group leader whose run folder is under *runs_dir*."""
+    under = f"{runs_dir}{os.sep}".encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
+            pid = int(proc.name)
+            ours = b"train" in argv and any(a.startswith(under) for a in argv)
+            if ours and b"irv2_core" in argv and os.getpgid(pid) == pid:
+                return pid
         except OSError:
             continue
-        if b"irv2_core" in argv and b"train" in argv and str(run_dir).encode() in argv:
-            pid = int(proc.name)
-            if os.getpgid(pid) == pid:
-                return pid
     return None
+
+
+def _wait_gone(pgid: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _run_flow(workdir: Path, endpoint: str, **extra):
@@ -124,12 +150,16 @@ def first_run(prefect_harness, dataset, tmp_path_factory):
         state, summary = _run_flow(workdir, dataset)
     finally:
         killer.done.set()
+    # later tests rerun the flow in this workdir and one replaces the current model: what this
+    # run left is kept here, so no test's outcome depends on which of them ran before it
     return {
         "workdir": workdir,
         "state": state,
         "summary": summary,
         "seconds": time.perf_counter() - started,
         "killed_at_step": killer.killed_at_step,
+        "current": json.loads((workdir / "models" / "default" / "current.json").read_text()),
+        "report": Path(summary["report"]).read_text(),
     }
 
 
@@ -149,14 +179,13 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
         assert Path(path).is_file() and Path(path).parent == workdir / "exports"
     listing = source_fingerprint(f"s3://{BUCKET}/{PREFIX}", endpoint_url=dataset)
     assert summary["data_fingerprint"] == listing
-    report = Path(summary["report"]).read_text()
+    report = first_run["report"]
     assert summary["data_fingerprint"] in report and "irv2.onnx" in report
     # 3 classes at 75 px: the zoo's ImageNet-1k number is no reference for this run
     assert "No external reference applies" in report and "79.96" not in report
     # the first model of the deployment becomes the current one
     assert summary["promotion"]["promoted"], summary["promotion"]
-    current = json.loads((workdir / "models" / "default" / "current.json").read_text())
-    assert current["run_id"] == Path(summary["run_dir"]).name
+    assert first_run["current"]["run_id"] == Path(summary["run_dir"]).name
     assert Path(summary["report_html"]).is_file()
     assert {k: v["state"] for k, v in summary["timings"].items() if k in HEAVY} == dict.fromkeys(
         HEAVY, "Completed"
@@ -164,18 +193,25 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
 
 
 def test_killed_training_is_resumed_by_the_retry(first_run):
-    summary = first_run["summary"]
-    assert first_run["killed_at_step"] == 2, "the kill must land after the first checkpoint"
+    summary, killed_at = first_run["summary"], first_run["killed_at_step"]
+    assert killed_at is not None, "the training process ended before a checkpoint was seen"
+    assert 0 < killed_at < 6, f"the kill landed at step {killed_at}, not before completion"
+    assert summary["resumed_from_step"] == killed_at  # the checkpoint on disk at the kill
     run_dir = Path(summary["run_dir"])
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "train"]
-    assert steps.count(1) == steps.count(2) == 1, f"training restarted from scratch: {steps}"
+    once = [steps.count(s) for s in range(1, killed_at + 1)]
+    assert once == [1] * killed_at, f"training restarted from scratch: {steps}"
     assert set(steps) == {1, 2, 3, 4, 5, 6} and summary["global_step"] == 6
-    train_run = _task_runs(first_run["state"].state_details.flow_run_id)["train"]
+    flow_run_id = first_run["state"].state_details.flow_run_id
+    train_run = _task_runs(flow_run_id)["train"]
     assert train_run.run_count == 2  # the killed attempt and the resuming retry
     with get_client(sync_client=True) as client:
-        progress = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["train-progress"]))
+        progress = client.read_artifacts(  # this run's only: the session's database is shared
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["train-progress"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
         )
     # one progress artifact per attempt; the resumed attempt's ends at 100 %
     latest = max(progress, key=lambda a: a.created)
@@ -238,17 +274,21 @@ def test_invalid_parameters_fail_before_staging(prefect_harness, tmp_path):
 def test_a_worse_model_is_not_promoted_and_the_current_one_stays(first_run, dataset):
     workdir, summary = first_run["workdir"], first_run["summary"]
     path = workdir / "models" / "default" / "current.json"
-    in_service = json.loads(path.read_text())
+    original = path.read_text()
+    in_service = json.loads(original)
     assert summary["top1"] < 0.99, "the smoke run must leave room below a perfect model"
     in_service.update(run_id="run-in-service")
     in_service["eval"]["top1"] = 1.0  # a model in service that the new one cannot match
     path.write_text(json.dumps(in_service))
-    state, rerun = _run_flow(workdir, dataset)
-    assert state.name == "Not promoted" and "not promoted" in state.message, state
-    assert not rerun["promotion"]["promoted"]
-    assert json.loads(path.read_text()) == in_service  # never overwritten
-    report = Path(rerun["report"]).read_text()
-    assert "current model (run-in-service)" in report  # the comparison names the baseline
+    try:
+        state, rerun = _run_flow(workdir, dataset)
+        assert state.name == "Not promoted" and "not promoted" in state.message, state
+        assert not rerun["promotion"]["promoted"]
+        assert json.loads(path.read_text()) == in_service  # never overwritten
+        report = Path(rerun["report"]).read_text()
+        assert "current model (run-in-service)" in report  # the comparison names the baseline
+    finally:
+        path.write_text(original)  # the module's workdir again holds the first run's model
 
 
 # --- rerun one stage of the finished run (flows/rerun.py) ----------------------------------------

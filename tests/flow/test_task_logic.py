@@ -3,9 +3,11 @@ notice changed outputs, the supervised training process group, retry conditions,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,6 +123,9 @@ def test_garbage_stamp_means_recompute(tmp_path):
     assert "-" in cache_key(out, {"a": 1})
 
 
+STARTUP_S = 120  # patience for a python child to start on a loaded machine
+
+
 def _script(tmp_path: Path, body: str) -> list[str]:
     path = tmp_path / "child.py"
     path.write_text(body)
@@ -131,15 +136,29 @@ def _group_script(
     tmp_path: Path, pid_file: Path, tail: str, own_session: bool = False
 ) -> list[str]:
     """A child that starts a sleeping grandchild (in a session of its own, as msrun starts its
-    workers, with *own_session*), records its pid, then runs *tail*."""
+    workers, with *own_session*), records both pids (file renamed into place), prints
+    ``ready``, then runs *tail*: a ``ready`` line means the whole group is up and known."""
     return _script(
         tmp_path,
-        "import subprocess, sys, time\n"
-        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
+        "import os, subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],"
         f" start_new_session={own_session})\n"
-        f"open({str(pid_file)!r} + '.t', 'w').write(str(g.pid))\n"
-        f"import os; os.replace({str(pid_file)!r} + '.t', {str(pid_file)!r})\n" + tail,
+        f"open({str(pid_file)!r} + '.t', 'w').write(f'{{os.getpid()}} {{g.pid}}')\n"
+        f"os.replace({str(pid_file)!r} + '.t', {str(pid_file)!r})\n"
+        "print('ready', flush=True)\n" + tail,
     )
+
+
+def _group_pids(pid_file: Path) -> list[int]:
+    """The child's and grandchild's pids, once the child has written both (waits for it)."""
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pids = [int(p) for p in pid_file.read_text().split()]
+            if len(pids) == 2:
+                return pids
+        time.sleep(0.05)
+    raise AssertionError(f"the child did not start its group within {STARTUP_S} s")
 
 
 def test_supervised_run_streams_lines_and_progress(tmp_path):
@@ -175,18 +194,25 @@ def test_failure_reports_the_last_lines(tmp_path):
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path):
-    pid_file = tmp_path / "grandchild.pid"
-    cmd = _group_script(tmp_path, pid_file, "print('started', flush=True); time.sleep(120)\n")
-    start = time.monotonic()
-    with pytest.raises(TimeoutError, match="exceeded its 3 s limit"):
-        run_supervised(cmd, on_line=lambda _: None, timeout_s=3, poll_s=0.1)
-    assert time.monotonic() - start < 30
-    _assert_dies(int(pid_file.read_text()))
+    pid_file = tmp_path / "pids"
+    cmd = _group_script(tmp_path, pid_file, "time.sleep(300)\n")
+    # the check holds the supervision loop (before its limit test) until the group is up, so a
+    # slow start cannot let the 1 s limit strike before there is a group to kill
+    with pytest.raises(TimeoutError, match="exceeded its 1 s limit"):
+        run_supervised(
+            cmd,
+            on_line=lambda _: None,
+            timeout_s=1,
+            poll_s=0.1,
+            check=lambda: _group_pids(pid_file) and None,
+        )
+    for pid in _group_pids(pid_file):
+        _assert_dies(pid)
 
 
 def test_timeout_kills_workers_in_sessions_of_their_own(tmp_path):
-    pid_file = tmp_path / "grandchild.pid"  # msrun: each worker in its own session (os.setsid)
-    cmd = _group_script(tmp_path, pid_file, "time.sleep(120)\n", own_session=True)
+    pid_file = tmp_path / "pids"  # msrun: each worker in its own session (os.setsid)
+    cmd = _group_script(tmp_path, pid_file, "time.sleep(300)\n", own_session=True)
 
     def started() -> None:
         if not pid_file.exists():  # killed only once the worker is there to be missed
@@ -195,7 +221,8 @@ def test_timeout_kills_workers_in_sessions_of_their_own(tmp_path):
 
     with pytest.raises(TimeoutError, match="stop now"):
         run_supervised(cmd, on_line=lambda _: None, poll_s=0.1, check=started)
-    _assert_dies(int(pid_file.read_text()))
+    for pid in _group_pids(pid_file):
+        _assert_dies(pid)
 
 
 class _Terminated(BaseException):
@@ -203,21 +230,38 @@ class _Terminated(BaseException):
 
 
 def test_cancellation_signal_kills_the_whole_process_group(tmp_path):
-    pid_file = tmp_path / "grandchild.pid"
-    cmd = _group_script(tmp_path, pid_file, "time.sleep(120)\n")
+    """A cancel is a SIGTERM to the task's process that arrives while it waits on the child:
+    sent once the child printed its first line, it lands on a running group."""
+    pid_file = tmp_path / "pids"
+    cmd = _group_script(tmp_path, pid_file, "time.sleep(300)\n")
+    lines, ready, stop = [], threading.Event(), threading.Event()
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        ready.set()
 
     def cancel(signum, frame):
         raise _Terminated()
 
-    previous = signal.signal(signal.SIGALRM, cancel)
-    signal.alarm(2)
+    def send_when_ready():
+        if ready.wait(STARTUP_S) and not stop.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    sender = threading.Thread(target=send_when_ready, daemon=True)
     try:
+        sender.start()
+        # the limit only ends a hang: a cancel that never came fails as a TimeoutError
         with pytest.raises(_Terminated):
-            run_supervised(cmd, on_line=lambda _: None, poll_s=0.1)
+            run_supervised(cmd, on_line=on_line, poll_s=0.1, timeout_s=STARTUP_S + 60)
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    _assert_dies(int(pid_file.read_text()))
+        stop.set()  # the run ended another way: a sender still waiting must not send
+        ready.set()
+        sender.join(timeout=10)
+        signal.signal(signal.SIGTERM, previous)
+    assert lines == ["ready"]
+    for pid in _group_pids(pid_file):  # the child and its grandchild
+        _assert_dies(pid)
 
 
 def _assert_dies(pid: int) -> None:
