@@ -87,17 +87,25 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    summary = run_demo(args.workdir, overrides=parse_overrides(args.set))
+    summary = run_demo(args.workdir, overrides=parse_overrides(args.set), per_class=args.per_class)
     print(format_summary(summary), flush=True)
     return 0
 
 
 def add_demo(subparsers: Any) -> None:
-    """Register ``irv2 demo [--workdir DIR] [--set key=value ...]``."""
+    """Register ``irv2 demo [--workdir DIR] [--per-class N] [--set key=value ...]``."""
     p = subparsers.add_parser(
         "demo", help="run the whole flow locally on a small real image set (digits)"
     )
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="where everything is written")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=DEMO_PER_CLASS,
+        metavar="N",
+        help=f"digits of each of the 10 classes in the image set (default {DEMO_PER_CLASS}); "
+        "fewer make a quicker, less accurate demo",
+    )
     p.add_argument(
         "--set",
         action="append",

@@ -4,11 +4,13 @@ Each machine is its own process with its own workdir and its own Prefect home (a
 and database, its own local result storage); the only thing they share is a bucket on a localhost
 S3 (moto). Machine 1 is killed with its training once a checkpoint has reached the store; machine
 2 reruns the same parameters and resumes that training; machine 3 then finds every heavy task in
-the cache that lives in the store.
+the cache that lives in the store. The machines hold distinctive S3 credentials, which must
+appear nowhere they leave traces (README, "Object storage").
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -37,7 +39,24 @@ DRIVER = (
     "from flows.train_eval_export import train_eval_export\n"
     "summary = train_eval_export(**json.loads(sys.argv[1]))\n"
     "print('SUMMARY ' + json.dumps(summary), flush=True)\n"
+    # what the machine's Prefect API holds, while it is still up: every log line and block
+    "from prefect.client.orchestration import get_client\n"
+    "with get_client(sync_client=True) as c:\n"
+    "    logs, page = [], True\n"
+    "    while page:\n"
+    "        page = c.read_logs(limit=200, offset=len(logs))\n"
+    "        logs += [rec.message for rec in page]\n"
+    "    blocks = [d.data for d in c.read_block_documents(include_secrets=True)]\n"
+    "with open(sys.argv[2], 'w') as f:\n"
+    "    json.dump({'logs': logs, 'blocks': blocks}, f, default=str)\n"
 )
+# S3 credentials only the machines hold (moto accepts any); checked against every trace they leave
+MACHINE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAIRV2MACHINEQ7Z3X",
+    "AWS_SECRET_ACCESS_KEY": "irv2-machine-secret-Vb7Nm3Kq9Wd",
+    "AWS_SESSION_TOKEN": "irv2-machine-token-Hy6Tr4Ep2Lc",
+}
+TRACE_SCAN_MAX_BYTES = 64 << 20  # checkpoints (~650 MB of float tensors) are not scanned
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +84,7 @@ def _machine(root: Path, endpoint: str) -> tuple[list[str], dict[str, str], Path
         PREFECT_LOGGING_LEVEL="INFO",
         IRV2_LEASE_TTL_S="20",  # a dead machine's lease expires within the test's patience
         PYTHONUNBUFFERED="1",
+        **MACHINE_CREDENTIALS,
     )
     params = {
         "source": f"s3://{BUCKET}/{DATA}",
@@ -74,7 +94,8 @@ def _machine(root: Path, endpoint: str) -> tuple[list[str], dict[str, str], Path
         "export_formats": ["MINDIR"],
         "output_uri": f"s3://{BUCKET}/{OUT}",
     }
-    return [sys.executable, "-c", DRIVER, json.dumps(params)], env, root / "work"
+    dump = str(root / "prefect-api.json")
+    return [sys.executable, "-c", DRIVER, json.dumps(params), dump], env, root / "work"
 
 
 def _summary(stdout: str) -> dict:
@@ -135,12 +156,13 @@ def machines(bucket, s3_server, tmp_path_factory):
     killer.join(timeout=5)
     assert killer.killed, f"machine 1 finished before a checkpoint reached the store:\n{m1_out}"
 
-    results = {"killed_at": killer.killed}
+    results = {"killed_at": killer.killed, "root": root, "console": [m1_out]}
     for name in ("m2", "m3"):
         cmd, env, _ = _machine(root / name, s3_server)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         results[name] = _summary(done.stdout)
+        results["console"] += [done.stdout, done.stderr]
     return results
 
 
@@ -179,9 +201,9 @@ def test_a_third_machine_gets_every_heavy_task_from_the_store(machines):
 
 def test_an_unwritable_output_uri_fails_before_staging(bucket, s3_server, tmp_path):
     cmd, env, work = _machine(tmp_path / "m4", s3_server)
-    params = json.loads(cmd[-1])
+    params = json.loads(cmd[-2])
     params["output_uri"] = "s3://no-such-bucket-for-irv2/out"
-    done = subprocess.run([*cmd[:-1], json.dumps(params)], env=env, capture_output=True,
+    done = subprocess.run([*cmd[:-2], json.dumps(params), cmd[-1]], env=env, capture_output=True,
                           text=True, timeout=600)  # fmt: skip
     assert done.returncode != 0
     text = done.stdout + done.stderr
@@ -208,3 +230,66 @@ def test_pull_brings_back_a_run_that_predict_uses(machines, s3_server, tmp_path,
     assert main(["predict", "--model", str(dest / "final.ckpt"), str(jpg), "--json"]) == 0
     top = json.loads(capsys.readouterr().out)[0]["top"]
     assert top[0]["name"].startswith("class_")  # names from the pulled classes.json
+
+
+def _needles(secret: str) -> list[bytes]:
+    """*secret* as raw bytes and as it would read inside base64 (Prefect's pickled results),
+    at each of the three alignments; partial edge characters are dropped."""
+    raw = secret.encode()
+    found = [raw]
+    for pad in range(3):
+        enc = base64.b64encode(b"\0" * pad + raw)
+        # only the characters whose 6 bits all come from the secret's bytes
+        found.append(enc[-(-8 * pad // 6) : 8 * (pad + len(raw)) // 6])
+    return found
+
+
+def leaked_credentials(blobs: dict[str, bytes]) -> list[str]:
+    """``name: credential`` for every blob that holds one of MACHINE_CREDENTIALS' values."""
+    needles = {k: _needles(v) for k, v in MACHINE_CREDENTIALS.items()}
+    return [
+        f"{name}: {key}"
+        for name, blob in blobs.items()
+        for key, forms in needles.items()
+        if any(form in blob for form in forms)
+    ]
+
+
+def test_leak_scan_finds_a_credential_raw_and_inside_base64():
+    secret = MACHINE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode()
+    blobs = {f"b64-{pad}": base64.b64encode(b"x" * pad + secret + b"y") for pad in range(3)}
+    blobs |= {"log": b"INFO key=" + secret + b"\n", "clean": b"AWS_SECRET_ACCESS_KEY=***"}
+    assert sorted(leaked_credentials(blobs)) == sorted(
+        f"{n}: AWS_SECRET_ACCESS_KEY" for n in ("b64-0", "b64-1", "b64-2", "log")
+    )
+
+
+def test_credentials_reach_no_log_file_result_or_published_object(machines, bucket):
+    """The machines' consoles, their Prefect logs and blocks (read from their APIs), every file
+    they wrote (Prefect databases and local results, manifests, run folders, reports) and every
+    object in the store (Prefect's results under <output_uri>/prefect, run.json, records, report)
+    are free of the S3 credentials. (The rendered k8s manifest: tests/unit/test_k8s_job_template.)
+    """
+    root: Path = machines["root"]
+    blobs = {f"console {i}": out.encode() for i, out in enumerate(machines["console"])}
+    dumps = sorted(root.glob("m*/prefect-api.json"))
+    assert len(dumps) == 2, dumps  # machines 2 and 3 finished and read their APIs
+    for dump in dumps:
+        api = json.loads(dump.read_text())
+        assert any("train" in line for line in api["logs"]), "the flow's logs were not read"
+        assert api["blocks"], "the result-storage blocks were not read"
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.name.endswith(".db") for p in files)  # the Prefect databases are scanned
+    skipped = 0
+    for path in files:
+        if path.stat().st_size > TRACE_SCAN_MAX_BYTES:
+            skipped += 1
+            continue
+        blobs[str(path.relative_to(root))] = path.read_bytes()
+    keys = _keys(bucket, f"{OUT}/")
+    assert any(k.startswith(f"{OUT}/prefect/") for k in keys)
+    for key, size in keys.items():
+        if size <= TRACE_SCAN_MAX_BYTES:
+            blobs[f"s3 {key}"] = bucket.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert skipped <= 20 and len(blobs) > 50, (skipped, len(blobs))  # the scan saw the traces
+    assert not leaked_credentials(blobs)

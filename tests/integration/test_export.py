@@ -118,6 +118,46 @@ def test_onnx_matches_mindspore_under_onnxruntime(ckpt, reference, tmp_path):
     )  # image size read from the file
 
 
+@pytest.mark.slow
+def test_an_export_that_differs_from_the_network_is_refused_and_not_written(
+    ckpt, tmp_path, monkeypatch
+):
+    """The verification guard: an exporter that writes a wrong file (here: the classifier's bias
+    shifted by 0.05 in the written ONNX, so one logit is off by exactly that) makes the export
+    fail with the measured difference, and nothing that looks like an export is left."""
+    import onnx
+    from onnx import numpy_helper
+
+    from irv2_core.export import exporter
+
+    shift = 0.05  # well above the 1e-3 tolerance for logits of this untrained net's scale
+    real_export = exporter._ms_export
+
+    def wrong_export(net, fmt, image_size, tmp_base):
+        written = real_export(net, fmt, image_size, tmp_base)
+        model = onnx.load(str(written))
+        (bias,) = [t for t in model.graph.initializer if list(t.dims) == [5]]  # classifier bias
+        values = numpy_helper.to_array(bias).copy()
+        values[2] += shift
+        bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+        os.chmod(written, 0o600)  # MindSpore wrote it 0400
+        onnx.save(model, str(written))
+        return written
+
+    monkeypatch.setattr(exporter, "_ms_export", wrong_export)
+    out_dir = tmp_path / "exports"
+    out_dir.mkdir()
+    with pytest.raises(Irv2Error) as exc:
+        export_model(ckpt, "ONNX", out_dir / "irv2", image_size=SIZE)
+    text = str(exc.value)
+    match = re.search(r"exported ONNX differs from the network by (\S+) \(tolerance (\S+)\)", text)
+    assert match, text
+    assert float(match[1]) == pytest.approx(shift, rel=0.02) and float(match[2]) < shift / 5
+    assert "under onnxruntime" in text and "the export is wrong and was not written" in text
+    # neither the export, nor its temp file, nor its input contract
+    assert list(out_dir.iterdir()) == []
+
+
 def test_air_needs_ascend_and_writes_nothing(ckpt, tmp_path, capsys):
     assert (
         main(["export", "--ckpt", str(ckpt), "--format", "AIR", "--out", str(tmp_path / "m")]) == 2
