@@ -11,13 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# Before MindSpore is imported anywhere in the session: one compile cache for every test process
-# (in-process and subprocesses inherit it), so each distinct graph is compiled ~once per session.
+# Before MindSpore is imported anywhere in the session. MindSpore names cached graphs by their
+# order in a process, so this process, which compiles many graphs in test order, must never use
+# the cache: a test building a train cell directly once got another test's optimizer graph. The
+# `irv2` command processes the tests start take the cache, each in a folder scoped to its graphs
+# (irv2_core/runtime/compile_cache.py), from IRV2_COMPILER_CACHE_ENABLE.
 os.environ.setdefault(
     "MS_COMPILER_CACHE_PATH",
     str(Path(os.environ.get("TMPDIR", "/tmp")) / "irv2-test-compile-cache"),
 )
-os.environ.setdefault("MS_COMPILER_CACHE_ENABLE", "1")
+os.environ.setdefault("IRV2_COMPILER_CACHE_ENABLE", os.environ.get("MS_COMPILER_CACHE_ENABLE", "1"))
+os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on stderr
 
 CLASS_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 210, 40), (160, 60, 200)]
