@@ -236,7 +236,6 @@ def train_task(
     command, rank0_log = train_command(
         data_dir, run_dir, config_file, launch or {}, store, join_timeout_s
     )
-    logger.info("launching: %s", " ".join(command))
     from irv2_core.training.distributed import launch_env
 
     # this interpreter first on PATH: msrun starts `python`, which must be the one with irv2_core
@@ -255,6 +254,7 @@ def train_task(
             timeout_s,
         )
         logger.info("started training nodes %s", {r: str(i) for r, i in nodes.ids.items()})
+    logger.info("launching: %s", " ".join(command))
     try:
         run_supervised(
             command,
