@@ -21,6 +21,7 @@ __all__ = [
     "ExportFormat",
     "FlowParams",
     "flow_signature",
+    "unique_formats",
     "validate_model",
     "validate_params",
     "with_signature",
@@ -29,6 +30,13 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 ExportFormat = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
+
+
+def unique_formats(value: list[str]) -> list[str]:
+    """*value* unchanged; ValueError when it names a format twice (export_formats validators)."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"lists a format twice: {value}")
+    return value
 
 
 class FlowParams(BaseModel):
@@ -127,9 +135,7 @@ class FlowParams(BaseModel):
     @field_validator("export_formats")
     @classmethod
     def _unique_formats(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists a format twice: {value}")
-        return value
+        return unique_formats(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> FlowParams:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.params import ExportFormat
+from flows.params import ExportFormat, unique_formats
 from irv2_core.errors import Irv2Error
 from irv2_core.models.metadata import EVAL_PROTOCOLS
 from irv2_core.storage.pull import split_run_uri
@@ -107,9 +107,7 @@ class ReExportParams(RerunParams):
     @field_validator("export_formats")
     @classmethod
     def _unique_formats(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists a format twice: {value}")
-        return value
+        return unique_formats(value)
 
 
 class ReReportParams(RerunParams):
