@@ -9,9 +9,7 @@ process, as the UI's Cancel does). Afterwards no process of any training group m
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
 from test_flow import FLOW_SMOKE
-from ui.uikit import kill_process_group, tail, wait_for
+from ui.uikit import kill_process_group, start_serve, tail, wait_for
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
@@ -148,19 +146,8 @@ def _serve(tmp_path: Path, images: Path, api_url: str) -> tuple[subprocess.Popen
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     )
-    irv2 = shutil.which("irv2", path=str(Path(sys.executable).parent))
-    command = [irv2] if irv2 else [sys.executable, "-m", "flows.cli"]
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*command, "serve", "--file", str(prefect_yaml)],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return proc, log, env
+    return start_serve(prefect_yaml, env, tmp_path, log), log, env
 
 
 def _logged(client, flow_run_id, text: str) -> bool:

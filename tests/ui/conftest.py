@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from .uikit import (
     Api,
     free_port,
     kill_process_group,
+    start_serve,
     tail,
     venv_tool,
     wait_for,
@@ -211,17 +211,7 @@ def served(prefect_server, image_set, tmp_path_factory) -> Iterator[dict[str, An
     env = prefect_server["env"]
     api: Api = prefect_server["api"]
     log = base / "serve.log"
-    irv2 = shutil.which("irv2", path=str(Path(sys.executable).parent))
-    command = [irv2] if irv2 else [sys.executable, "-m", "irv2_core"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*command, "serve", "--file", str(prefect_yaml)],
-            env=env,
-            cwd=base,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_serve(prefect_yaml, env, base, log)
     try:
 
         def registered() -> bool:

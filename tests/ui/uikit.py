@@ -32,6 +32,22 @@ def venv_tool(name: str) -> str:
     return shutil.which(name, path=str(Path(sys.executable).parent)) or name
 
 
+def start_serve(prefect_yaml: Path, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    """``irv2 serve --file prefect_yaml`` in a session of its own, its output in *log*; stop it
+    with :func:`kill_process_group`."""
+    irv2 = shutil.which("irv2", path=str(Path(sys.executable).parent))
+    command = [irv2] if irv2 else [sys.executable, "-m", "flows.cli"]
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [*command, "serve", "--file", str(prefect_yaml)],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def kill_process_group(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM the group of *proc* twice (``irv2 serve`` ignored the first), then SIGKILL it."""
     for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
