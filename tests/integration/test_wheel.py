@@ -16,6 +16,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,5 +66,8 @@ def test_irv2_serve_help_and_list_work_from_the_wheel(wheel_venv):
     assert "--only" in _run([irv2, "serve", "--help"], tmp).stdout
     listed = _run([irv2, "serve", "--list"], tmp, timeout=300).stdout
     names = [line.split(":")[0] for line in listed.splitlines()]
-    assert names == ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "process"], listed
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text(encoding="utf-8"))
+    declared = [d["name"] for d in spec["deployments"]]  # every one, in the file's order
+    assert {"local", "ascend-8p-k8s", "process", "evaluate"} <= set(declared)
+    assert names == declared, listed
     assert "usage: irv2 train" in _run([irv2, "train", "--help"], tmp).stdout
