@@ -35,6 +35,16 @@ def _checkpoint_digest(params: dict[str, Any]) -> str:
     return params.get("checkpoint_sha256") or file_digest(params["checkpoint"])
 
 
+def _eval_target(run_prefix: str, publish_prefix: str | None) -> str:
+    """Where an evaluation is published: the rerun's own prefix, else the run's ``eval/``."""
+    return publish_prefix or eval_prefix(Path(run_prefix).name)
+
+
+def _export_target(run_prefix: str, fmt: str, publish_prefix: str | None) -> str:
+    """Where an export is published: the rerun's own prefix, else ``exports/<run-id>/<fmt>``."""
+    return publish_prefix or export_prefix(Path(run_prefix).name, fmt)
+
+
 def _eval_content(params: dict[str, Any]) -> dict[str, Any]:
     config = params["config"]
     return {
@@ -49,7 +59,7 @@ def _eval_content(params: dict[str, Any]) -> dict[str, Any]:
 def _eval_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     content = _eval_content(params)
     if store := open_ref(params.get("store")):
-        prefix = params.get("publish_prefix") or eval_prefix(Path(params["run_prefix"]).name)
+        prefix = _eval_target(params["run_prefix"], params.get("publish_prefix"))
         return store_cache_key(ctx, store, prefix, content, EvalRecord)
     content["out"] = str(params["out"])
     return for_record(cache_key(params["out"], content), EvalRecord)
@@ -88,7 +98,7 @@ def evaluate_task(
         params = dict(checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
                       data_fingerprint=data_fingerprint, config=config, split=split)  # fmt: skip
         digest = sha256_json(_eval_content(params))
-        prefix = publish_prefix or eval_prefix(Path(run_prefix).name)
+        prefix = _eval_target(run_prefix, publish_prefix)
         if (found := committed_record(st, prefix, digest)) is not None:
             return EvalRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
         _ensure_checkpoint(st, run_prefix, checkpoint)
@@ -127,9 +137,7 @@ def _export_content(params: dict[str, Any]) -> dict[str, Any]:
 def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
     content = _export_content(params)
     if store := open_ref(params.get("store")):
-        prefix = params.get("publish_prefix") or export_prefix(
-            Path(params["run_prefix"]).name, params["fmt"]
-        )
+        prefix = _export_target(params["run_prefix"], params["fmt"], params.get("publish_prefix"))
         return store_cache_key(ctx, store, prefix, content, ExportRecord)
     content["out"] = str(params["out"])
     return for_record(cache_key(params["out"], content), ExportRecord)
@@ -167,7 +175,7 @@ def export_task(
         params = {"checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
                   "fmt": fmt, "options": options}  # fmt: skip
         digest = sha256_json(_export_content(params))
-        prefix = publish_prefix or export_prefix(Path(run_prefix).name, fmt)
+        prefix = _export_target(run_prefix, fmt, publish_prefix)
         if (found := committed_record(st, prefix, digest)) is not None:
             return ExportRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
         _ensure_checkpoint(st, run_prefix, checkpoint)
