@@ -9,6 +9,7 @@ atomically: of two writers, exactly one wins.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
@@ -65,7 +66,8 @@ class S3Store:
 
     def get_file(self, key: str, path: Path, sha256: str | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.download")
+        # per process: ranks on one shared run folder may fetch the same file at once
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.download")
         try:
             self.client.download_file(self.bucket, self._key(key), str(tmp), Config=self.transfer)
         except (ClientError, BotoCoreError) as exc:

@@ -111,7 +111,8 @@ class LocalStore:
         if not source.is_file():
             raise Irv2Error(f"{self.uri}/{key} does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.download")
+        # per process: ranks on one shared run folder may fetch the same file at once
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.download")
         shutil.copyfile(source, tmp)
         check_digest(tmp, sha256, f"{self.uri}/{key}")
         os.replace(tmp, path)

@@ -35,6 +35,12 @@ class CheckpointStore:
     """The checkpoints of one rank: rank 0 in ``checkpoints/``; other ranks in
     ``checkpoints/rank{r}/`` unless ``is_save_on_master`` (then they write nothing).
 
+    Every rank resumes from rank 0's folder, the job's one checkpoint: ranks save on their own,
+    so after a node died mid-save (or recovery checkpoints timed per rank) their own newest
+    checkpoints can be at different steps, and ranks resuming at different steps never meet in
+    the same all-reduce. The trainable weights and the optimizer's moments are equal on every
+    rank (averaged gradients); only BN's running statistics are rank 0's.
+
     Epoch checkpoints keep the newest ``keep_checkpoint_max``; recovery checkpoints (by steps or
     minutes, for preemptible nodes) live in ``recovery/`` beside them and keep only the newest.
     With a *mirror*, every checkpoint written is also uploaded in the background, and a rank with
@@ -51,6 +57,7 @@ class CheckpointStore:
         base = self.run_dir / "checkpoints"
         self.writes = world.is_master or not cfg.is_save_on_master
         self.dir = base if world.is_master or cfg.is_save_on_master else base / f"rank{world.rank}"
+        self.resume_dir = base  # rank 0's, for every rank (see the class docstring)
         self.mirror = mirror if self.writes else None
         self.restored_from: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
@@ -60,17 +67,17 @@ class CheckpointStore:
                 stale.unlink(missing_ok=True)
 
     def latest_path(self) -> Path | None:
-        """The checkpoint ``latest.json`` points to, or None when there is none yet."""
-        latest = self.dir / "latest.json"
+        """The checkpoint the job's ``latest.json`` points to, or None when there is none yet."""
+        latest = self.resume_dir / "latest.json"
         if not latest.is_file():
             return None
         path = Path(read_json(latest)["path"])
         return path if path.is_absolute() else self.run_dir / path
 
     def checkpoints(self, folder: Path | None = None) -> list[tuple[int, Path]]:
-        """``(global step, path)`` of this rank's checkpoints (epoch and recovery, or only those
-        in *folder*), newest first."""
-        folders = [folder] if folder else [self.dir, self.dir / RECOVERY]
+        """``(global step, path)`` of the checkpoints every rank resumes from (epoch and
+        recovery), or of those in *folder*; newest first."""
+        folders = [folder] if folder else [self.resume_dir, self.resume_dir / RECOVERY]
         found = [
             (int(m.group(2)), p)
             for f in folders
@@ -112,11 +119,12 @@ class CheckpointStore:
         )
 
     def pull(self, store: ObjectStore, prefix: str) -> Path | None:
-        """With no local checkpoint, fetch the newest complete one from *store* (under the
-        run's *prefix*) into this rank's folder; return its path (None: nothing to fetch)."""
+        """With no local checkpoint of the job, fetch the newest complete one from *store* (under
+        the run's *prefix*) into the folder every rank resumes from; return its path (None:
+        nothing to fetch)."""
         if self.checkpoints():
             return None
-        rel = self.dir.relative_to(self.run_dir).as_posix()
+        rel = self.resume_dir.relative_to(self.run_dir).as_posix()
         return pull_newest(store, prefix, [rel, f"{rel}/{RECOVERY}"], self.run_dir)
 
     def close(self) -> None:
@@ -133,8 +141,8 @@ class CheckpointStore:
         candidates = self.checkpoints()
         if not candidates and self.latest_path() is not None:
             raise Irv2Error(
-                f"{self.dir / 'latest.json'} points to {self.latest_path()}, which is missing; "
-                "restore it or start a new run folder without --resume"
+                f"{self.resume_dir / 'latest.json'} points to {self.latest_path()}, which is "
+                "missing; restore it or start a new run folder without --resume"
             )
         for _, path in candidates:
             reason = _unverified(path)
@@ -152,8 +160,8 @@ class CheckpointStore:
         if candidates:
             listed = "; ".join(f"{p.name}: {r}" for p, r in self.skipped)
             raise Irv2Error(
-                f"no checkpoint in {self.dir} verifies ({listed}); delete them to start the run "
-                "again from step 0, or restore a good copy"
+                f"no checkpoint in {self.resume_dir} verifies ({listed}); delete them to start "
+                "the run again from step 0, or restore a good copy"
             )
         return 0
 

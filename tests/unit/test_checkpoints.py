@@ -25,9 +25,10 @@ class _Cell(nn.Cell):
         return self.dense(x)
 
 
-def _store(tmp_path, mirror=None, **overrides):
+def _store(tmp_path, mirror=None, rank=0, **overrides):
     cfg = load_config("cpu-smoke", overrides={"keep_checkpoint_max": 2, **overrides})
-    return CheckpointStore(tmp_path / "run", cfg, DistInfo(), mirror)
+    world = DistInfo(rank=rank, size=max(2, rank + 1) if rank else 1)
+    return CheckpointStore(tmp_path / "run", cfg, world, mirror)
 
 
 def test_recovery_checkpoints_keep_only_the_newest_apart_from_epoch_ones(tmp_path):
@@ -51,6 +52,21 @@ def test_resume_takes_a_newer_recovery_checkpoint(tmp_path):
     store.save(_Cell(6), 2, 6, recovery=True)  # the node died after this, mid-epoch
     assert store.restore(_Cell(0)) == 6
     assert store.restored_from.parent.name == RECOVERY
+
+
+def test_every_rank_resumes_from_rank0s_checkpoint_whatever_its_own_folder_holds(tmp_path):
+    """Ranks save on their own: a node that died mid-save, or recovery checkpoints timed per
+    rank, leave rank 1's newest at another step than rank 0's. Resuming at different steps, the
+    ranks would never meet in the same all-reduce; so every rank resumes from rank 0's."""
+    rank0, rank1 = _store(tmp_path), _store(tmp_path, rank=1)
+    assert rank1.dir == rank0.dir / "rank1"  # is_save_on_master False: rank 1 keeps its own
+    rank0.save(_Cell(2), 1, 2)
+    rank1.save(_Cell(2), 1, 2)
+    rank0.save(_Cell(4), 2, 4)  # rank 1 died before writing its step 4
+    assert _store(tmp_path, rank=1).restore(_Cell(0)) == 4
+    rank1.save(_Cell(6), 2, 6, recovery=True)  # rank 1's own recovery checkpoint, later still
+    resumed = _store(tmp_path, rank=1)
+    assert resumed.restore(_Cell(0)) == 4 and resumed.restored_from == rank0.dir / "irv2-e2-s4.ckpt"
 
 
 def test_the_mirror_holds_what_the_run_holds(tmp_path):
