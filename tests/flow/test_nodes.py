@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +26,12 @@ import yaml
 from ui.uikit import Api, free_port, kill_process_group, tail, venv_tool, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from train_data import SMOKE, assert_two_ranks_trained_one_model, make_mindrecord  # noqa: E402
+from train_data import (  # noqa: E402
+    SMOKE,
+    assert_ranks_hold_equal_weights,
+    first_batches,
+    make_mindrecord,
+)
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
@@ -125,18 +131,25 @@ def train_only(tmp_path_factory) -> Path:
 
 
 def _train(
-    cluster, data: Path, runs: Path, engine: list[str] | None = None, task: Any = None, **kwargs
+    cluster,
+    data: Path,
+    runs: Path,
+    engine: list[str] | None = None,
+    task: Any = None,
+    config: dict[str, Any] | None = None,
+    **kwargs,
 ):
     """The train task (node 0 here, node 1 a run of *node_deployment*) in a small flow against
     the test server; returns the flow's final state. *engine* collects the task engine's log
-    lines."""
+    lines; *config* overrides the one-epoch smoke config."""
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     from irv2_core.config import load_config
     from tasks.training import train_task
 
-    cfg = load_config("cpu-smoke", overrides={**SMOKE, "epoch_size": 1}).to_dict()
+    cfg = load_config("cpu-smoke", overrides={**SMOKE, "epoch_size": 1, **(config or {})})
+    cfg = cfg.to_dict()
     launch = {
         "device_num": 1,
         "num_nodes": 2,
@@ -180,27 +193,43 @@ def _job_processes(marker: str) -> list[psutil.Process]:
 
 class _Watch(threading.Thread):
     """Records the job's processes while the train task runs; with *kill_node*, SIGKILLs that
-    node's msrun process group once it has started (a node machine dying)."""
+    node's msrun process group once it has started and *kill_when()* says so (a node machine
+    dying), then calls *after_kill()* once they are gone."""
 
-    def __init__(self, marker: str, kill_node: int | None = None) -> None:
+    def __init__(
+        self,
+        marker: str,
+        kill_node: int | None = None,
+        kill_when: Any = None,
+        after_kill: Any = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.marker, self.kill_node = marker, kill_node
+        self.kill_when, self.after_kill = kill_when or (lambda: True), after_kill
         self.seen: dict[int, list[str]] = {}
         self.killed: list[int] = []
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.3):
+            due = not self.killed and self.kill_when()
             for proc in _job_processes(self.marker):
-                cmd, victims = proc.info["cmdline"], [proc]
+                cmd = proc.info["cmdline"]
                 self.seen.setdefault(proc.pid, cmd)
-                if not self.killed and self._is_msrun(cmd, self.kill_node):
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        victims = [proc, *proc.children(recursive=True)]  # msrun + its workers
-                    for victim in victims:
-                        with contextlib.suppress(psutil.NoSuchProcess):
-                            victim.kill()
-                    self.killed.append(proc.pid)
+                if due and not self.killed and self._is_msrun(cmd, self.kill_node):
+                    self._kill(proc)
+
+    def _kill(self, proc: psutil.Process) -> None:
+        victims = [proc]
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victims = [proc, *proc.children(recursive=True)]  # msrun + its workers
+        for victim in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.kill()
+        self.killed.append(proc.pid)
+        psutil.wait_procs(victims, timeout=30)
+        if self.after_kill is not None:
+            self.after_kill()
 
     @staticmethod
     def _is_msrun(cmd: list[str], node: int | None) -> bool:
@@ -232,6 +261,17 @@ def _node_runs(api: Api, runs: Path) -> dict[int, dict[str, Any]]:
         for r in api.post("/flow_runs/filter", body)
         if str(r["parameters"].get("run_dir", "")).startswith(str(runs))
     }
+
+
+def _node1_states(api: Api, runs: Path) -> list[str]:
+    """State types of every node-1 run of the job training into *runs*, oldest first."""
+    body = {"flow_runs": {"tags": {"all_": ["irv2-train-node", "node-1"]}}}
+    found = [
+        r
+        for r in api.post("/flow_runs/filter", body)
+        if str(r["parameters"].get("run_dir", "")).startswith(str(runs))
+    ]
+    return [r["state"]["type"] for r in sorted(found, key=lambda r: r["created"])]
 
 
 def _assert_all_gone(marker: str) -> None:
@@ -328,18 +368,43 @@ def test_failing_node_cancels_node0_with_its_log_tail(cluster, train_only, tmp_p
     assert node1["state"]["type"] == "FAILED", node1["state"]
 
 
-def test_two_nodes_train_one_model(cluster, train_only, tmp_path):
+def test_a_retry_resumes_both_nodes_from_the_jobs_checkpoint(cluster, train_only, tmp_path):
+    """Two nodes train one model over 3 epochs. Node 1 dies once the job's first checkpoint
+    (rank 0's, epoch 1) is written, and its own checkpoints go with it (as when a node dies
+    mid-save while rank 0's save completed): the train task fails, retries, and both nodes
+    resume from the job's checkpoint (node 1 not from step 0, which would leave the ranks a step
+    count apart in every all-reduce); the model is trained to the end and written once."""
     from irv2_core.runtime.io import read_json
 
-    state = _train(
-        cluster, train_only, tmp_path / "runs", node_deployment=DEPLOYMENT, join_timeout_s=300
-    )
+    runs = tmp_path / "runs"
+
+    def first_checkpoint() -> bool:
+        return any(runs.glob("run-*/checkpoints/irv2-*.ckpt.sha256"))
+
+    def node1_checkpoints_lost() -> None:
+        for folder in runs.glob("run-*/checkpoints/rank1"):
+            shutil.rmtree(folder)
+
+    config = {"epoch_size": 3, "save_checkpoint_epochs": 1}
+    with _Watch(str(runs), 1, first_checkpoint, node1_checkpoints_lost) as watch:
+        state = _train(
+            cluster, train_only, runs, config=config, node_deployment=DEPLOYMENT, join_timeout_s=300
+        )
     logs = "\n".join(tail(p, 60) for p in sorted(cluster["home"].glob("worker*.log")))
     assert state.is_completed(), f"{state.message}\nworkers:\n{logs}"
-    result = state.result()
-    run = Path(result["run_dir"])
+    assert watch.killed, f"node 1's msrun was never seen: {watch.seen}"
+    assert _node1_states(cluster["api"], runs) == ["FAILED", "COMPLETED"]  # died, then retried
+    run = Path(state.result()["run_dir"])
     summary = read_json(run / "train_summary.json")
-    assert (summary["rank_size"], summary["global_step"]) == (2, 2)
-    assert_two_ranks_trained_one_model(run)  # rank 1 ran on node 1, its files in the shared folder
+    assert (summary["rank_size"], summary["global_step"]) == (2, 6), summary
+    resumed = summary["resumed_from_step"]  # an epoch checkpoint from the first attempt
+    assert resumed in (2, 4), summary
+    again = [(epoch, 2 * epoch - 1) for epoch in range(resumed // 2 + 1, 4)]  # (epoch, 1st step)
+    seen = [first_batches(run, rank) for rank in (0, 1)]  # per epoch, over both attempts
+    for rank, found in enumerate(seen):
+        rows = [(r["epoch"], r["step"]) for r in found]
+        assert rows.count((1, 1)) == 1 and rows[-len(again) :] == again, (rank, rows)
+    assert seen[0][-1]["images_sha256"] != seen[1][-1]["images_sha256"], "one shard for both"
+    assert_ranks_hold_equal_weights(run, "irv2-e3-s6.ckpt")  # still one model at the end
     assert (run / "msrun_log" / "node1").is_dir()  # node 1 ran as its own msrun
     assert list(run.rglob("final.ckpt")) == [run / "final.ckpt"]  # one model, written once

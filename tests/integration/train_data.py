@@ -62,13 +62,18 @@ def assert_two_ranks_trained_one_model(run: Path, ckpt: str = "irv2-e1-s2.ckpt")
     """Two data-parallel ranks, one epoch: each trained on its own data (their first batches
     differ), yet their checkpoints *ckpt* hold the same trainable weights (averaged gradients).
     ``is_save_on_master`` is False (the zoo's value), so rank 1 keeps its own checkpoints."""
-    import mindspore as ms
-    import numpy as np
-
     seen = [first_batches(run, rank) for rank in (0, 1)]
     where = [[(r["epoch"], r["step"], r["rank"], r["rank_size"]) for r in rows] for rows in seen]
     assert where == [[(1, 1, 0, 2)], [(1, 1, 1, 2)]]  # epoch 1 from step 1, on both ranks
     assert seen[0][0]["images_sha256"] != seen[1][0]["images_sha256"], "both ranks read one shard"
+    assert_ranks_hold_equal_weights(run, ckpt)
+
+
+def assert_ranks_hold_equal_weights(run: Path, ckpt: str) -> None:
+    """Rank 0's and rank 1's checkpoints *ckpt* hold the same trainable weights."""
+    import mindspore as ms
+    import numpy as np
+
     rank0 = ms.load_checkpoint(str(run / "checkpoints" / ckpt))
     rank1 = ms.load_checkpoint(str(run / "checkpoints" / "rank1" / ckpt))
     trainable = [k for k in rank0 if k.endswith((".weight", ".gamma", ".beta", ".bias"))]
