@@ -9,14 +9,13 @@ atomically: of two writers, exactly one wins.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.io import sha256_file
+from irv2_core.runtime.io import atomic_target, sha256_file
 from irv2_core.storage.s3client import MAX_ATTEMPTS, S3Client
 from irv2_core.storage.store import StoredObject, check_digest, join_key
 
@@ -65,16 +64,15 @@ class S3Store:
         return StoredObject(key, size, digest, head["ETag"])
 
     def get_file(self, key: str, path: Path, sha256: str | None = None) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # per process: ranks on one shared run folder may fetch the same file at once
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.download")
-        try:
-            self.client.download_file(self.bucket, self._key(key), str(tmp), Config=self.transfer)
-        except (ClientError, BotoCoreError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise self._error(exc, "downloading", key) from None
-        check_digest(tmp, sha256, f"{self.uri}/{key}")
-        tmp.replace(path)
+        # a temp name of its own: ranks on one shared run folder may fetch the same file at once
+        with atomic_target(path, suffix=".download") as tmp:
+            try:
+                self.client.download_file(
+                    self.bucket, self._key(key), str(tmp), Config=self.transfer
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise self._error(exc, "downloading", key) from None
+            check_digest(tmp, sha256, f"{self.uri}/{key}")
         return path
 
     def put_bytes(self, data: bytes, key: str) -> StoredObject:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.io import atomic_write_bytes, sha256_file
+from irv2_core.runtime.io import atomic_target, atomic_write_bytes, sha256_file
 
 __all__ = [
     "LocalStore",
@@ -110,12 +110,10 @@ class LocalStore:
         source = self._path(key)
         if not source.is_file():
             raise Irv2Error(f"{self.uri}/{key} does not exist")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # per process: ranks on one shared run folder may fetch the same file at once
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.download")
-        shutil.copyfile(source, tmp)
-        check_digest(tmp, sha256, f"{self.uri}/{key}")
-        os.replace(tmp, path)
+        # a temp name of its own: ranks on one shared run folder may fetch the same file at once
+        with atomic_target(path, suffix=".download") as tmp:
+            shutil.copyfile(source, tmp)
+            check_digest(tmp, sha256, f"{self.uri}/{key}")
         return path
 
     def put_bytes(self, data: bytes, key: str) -> StoredObject:

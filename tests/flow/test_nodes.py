@@ -253,25 +253,22 @@ class _Watch(threading.Thread):
         self.join(timeout=30)
 
 
+def _job_node_runs(api: Api, runs: Path, *tags: str) -> list[dict[str, Any]]:
+    """The train-node flow runs (with *tags*) of the job training into *runs*, oldest first."""
+    body = {"flow_runs": {"tags": {"all_": ["irv2-train-node", *tags]}}}
+    found = api.post("/flow_runs/filter", body)
+    found = [r for r in found if str(r["parameters"].get("run_dir", "")).startswith(str(runs))]
+    return sorted(found, key=lambda r: r["created"])
+
+
 def _node_runs(api: Api, runs: Path) -> dict[int, dict[str, Any]]:
     """The train-node flow runs of the job training into *runs*, by node rank."""
-    body = {"flow_runs": {"tags": {"all_": ["irv2-train-node"]}}}
-    return {
-        int(r["parameters"]["launch"]["node_rank"]): r
-        for r in api.post("/flow_runs/filter", body)
-        if str(r["parameters"].get("run_dir", "")).startswith(str(runs))
-    }
+    return {int(r["parameters"]["launch"]["node_rank"]): r for r in _job_node_runs(api, runs)}
 
 
 def _node1_states(api: Api, runs: Path) -> list[str]:
     """State types of every node-1 run of the job training into *runs*, oldest first."""
-    body = {"flow_runs": {"tags": {"all_": ["irv2-train-node", "node-1"]}}}
-    found = [
-        r
-        for r in api.post("/flow_runs/filter", body)
-        if str(r["parameters"].get("run_dir", "")).startswith(str(runs))
-    ]
-    return [r["state"]["type"] for r in sorted(found, key=lambda r: r["created"])]
+    return [r["state"]["type"] for r in _job_node_runs(api, runs, "node-1")]
 
 
 def _assert_all_gone(marker: str) -> None:
