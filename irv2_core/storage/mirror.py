@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from irv2_core.errors import Irv2Error
+from irv2_core.runtime.io import atomic_write_text, sha256_file
 from irv2_core.storage.store import ObjectStore, join_key
 
-__all__ = ["DIGEST_SUFFIX", "Mirror", "pull_newest"]
+__all__ = ["DIGEST_SUFFIX", "Mirror", "complete_checkpoints", "fetch_checkpoint", "pull_newest"]
 
 DIGEST_SUFFIX = ".sha256"
 _STEP = re.compile(r"-s(\d+)\.ckpt$")
@@ -69,10 +70,11 @@ class Mirror:
         self._thread.join()
 
 
-def pull_newest(store: ObjectStore, prefix: str, folders: list[str], dest: Path) -> Path | None:
-    """Download the newest complete checkpoint directly in any of *folders* (under *prefix*)
-    to the same relative place under *dest* (with its sidecar), verified against the sidecar's
-    sha256; a damaged one is passed over for the next older. None when the store has none."""
+def complete_checkpoints(
+    store: ObjectStore, prefix: str, folders: list[str]
+) -> list[tuple[int, str, str]]:
+    """``(global step, key, path relative to the run)`` of the complete checkpoints (sidecar
+    present) directly in any of *folders* under *prefix*, newest first."""
     complete = []
     for folder in folders:
         base = join_key(prefix, folder) + "/"
@@ -82,13 +84,32 @@ def pull_newest(store: ObjectStore, prefix: str, folders: list[str], dest: Path)
             step = _STEP.search(rest)
             if "/" not in rest and step and key + DIGEST_SUFFIX in keys:
                 complete.append((int(step.group(1)), key, join_key(folder, rest)))
-    for _, key, rel in sorted(complete, reverse=True):
-        digest = (store.get_bytes(key + DIGEST_SUFFIX) or b"").decode().strip()
-        target = dest / rel
-        try:
-            store.get_file(key, target, sha256=digest)
-        except Irv2Error:
-            continue
-        target.with_name(target.name + DIGEST_SUFFIX).write_text(digest + "\n")
-        return target
+    return sorted(complete, reverse=True)
+
+
+def fetch_checkpoint(store: ObjectStore, key: str, target: Path) -> str | None:
+    """Make *target* the store's checkpoint *key* with its sidecar, verified: ``"kept"`` when
+    its sha256 already matched, ``"fetched"`` when downloaded, None when the store's copy does
+    not verify."""
+    digest = (store.get_bytes(key + DIGEST_SUFFIX) or b"").decode().strip()
+    sidecar = target.with_name(target.name + DIGEST_SUFFIX)
+    if target.is_file() and sha256_file(target) == digest:
+        if not sidecar.is_file():
+            atomic_write_text(sidecar, digest + "\n")
+        return "kept"
+    try:
+        store.get_file(key, target, sha256=digest)
+    except Irv2Error:
+        return None
+    atomic_write_text(sidecar, digest + "\n")
+    return "fetched"
+
+
+def pull_newest(store: ObjectStore, prefix: str, folders: list[str], dest: Path) -> Path | None:
+    """Download the newest complete checkpoint directly in any of *folders* (under *prefix*)
+    to the same relative place under *dest* (with its sidecar), verified against the sidecar's
+    sha256; a damaged one is passed over for the next older. None when the store has none."""
+    for _, key, rel in complete_checkpoints(store, prefix, folders):
+        if fetch_checkpoint(store, key, dest / rel):
+            return dest / rel
     return None

@@ -20,7 +20,7 @@ from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
 from irv2_core.models.weights import load_into
 from irv2_core.runtime.io import atomic_write_json, atomic_write_text, read_json, sha256_file
-from irv2_core.storage.mirror import Mirror, pull_newest
+from irv2_core.storage.mirror import Mirror, complete_checkpoints, fetch_checkpoint, pull_newest
 from irv2_core.storage.store import ObjectStore
 from irv2_core.training.distributed import DistInfo
 
@@ -43,8 +43,12 @@ class CheckpointStore:
 
     Epoch checkpoints keep the newest ``keep_checkpoint_max``; recovery checkpoints (by steps or
     minutes, for preemptible nodes) live in ``recovery/`` beside them and keep only the newest.
-    With a *mirror*, every checkpoint written is also uploaded in the background, and a rank with
-    no local checkpoint pulls the newest complete one from the store before it resumes.
+    With a *mirror*, every checkpoint rank 0 writes is also uploaded in the background (the
+    other ranks' own are never resumed from, so they stay local). A single process with no local
+    checkpoint pulls the newest complete one from the store before it resumes. The ranks of a
+    distributed job all resume from the store's newest complete checkpoint, fetched where their
+    copy is missing or differs: nodes need not share a folder, and rank 0's newer local one
+    whose upload a crash cut short cannot put its node a few steps ahead of the others.
     """
 
     def __init__(
@@ -58,7 +62,8 @@ class CheckpointStore:
         self.writes = world.is_master or not cfg.is_save_on_master
         self.dir = base if world.is_master or cfg.is_save_on_master else base / f"rank{world.rank}"
         self.resume_dir = base  # rank 0's, for every rank (see the class docstring)
-        self.mirror = mirror if self.writes else None
+        self.mirror = mirror if world.is_master else None
+        self.newest_step: int | None = None  # set by a distributed pull: resume at most here
         self.restored_from: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
         self._last_recovery = (0, time.monotonic())
@@ -84,6 +89,8 @@ class CheckpointStore:
             for p in f.glob("irv2-*.ckpt")
             if (m := _NAME.match(p.name))
         ]
+        if folder is None and self.newest_step is not None:
+            found = [(step, p) for step, p in found if step <= self.newest_step]
         return sorted(found, reverse=True)
 
     def save(self, cell, epoch: int, step: int, recovery: bool = False) -> Path | None:
@@ -119,13 +126,21 @@ class CheckpointStore:
         )
 
     def pull(self, store: ObjectStore, prefix: str) -> Path | None:
-        """With no local checkpoint of the job, fetch the newest complete one from *store* (under
-        the run's *prefix*) into the folder every rank resumes from; return its path (None:
-        nothing to fetch)."""
-        if self.checkpoints():
-            return None
+        """Bring the checkpoint to resume from out of *store* (under the run's *prefix*) into the
+        folder every rank resumes from; return its path when it was downloaded (None: the local
+        copy was used, or the store has none). A single process pulls only when it has no local
+        checkpoint; every rank of a distributed job takes the store's newest complete one."""
         rel = self.resume_dir.relative_to(self.run_dir).as_posix()
-        return pull_newest(store, prefix, [rel, f"{rel}/{RECOVERY}"], self.run_dir)
+        folders = [rel, f"{rel}/{RECOVERY}"]
+        if self.world.size <= 1:
+            return None if self.checkpoints() else pull_newest(store, prefix, folders, self.run_dir)
+        self.newest_step = 0  # nothing complete in the store: every rank starts from step 0
+        for step, key, name in complete_checkpoints(store, prefix, folders):
+            how = fetch_checkpoint(store, key, self.run_dir / name)
+            if how is not None:
+                self.newest_step = step
+                return self.run_dir / name if how == "fetched" else None
+        return None
 
     def close(self) -> None:
         """Wait for the mirror to finish uploading what was saved."""
@@ -139,7 +154,7 @@ class CheckpointStore:
         self.restored_from: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
         candidates = self.checkpoints()
-        if not candidates and self.latest_path() is not None:
+        if not candidates and self.newest_step is None and self.latest_path() is not None:
             raise Irv2Error(
                 f"{self.resume_dir / 'latest.json'} points to {self.latest_path()}, which is "
                 "missing; restore it or start a new run folder without --resume"

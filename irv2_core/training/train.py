@@ -183,6 +183,9 @@ class _Run:
     def _restore(self, store) -> int:
         if store is not None and (pulled := self.checkpoints.pull(store, "")):
             self.log.line(f"resume: fetched {pulled.name} from {store.uri} (verified)")
+        if self.checkpoints.newest_step is not None:  # every rank: the store's newest, no newer
+            newest = self.checkpoints.newest_step
+            self.log.line(f"resume: the store's newest complete checkpoint is at step {newest}")
         step = self.checkpoints.restore(self.cell)
         for path, reason in self.checkpoints.skipped:
             self.log.line(f"resume: skipped {path.name}: {reason}")

@@ -25,9 +25,9 @@ class _Cell(nn.Cell):
         return self.dense(x)
 
 
-def _store(tmp_path, mirror=None, rank=0, **overrides):
+def _store(tmp_path, mirror=None, rank=0, size=None, **overrides):
     cfg = load_config("cpu-smoke", overrides={"keep_checkpoint_max": 2, **overrides})
-    world = DistInfo(rank=rank, size=max(2, rank + 1) if rank else 1)
+    world = DistInfo(rank=rank, size=size or (max(2, rank + 1) if rank else 1))
     return CheckpointStore(tmp_path / "run", cfg, world, mirror)
 
 
@@ -99,6 +99,36 @@ def test_a_checkpoint_without_its_sidecar_in_the_store_is_not_pulled(tmp_path):
     remote.delete("r/checkpoints/irv2-e2-s2.ckpt.sha256")  # its upload was cut off
     fresh = _store(tmp_path / "m2")
     assert fresh.pull(remote, "r").name == "irv2-e1-s1.ckpt"
+
+
+def test_ranks_on_separate_nodes_all_resume_from_the_stores_newest_checkpoint(tmp_path):
+    """Node A (rank 0) saved steps 1-3, but its upload of step 3 was cut off by the crash; node B
+    (rank 1) is a fresh machine. Both resume at step 2: rank 0 not from its newer local step 3,
+    which would put the ranks a step apart in every all-reduce."""
+    remote = open_store(str(tmp_path / "bucket"))
+    node_a = _store(tmp_path / "a", Mirror(remote, "r", lambda _: None), size=2)
+    for step in (1, 2, 3):
+        node_a.save(_Cell(step), step, step)
+    node_a.close()
+    remote.delete("r/checkpoints/irv2-e3-s3.ckpt.sha256")  # never committed in the store
+    rank1_mirror = Mirror(remote, "r", lambda _: None)
+    _store(tmp_path / "b", rank1_mirror, rank=1).save(_Cell(9), 9, 9)
+    rank1_mirror.close()
+    assert not [o for o in remote.list("r/") if "rank1" in o.key]  # rank 1's own stay local
+
+    rank0 = _store(tmp_path / "a", size=2)
+    assert rank0.pull(remote, "r") is None  # its own copy of step 2 verifies: nothing fetched
+    assert rank0.restore(_Cell(0)) == 2 and rank0.restored_from.name == "irv2-e2-s2.ckpt"
+    rank1 = _store(tmp_path / "b", rank=1)
+    assert rank1.pull(remote, "r").name == "irv2-e2-s2.ckpt"  # fetched onto the fresh node
+    assert rank1.restore(_Cell(0)) == 2
+    # a local copy that differs from the store's is replaced by the store's
+    (tmp_path / "b" / "run" / "checkpoints" / "irv2-e2-s2.ckpt").write_bytes(b"other bytes")
+    assert _store(tmp_path / "b", rank=1).pull(remote, "r").name == "irv2-e2-s2.ckpt"
+    # nothing complete in the store: every rank starts over, whatever its folder holds
+    empty = open_store(str(tmp_path / "empty"))
+    rank0 = _store(tmp_path / "a", size=2)
+    assert rank0.pull(empty, "r") is None and rank0.restore(_Cell(0)) == 0
 
 
 @pytest.mark.parametrize("minutes,steps", [(None, None)])
