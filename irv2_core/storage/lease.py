@@ -4,7 +4,9 @@ The lease is created with a conditional write (only if absent), so of two worker
 holds it; the holder renews it every ``ttl/3`` seconds from a background thread. A lease whose
 expiry has passed (its worker died) is taken over with a write conditional on the version that
 was read, so two workers cannot both take over the same stale lease. A second writer fails fast
-naming the holder, or waits for it when asked to.
+naming the holder, or waits for it when asked to. A retry on the machine whose process died (a
+killed training, a failed node taking the job down) does not wait out the expiry: a holder in the
+same pid namespace of the same boot whose pid is gone is dead, and its lease is taken over at once.
 """
 
 from __future__ import annotations
@@ -35,6 +37,36 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _origin() -> dict[str, str]:
+    """Where this process's pids mean something: host, pid namespace and boot (Linux; empty
+    elsewhere, and then no holder is ever judged dead by its pid)."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except OSError:
+        return {}
+    return {"host": socket.gethostname(), "pidns": pidns, "boot": boot}
+
+
+def _holder_dead(record: dict) -> bool:
+    """Whether the lease *record* was written by a process of this machine's pid namespace and
+    boot that no longer exists (pods sharing the host's network and name have their own)."""
+    here = _origin()
+    if not here or record.get("origin") != here:
+        return False
+    try:
+        pid = int(str(record.get("holder", "")).rsplit(":", 1)[1])
+        os.kill(pid, 0)
+    except (IndexError, ValueError):
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 @dataclass
 class StoreLease:
     """An exclusive lease on *key* in *store*; use as a context manager or acquire/release."""
@@ -50,6 +82,8 @@ class StoreLease:
 
     def _body(self) -> bytes:
         record = {"holder": self.holder, "expires_at": time.time() + self.ttl_s}
+        if self.holder == holder_id():  # its pid is this process's: a retry may judge it
+            record["origin"] = _origin()
         return json.dumps(record).encode()
 
     def _try_acquire(self) -> str | None:
@@ -66,7 +100,7 @@ class StoreLease:
             record = {}
         if current is None:
             return "(released just now)"
-        if float(record.get("expires_at", 0)) > time.time():
+        if float(record.get("expires_at", 0)) > time.time() and not _holder_dead(record):
             return str(record.get("holder", "unknown"))
         stored = self.store.create(self._body(), self.key, replace=current.version)
         if stored is None:

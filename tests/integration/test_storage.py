@@ -115,6 +115,36 @@ def test_a_dead_workers_lease_expires_and_the_next_run_proceeds(store):
     assert store.head("r5/lease.json") is None
 
 
+def test_a_retry_on_the_machine_whose_writer_died_takes_its_lease_at_once(store):
+    """A killed training's lease on this machine (same pid namespace and boot, pid gone) is taken
+    over without waiting out its expiry; a live holder's, or one from another pid namespace (a
+    pod sharing the host's name), is not."""
+    from irv2_core.storage.lease import _origin
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host, origin = socket.gethostname(), _origin()
+    try:
+        for pid, where, held in (
+            (live.pid, origin, True),
+            (dead.pid, {**origin, "pidns": "pid:[1]"}, True),
+            (dead.pid, origin, False),
+        ):
+            record = {"holder": f"{host}:{pid}", "expires_at": time.time() + 600, "origin": where}
+            store.put_bytes(json.dumps(record).encode(), "r7/lease.json")
+            lease = StoreLease(store, "r7/lease.json", ttl_s=30)
+            if held:
+                with pytest.raises(LeaseHeld, match=f"{host}:{pid}"):
+                    lease.acquire()
+            else:
+                lease.acquire().release()
+                assert store.head("r7/lease.json") is None
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_the_heartbeat_keeps_a_live_lease(store):
     lease = StoreLease(store, "r6/lease.json", ttl_s=1.5, holder="node-d:4").acquire()
     try:
