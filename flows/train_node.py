@@ -3,8 +3,14 @@
 The train task of ``train-eval-export`` runs node 0 itself (the msrun scheduler and rank 0: its log
 and progress stream into the train task) and starts nodes 1..N-1 as runs of a ``train-node``
 deployment, one per machine of the work pool; each runs ``msrun --worker_num=N*device_num
---local_worker_num=device_num --node_rank=K --master_addr=<node 0>`` on the shared run folder under
-the same supervised launch (own process group, killed on timeout or cancellation).
+--local_worker_num=device_num --node_rank=K --master_addr=<node 0>`` under the same supervised
+launch (own process group, killed on timeout or cancellation).
+
+Nodes either share node 0's folders (a shared volume: the paths it passes are used as they are)
+or, with the flow's object store, keep their own: the MindRecord conversion is fetched (verified)
+from the store, the config written from the parameters, and every rank resumes from the store's
+newest complete checkpoint. A deployment whose machines have their own disk elsewhere sets
+``workdir``: the job's folders are then rebuilt under it.
 """
 
 from __future__ import annotations
@@ -14,13 +20,39 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from irv2_core.errors import Irv2Error
 from irv2_core.training.distributed import NODE_RANK_ENV, launch_env
+from tasks.data import ensure_mindrecord
 from tasks.launch import TrainingProcessError, run_supervised, worker_error_tail
-from tasks.storage import StoreRef
+from tasks.storage import StoreRef, open_ref
+from tasks.training import train_command, write_requested_config
 
 __all__ = ["NODE_FLOW_NAME", "train_node"]
 
 NODE_FLOW_NAME = "train-node"
+
+
+def _node_folders(paths: tuple[Path, Path, Path], workdir: str | None) -> tuple[Path, Path, Path]:
+    """The job's data folder, run folder and config file as this node sees them."""
+    data, run, config_file = paths
+    if not workdir:
+        return data, run, config_file
+    root = Path(workdir).resolve()
+    run = root / "runs" / run.name
+    return root / data.name, run, run / config_file.name
+
+
+def _prepare(node_rank: int, data: Path, store: StoreRef | None, fetch: dict[str, Any]) -> None:
+    """Fetch the job's MindRecord from the store when this node does not have it."""
+    st = open_ref(store)
+    if st is not None and fetch.get("data_fingerprint") and fetch.get("data_prefix"):
+        ensure_mindrecord(st, fetch["data_prefix"], data, fetch["data_fingerprint"])
+    elif not (data / "classes.json").is_file():
+        raise Irv2Error(
+            f"node {node_rank}: no MindRecord conversion in {data}. The nodes of a job either "
+            "share node 0's folders (a shared volume mounted at the same path) or fetch them "
+            "from the flow's object store: set output_uri"
+        )
 
 
 @flow(name=NODE_FLOW_NAME, log_prints=True, validate_parameters=True)
@@ -32,25 +64,33 @@ def train_node(
     store: StoreRef | None = None,
     timeout_s: float | None = None,
     join_timeout_s: float = 600.0,
+    config: dict[str, Any] | None = None,
+    data_fingerprint: str | None = None,
+    data_prefix: str | None = None,
+    workdir: str | None = None,
 ) -> int:
     """Run node ``launch["node_rank"]`` (> 0) of the msrun job training into *run_dir*; msrun
-    gives up after *join_timeout_s* when the cluster has not formed."""
-    from tasks.training import train_command
-
+    gives up after *join_timeout_s* when the cluster has not formed. With a *store*, what this
+    node lacks (MindRecord, *config*) is fetched or written first, under *workdir* if set."""
     logger = get_run_logger()
     node_rank = int(launch.get("node_rank", 0))
     if node_rank < 1:
         raise ValueError(
             f"train-node runs nodes 1..N-1; node 0 is the train task (got {node_rank})"
         )
-    command, _ = train_command(
-        data_dir, Path(run_dir), Path(config_file), launch, store, join_timeout_s
-    )
+    paths = (Path(data_dir), Path(run_dir), Path(config_file))
+    data, run, config_path = _node_folders(paths, workdir)
+    fetch = {"data_fingerprint": data_fingerprint, "data_prefix": data_prefix}
+    _prepare(node_rank, data, store, fetch)
+    run.mkdir(parents=True, exist_ok=True)
+    if config is not None and not config_path.is_file():
+        config_path = write_requested_config(run, config)
+    command, _ = train_command(str(data), run, config_path, launch, store, join_timeout_s)
     logger.info("node %d launching: %s", node_rank, " ".join(command))
     env = {**launch_env(), "PYTHONUNBUFFERED": "1", NODE_RANK_ENV: str(node_rank)}
     env.setdefault("GLOG_v", "3")
     try:
         return run_supervised(command, on_line=logger.info, env=env, timeout_s=timeout_s)
     except TrainingProcessError as exc:
-        tail = worker_error_tail(Path(run_dir) / "msrun_log" / f"node{node_rank}")
+        tail = worker_error_tail(run / "msrun_log" / f"node{node_rank}")
         raise TrainingProcessError(f"node {node_rank}: {exc}\n{tail}", exc.returncode) from None

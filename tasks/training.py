@@ -22,7 +22,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
 
 from irv2_core.records import TrainSummary
-from irv2_core.runtime.io import read_json, sha256_json
+from irv2_core.runtime.io import atomic_write_text, read_json, sha256_json
 from irv2_core.storage.layout import run_prefix
 from irv2_core.storage.lease import DEFAULT_TTL_S
 from tasks.caching import (
@@ -47,7 +47,7 @@ from tasks.storage import (
     run_files,
 )
 
-__all__ = ["run_dir_for", "train_command", "train_task"]
+__all__ = ["run_dir_for", "train_command", "train_task", "write_requested_config"]
 
 _OUTPUTS = ("final.ckpt", "train_summary.json", "config.yaml")
 NODE_DEPLOYMENT = "train-node/process"  # deployments/prefect.yaml
@@ -60,9 +60,10 @@ def _start_nodes(
     *paths: Any,
 ) -> NodeRuns:
     """Submit node runs 1..N-1 of this job; *paths*: data_dir, run_dir, config_file, store,
-    timeout_s as the train-node flow takes them. Fails first when the deployment is missing."""
+    timeout_s, and what a node without the shared folders fetches them by: config,
+    data_fingerprint, data_prefix. Fails first when the deployment is missing."""
     check_node_deployment(deployment)
-    data_dir, run_dir, config_file, store, timeout_s = paths
+    data_dir, run_dir, config_file, store, timeout_s, config, fingerprint, prefix = paths
     common = {
         "data_dir": str(data_dir),
         "run_dir": str(run_dir),
@@ -70,6 +71,9 @@ def _start_nodes(
         "store": store,
         "timeout_s": timeout_s,
         "join_timeout_s": join_timeout_s,
+        "config": config,
+        "data_fingerprint": fingerprint,
+        "data_prefix": prefix,
     }
     nodes = NodeRuns(deployment, join_timeout_s=join_timeout_s)
     nodes.submit(
@@ -79,6 +83,13 @@ def _start_nodes(
         }
     )
     return nodes
+
+
+def write_requested_config(run_dir: Path, config: dict[str, Any]) -> Path:
+    """Write the resolved *config* the training process reads into *run_dir*; return its path."""
+    path = run_dir / "requested_config.yaml"
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=True))
+    return path
 
 
 def _train_content(params: dict[str, Any]) -> dict[str, Any]:
@@ -208,9 +219,10 @@ def train_task(
     *launch* holds ``device_num``, ``num_nodes``, ``node_rank``, ``master_addr`` (and
     ``master_port``). A retry resumes from the run folder's last checkpoint (weights, optimizer,
     step). With ``num_nodes`` N > 1 this task runs node 0 (scheduler and rank 0, at
-    ``master_addr``) and starts nodes 1..N-1 as runs of the *node_deployment* (``train-node``) on
-    the same run folder (a shared volume); a node that fails, or has not started within
-    *join_timeout_s*, cancels the others and fails the task with its log tail.
+    ``master_addr``) and starts nodes 1..N-1 as runs of the *node_deployment* (``train-node``),
+    on the same run folder (a shared volume) or, with a *store*, on their own copies fetched from
+    it; a node that fails, or has not started within *join_timeout_s*, cancels the others and
+    fails the task with its log tail.
     """
     logger = get_run_logger()
     params = {"data_fingerprint": data_fingerprint, "config": config, "launch": launch or {}}
@@ -231,8 +243,7 @@ def train_task(
         logger.warning("%s finished earlier but its outputs changed: training again", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / "requested_config.yaml"
-    config_file.write_text(yaml.safe_dump(config, sort_keys=True), encoding="utf-8")
+    config_file = write_requested_config(run_dir, config)
     command, rank0_log = train_command(
         data_dir, run_dir, config_file, launch or {}, store, join_timeout_s
     )
@@ -252,6 +263,9 @@ def train_task(
             config_file,
             store,
             timeout_s,
+            config,
+            data_fingerprint,
+            data_prefix,
         )
         logger.info("started training nodes %s", {r: str(i) for r, i in nodes.ids.items()})
     logger.info("launching: %s", " ".join(command))

@@ -3,9 +3,10 @@
 A real ``prefect server start`` (temp PREFECT_HOME), the ``irv2-process`` work pool with two
 ``prefect worker start`` processes, the ``train-node`` deployment made with ``prefect deploy``;
 the train task (in a small flow) runs node 0 and starts node 1 as a run of that deployment.
-A second deployment sits on a pool no worker polls: its node runs never start. The failure tests
-watch the job's processes (psutil, by the test's run folder in their command lines) and check that
-every one the job started is gone afterwards.
+A second deployment sits on a pool no worker polls: its node runs never start; a third gives its
+nodes a workdir of their own, so they share nothing with node 0 but the object store (moto). The
+failure tests watch the job's processes (psutil, by the test's run folder in their command lines)
+and check that every one the job started is gone afterwards.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ pytestmark = [pytest.mark.flow, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 POOL, DEPLOYMENT = "irv2-process", "train-node/nodes-test"
 IDLE_POOL, IDLE_DEPLOYMENT = "irv2-idle", "train-node/nodes-idle"  # no worker polls this pool
+# nodes with a disk of their own (workdir): they share nothing with node 0 but the object store
+APART_DEPLOYMENT = "train-node/nodes-apart"
+BUCKET = "irv2-nodes"
 STARTUP_S = 300
 
 
@@ -49,8 +53,9 @@ def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subproc
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Server, work pool, two workers and the train-node deployment; everything killed after."""
+def cluster(tmp_path_factory, s3_server):
+    """Server, work pool, two workers and the train-node deployments; everything killed after.
+    The workers have the session's S3 credentials (s3_server sets them) in their environment."""
     home = tmp_path_factory.mktemp("prefect-nodes")
     api_url = f"http://127.0.0.1:{free_port()}/api"
     env = {
@@ -82,6 +87,7 @@ def cluster(tmp_path_factory):
                 check=True,
                 capture_output=True,
             )
+        apart = {"workdir": str(home / "node1-machine")}
         spec = {
             "name": "irv2-nodes-test",
             "deployments": [
@@ -89,8 +95,13 @@ def cluster(tmp_path_factory):
                     "name": name.split("/")[1],
                     "entrypoint": "flows/train_node.py:train_node",
                     "work_pool": {"name": pool},
+                    "parameters": parameters,
                 }
-                for name, pool in ((DEPLOYMENT, POOL), (IDLE_DEPLOYMENT, IDLE_POOL))
+                for name, pool, parameters in (
+                    (DEPLOYMENT, POOL, {}),
+                    (IDLE_DEPLOYMENT, IDLE_POOL, {}),
+                    (APART_DEPLOYMENT, POOL, apart),
+                )
             ],
         }
         prefect_yaml = home / "prefect.yaml"
@@ -112,7 +123,7 @@ def cluster(tmp_path_factory):
                     home,
                 )
             )
-        yield {"env": env, "home": home, "api": api}
+        yield {"env": env, "home": home, "api": api, "node1_root": Path(apart["workdir"])}
     finally:
         for proc in reversed(procs):
             kill_process_group(proc)
@@ -179,14 +190,15 @@ def _train(
         return nodes_test(return_state=True)
 
 
-def _job_processes(marker: str) -> list[psutil.Process]:
-    """Live processes whose command line names *marker* (the test's runs folder): msrun, its
-    scheduler and workers on either node."""
+def _job_processes(marker: str | tuple[str, ...]) -> list[psutil.Process]:
+    """Live processes whose command line names *marker* (the test's runs folder, or the folders
+    of each node): msrun, its scheduler and workers on either node."""
+    markers = (marker,) if isinstance(marker, str) else marker
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         if proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
-        if any(marker in arg for arg in proc.info["cmdline"] or ()):
+        if any(m in arg for arg in proc.info["cmdline"] or () for m in markers):
             found.append(proc)
     return found
 
@@ -198,7 +210,7 @@ class _Watch(threading.Thread):
 
     def __init__(
         self,
-        marker: str,
+        marker: str | tuple[str, ...],
         kill_node: int | None = None,
         kill_when: Any = None,
         after_kill: Any = None,
@@ -365,43 +377,106 @@ def test_failing_node_cancels_node0_with_its_log_tail(cluster, train_only, tmp_p
     assert node1["state"]["type"] == "FAILED", node1["state"]
 
 
-def test_a_retry_resumes_both_nodes_from_the_jobs_checkpoint(cluster, train_only, tmp_path):
-    """Two nodes train one model over 3 epochs. Node 1 dies once the job's first checkpoint
-    (rank 0's, epoch 1) is written, and its own checkpoints go with it (as when a node dies
-    mid-save while rank 0's save completed): the train task fails, retries, and both nodes
-    resume from the job's checkpoint (node 1 not from step 0, which would leave the ranks a step
-    count apart in every all-reduce); the model is trained to the end and written once."""
+def test_a_node_without_the_data_or_a_store_fails_saying_what_it_needs(prefect_harness, tmp_path):
+    """A node on its own disk with no object store to fetch from: a clear error, nothing run."""
+    from flows.train_node import train_node
+
+    launch = {"device_num": 1, "num_nodes": 2, "node_rank": 1, "master_addr": "127.0.0.1"}
+    state = train_node(
+        data_dir=str(tmp_path / "node0" / "mindrecord"),
+        run_dir=str(tmp_path / "node0" / "runs" / "run-x"),
+        config_file=str(tmp_path / "node0" / "runs" / "run-x" / "requested_config.yaml"),
+        launch=launch,
+        config={"epoch_size": 1},
+        workdir=str(tmp_path / "node1"),
+        return_state=True,
+    )
+    message = _error(state)
+    assert f"node 1: no MindRecord conversion in {tmp_path / 'node1' / 'mindrecord'}" in message
+    assert "set output_uri" in message, message
+    assert not (tmp_path / "node1" / "runs").exists()  # nothing started, nothing written
+
+
+def _published_mindrecord(data: Path, store: dict[str, Any], fingerprint: str) -> str:
+    """A copy of the MindRecord *data* stamped with *fingerprint*, published to *store* as the
+    convert task publishes it; returns its prefix there."""
+    from irv2_core.runtime.io import atomic_write_json
+    from irv2_core.storage.layout import convert_prefix
+    from irv2_core.storage.publish import folder_files
+    from tasks.storage import open_ref, publish
+
+    atomic_write_json(data / "conversion.json", {"fingerprint": fingerprint})
+    prefix = convert_prefix(fingerprint)
+    publish(open_ref(store), prefix, folder_files(data), fingerprint)
+    return prefix
+
+
+def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
+    cluster, train_only, s3_server, tmp_path
+):
+    """Two nodes that share nothing but the object store train one model over 3 epochs. Node 1
+    (its own workdir) dies once the job's first checkpoint is complete in the store, and its
+    machine with it (its folder is deleted): the train task fails and retries; node 1 comes back
+    on a fresh disk, fetches the MindRecord and the job's checkpoint from the store, and both
+    nodes resume at the same step (the store's newest complete checkpoint: not node 1 from step
+    0, not node 0 from a newer local one whose upload was cut off, either of which would leave
+    the ranks steps apart in every all-reduce); the model is trained to the end, written once
+    and published."""
+    import boto3
+
     from irv2_core.runtime.io import read_json
 
-    runs = tmp_path / "runs"
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    store = {"uri": f"s3://{BUCKET}/out", "endpoint_url": s3_server}
+    data = tmp_path / "mindrecord"
+    shutil.copytree(train_only, data)
+    prefix = _published_mindrecord(data, store, "nodes-test")
+    runs, node1_root = tmp_path / "runs", cluster["node1_root"]
 
-    def first_checkpoint() -> bool:
-        return any(runs.glob("run-*/checkpoints/irv2-*.ckpt.sha256"))
+    def first_checkpoint() -> bool:  # complete in the store: its sidecar is there
+        found = client.list_objects_v2(Bucket=BUCKET, Prefix="out/runs/").get("Contents", [])
+        return any(o["Key"].endswith(".ckpt.sha256") for o in found)
 
-    def node1_checkpoints_lost() -> None:
-        for folder in runs.glob("run-*/checkpoints/rank1"):
-            shutil.rmtree(folder)
+    def node1_machine_lost() -> None:
+        shutil.rmtree(node1_root, ignore_errors=True)
 
     config = {"epoch_size": 3, "save_checkpoint_epochs": 1}
-    with _Watch(str(runs), 1, first_checkpoint, node1_checkpoints_lost) as watch:
+    markers = (str(runs), str(node1_root))
+    with _Watch(markers, 1, first_checkpoint, node1_machine_lost) as watch:
         state = _train(
-            cluster, train_only, runs, config=config, node_deployment=DEPLOYMENT, join_timeout_s=300
+            cluster,
+            data,
+            runs,
+            config=config,
+            node_deployment=APART_DEPLOYMENT,
+            join_timeout_s=300,
+            store=store,
+            data_prefix=prefix,
         )
     logs = "\n".join(tail(p, 60) for p in sorted(cluster["home"].glob("worker*.log")))
     assert state.is_completed(), f"{state.message}\nworkers:\n{logs}"
     assert watch.killed, f"node 1's msrun was never seen: {watch.seen}"
     assert _node1_states(cluster["api"], runs) == ["FAILED", "COMPLETED"]  # died, then retried
     run = Path(state.result()["run_dir"])
+    node1_run = node1_root / "runs" / run.name  # node 1's own copy of the job's run folder
     summary = read_json(run / "train_summary.json")
     assert (summary["rank_size"], summary["global_step"]) == (2, 6), summary
     resumed = summary["resumed_from_step"]  # an epoch checkpoint from the first attempt
     assert resumed in (2, 4), summary
+    # node 1's fresh disk got the data and the job's checkpoint from the store
+    assert read_json(node1_root / "mindrecord" / "conversion.json")["fingerprint"] == "nodes-test"
+    assert list((node1_run / "checkpoints").glob(f"irv2-e*-s{resumed}.ckpt")), node1_run
     again = [(epoch, 2 * epoch - 1) for epoch in range(resumed // 2 + 1, 4)]  # (epoch, 1st step)
-    seen = [first_batches(run, rank) for rank in (0, 1)]  # per epoch, over both attempts
-    for rank, found in enumerate(seen):
-        rows = [(r["epoch"], r["step"]) for r in found]
-        assert rows.count((1, 1)) == 1 and rows[-len(again) :] == again, (rank, rows)
-    assert seen[0][-1]["images_sha256"] != seen[1][-1]["images_sha256"], "one shard for both"
-    assert_ranks_hold_equal_weights(run, "irv2-e3-s6.ckpt")  # still one model at the end
-    assert (run / "msrun_log" / "node1").is_dir()  # node 1 ran as its own msrun
+    rank0 = [(r["epoch"], r["step"]) for r in first_batches(run, 0)]  # over both attempts
+    assert rank0.count((1, 1)) == 1 and rank0[-len(again) :] == again, rank0
+    rank1 = first_batches(node1_run, 1)  # the retry's only: the first attempt's disk is gone
+    assert [(r["epoch"], r["step"]) for r in rank1] == again, rank1
+    assert first_batches(run, 0)[-1]["images_sha256"] != rank1[-1]["images_sha256"]
+    assert_ranks_hold_equal_weights(run, "irv2-e3-s6.ckpt", node1_run)  # one model at the end
+    assert (node1_run / "msrun_log" / "node1").is_dir()  # node 1 ran as its own msrun there
     assert list(run.rglob("final.ckpt")) == [run / "final.ckpt"]  # one model, written once
+    assert not list(node1_root.rglob("final.ckpt"))
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert f"out/runs/{run.name}/final.ckpt" in keys  # published
+    assert not [k for k in keys if "/rank1/" in k], keys  # rank 1's own checkpoints stay local
