@@ -9,6 +9,7 @@ checkpoint back, verified, to a worker that has none.
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import threading
@@ -19,9 +20,17 @@ from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import atomic_write_text, sha256_file
 from irv2_core.storage.store import ObjectStore, join_key
 
-__all__ = ["DIGEST_SUFFIX", "Mirror", "complete_checkpoints", "fetch_checkpoint", "pull_newest"]
+__all__ = [
+    "DIGEST_SUFFIX",
+    "HELD_SUFFIX",
+    "Mirror",
+    "complete_checkpoints",
+    "fetch_checkpoint",
+    "pull_newest",
+]
 
 DIGEST_SUFFIX = ".sha256"
+HELD_SUFFIX = ".mirror"  # hidden hard links of checkpoints waiting for their upload
 _STEP = re.compile(r"-s(\d+)\.ckpt$")
 
 
@@ -35,8 +44,11 @@ class Mirror:
         self._thread.start()
 
     def upload(self, path: Path, rel: str) -> None:
-        """Queue *path* (and then its ``.sha256`` sidecar, which must exist) for key *rel*."""
-        self._jobs.put(("put", path, rel))
+        """Queue *path* (and then its ``.sha256`` sidecar, which must exist) for key *rel*.
+        Both are hard-linked under a hidden name until uploaded: when uploads fall behind,
+        rotation may delete a checkpoint before its turn comes, and it must still arrive."""
+        sidecar = path.with_name(path.name + DIGEST_SUFFIX)
+        self._jobs.put(("put", (_hold(path), _hold(sidecar)), rel))
 
     def delete(self, rel: str) -> None:
         """Queue the removal of *rel* and its sidecar (sidecar first: never a stale commit)."""
@@ -48,15 +60,17 @@ class Mirror:
             key = join_key(self.prefix, rel)
             try:
                 if op == "put":
-                    self.store.put_file(path, key)
-                    sidecar = path.with_name(path.name + DIGEST_SUFFIX)
-                    self.store.put_file(sidecar, key + DIGEST_SUFFIX)
+                    self.store.put_file(path[0], key)
+                    self.store.put_file(path[1], key + DIGEST_SUFFIX)
                 else:
                     self.store.delete(key + DIGEST_SUFFIX)
                     self.store.delete(key)
             except (Irv2Error, OSError) as exc:  # training goes on; the next upload may work
                 self.on_error(f"mirror: {op} {rel} failed: {exc}")
             finally:
+                for held in path or ():
+                    if held.name.endswith(HELD_SUFFIX):
+                        held.unlink(missing_ok=True)
                 self._jobs.task_done()
         self._jobs.task_done()
 
@@ -68,6 +82,18 @@ class Mirror:
         """Finish the queued uploads and stop the thread."""
         self._jobs.put(None)
         self._thread.join()
+
+
+def _hold(path: Path) -> Path:
+    """A hidden hard link to *path* that outlives its deletion (or *path* itself where the
+    filesystem has no hard links)."""
+    held = path.with_name(f".{path.name}.{os.getpid()}{HELD_SUFFIX}")
+    held.unlink(missing_ok=True)
+    try:
+        os.link(path, held)
+    except OSError:
+        return path
+    return held
 
 
 def complete_checkpoints(

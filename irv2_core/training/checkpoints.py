@@ -20,7 +20,13 @@ from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
 from irv2_core.models.weights import load_into
 from irv2_core.runtime.io import atomic_write_json, atomic_write_text, read_json, sha256_file
-from irv2_core.storage.mirror import Mirror, complete_checkpoints, fetch_checkpoint, pull_newest
+from irv2_core.storage.mirror import (
+    HELD_SUFFIX,
+    Mirror,
+    complete_checkpoints,
+    fetch_checkpoint,
+    pull_newest,
+)
 from irv2_core.storage.store import ObjectStore
 from irv2_core.training.distributed import DistInfo
 
@@ -67,9 +73,10 @@ class CheckpointStore:
         self.restored_from: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
         self._last_recovery = (0, time.monotonic())
-        for stale in [*self.dir.glob(".*.tmp.ckpt"), *self.dir.glob(f"{RECOVERY}/.*.tmp.ckpt")]:
-            if self.writes:  # left by a crash mid-save
-                stale.unlink(missing_ok=True)
+        stale = [f"{f}.*{t}" for f in ("", f"{RECOVERY}/") for t in (".tmp.ckpt", HELD_SUFFIX)]
+        for path in [p for pattern in stale for p in self.dir.glob(pattern)]:
+            if self.writes:  # left by a crash mid-save or mid-upload
+                path.unlink(missing_ok=True)
 
     def latest_path(self) -> Path | None:
         """The checkpoint the job's ``latest.json`` points to, or None when there is none yet."""

@@ -3,6 +3,8 @@ the store mirror; on a small real MindSpore cell (the rotation does not depend o
 
 from __future__ import annotations
 
+import threading
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -88,6 +90,35 @@ def test_the_mirror_holds_what_the_run_holds(tmp_path):
     fresh = _store(tmp_path / "m2")
     pulled = fresh.pull(remote, "runs/r1")
     assert pulled.name == "irv2-e3-s3.ckpt" and fresh.restore(_Cell(0)) == 3
+
+
+class _Gated:
+    """A real store whose uploads wait until released: the mirror falls behind rotation."""
+
+    def __init__(self, store) -> None:
+        self.store, self.gate = store, threading.Event()
+
+    def put_file(self, path, key):
+        self.gate.wait(30)
+        return self.store.put_file(path, key)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_checkpoint_rotated_out_before_its_upload_still_reaches_the_store(tmp_path):
+    remote = _Gated(open_store(str(tmp_path / "bucket")))
+    errors: list[str] = []
+    store = _store(tmp_path, Mirror(remote, "r", errors.append), keep_checkpoint_max=1)
+    for step in (1, 2, 3):
+        store.save(_Cell(step), step, step)  # each save deletes the one before, locally
+    remote.gate.set()
+    store.close()
+    assert errors == []
+    keys = {o.key for o in remote.list("r/")}
+    assert keys == {"r/checkpoints/irv2-e3-s3.ckpt", "r/checkpoints/irv2-e3-s3.ckpt.sha256"}
+    left = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert left == ["irv2-e3-s3.ckpt", "irv2-e3-s3.ckpt.sha256", "latest.json"]  # no held links
 
 
 def test_a_checkpoint_without_its_sidecar_in_the_store_is_not_pulled(tmp_path):
