@@ -3,9 +3,11 @@
 A real ``prefect server start`` (its own PREFECT_HOME), the ``irv2-process`` work pool with two
 ``prefect worker start`` processes and the ``train-node`` deployments made with ``prefect deploy``:
 ``nodes-test`` (nodes share node 0's folders), ``nodes-idle`` on a pool no worker polls (its node
-runs never start) and ``nodes-apart`` (nodes with a workdir of their own, sharing nothing with node
-0 but the object store). :func:`train` runs the train task (node 0) in a small flow against it;
-:class:`Watch` follows the job's processes (psutil, by folders in their command lines).
+runs never start), ``nodes-apart`` (nodes with a workdir of their own, sharing nothing with node
+0 but the object store) and ``never-starts`` on a pool of its own, whose worker runs a command
+that never starts the flow (what a Kubernetes pod no node can schedule looks like to Prefect).
+:func:`train` runs the train task (node 0) in a small flow against it; :class:`Watch` follows
+the job's processes (psutil, by folders in their command lines).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ POOL, DEPLOYMENT = "irv2-process", "train-node/nodes-test"
 IDLE_POOL, IDLE_DEPLOYMENT = "irv2-idle", "train-node/nodes-idle"  # no worker polls this pool
 # nodes with a disk of their own (workdir): they share nothing with node 0 but the object store
 APART_DEPLOYMENT = "train-node/nodes-apart"
+# stands in for the Kubernetes pool: its runs never start the flow (a pod no node can take)
+NEVER_POOL, NEVER_DEPLOYMENT = "irv2-never-starts", "train-node/never-starts"
+NEVER_COMMAND = ["sleep", "301.25"]
 BUCKET = "irv2-nodes"
 STARTUP_S = 300
 
@@ -70,7 +75,7 @@ def running_cluster(home: Path):
     try:
         api = Api(api_url)
         wait_for("the Prefect server", lambda: api.get("/health") is True, STARTUP_S)
-        for pool in (POOL, IDLE_POOL):
+        for pool in (POOL, IDLE_POOL, NEVER_POOL):
             subprocess.run(
                 [prefect, "work-pool", "create", pool, "--type", "process"],
                 env=env,
@@ -94,6 +99,18 @@ def running_cluster(home: Path):
                 )
             ],
         }
+        never = {"data_dir": "-", "run_dir": "-", "config_file": "-", "launch": {}}
+        spec["deployments"].append(
+            {
+                "name": NEVER_DEPLOYMENT.split("/")[1],
+                "entrypoint": "flows/train_node.py:train_node",
+                "work_pool": {
+                    "name": NEVER_POOL,
+                    "job_variables": {"command": " ".join(NEVER_COMMAND)},
+                },
+                "parameters": never,
+            }
+        )
         prefect_yaml = home / "prefect.yaml"
         prefect_yaml.write_text(yaml.safe_dump(spec), encoding="utf-8")
         done = subprocess.run(
@@ -104,10 +121,11 @@ def running_cluster(home: Path):
             text=True,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        for i in range(2):  # one worker per node; node 0 is the train task itself
+        # one worker per node (node 0 is the train task itself), and one for NEVER_POOL
+        for i, pool in enumerate((POOL, POOL, NEVER_POOL)):
             procs.append(
                 _start(
-                    [prefect, "worker", "start", "--pool", POOL, "--limit", "1"],
+                    [prefect, "worker", "start", "--pool", pool, "--limit", "1"],
                     env,
                     home / f"worker{i}.log",
                     home,

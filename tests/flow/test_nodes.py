@@ -7,12 +7,15 @@ failure tests check that every process the job started is gone afterwards.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from nodes_cluster import (  # noqa: E402
@@ -20,9 +23,14 @@ from nodes_cluster import (  # noqa: E402
     BUCKET,
     DEPLOYMENT,
     IDLE_DEPLOYMENT,
+    NEVER_COMMAND,
+    NEVER_DEPLOYMENT,
+    NEVER_POOL,
+    REPO,
     Watch,
     assert_all_gone,
     error,
+    job_processes,
     node1_states,
     node_runs,
     running_cluster,
@@ -33,9 +41,10 @@ from train_data import (  # noqa: E402
     first_batches,
     make_mindrecord,
 )
-from ui.uikit import tail  # noqa: E402
+from ui.uikit import tail, venv_tool, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
+EPOCHS = 5  # of 2 steps each, in the fresh-machine test
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +166,7 @@ def _published_mindrecord(data: Path, store: dict[str, Any], fingerprint: str) -
 def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
     cluster, train_only, s3_server, tmp_path
 ):
-    """Two nodes that share nothing but the object store train one model over 3 epochs. Node 1
+    """Two nodes that share nothing but the object store train one model over 5 epochs. Node 1
     (its own workdir) dies once the job's first checkpoint is complete in the store, and its
     machine with it (its folder is deleted): the train task fails and retries; node 1 comes back
     on a fresh disk, fetches the MindRecord and the job's checkpoint from the store, and both
@@ -184,7 +193,9 @@ def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
     def node1_machine_lost() -> None:
         shutil.rmtree(node1_root, ignore_errors=True)
 
-    config = {"epoch_size": 3, "save_checkpoint_epochs": 1}
+    # the kill waits for an upload of ~650 MB to moto (about an epoch's time here): 5 epochs
+    # leave training several epochs to go when it lands
+    config = {"epoch_size": EPOCHS, "save_checkpoint_epochs": 1}
     markers = (str(runs), str(node1_root))
     with Watch(markers, 1, first_checkpoint, node1_machine_lost) as watch:
         state = train(
@@ -204,22 +215,60 @@ def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
     run = Path(state.result()["run_dir"])
     node1_run = node1_root / "runs" / run.name  # node 1's own copy of the job's run folder
     summary = read_json(run / "train_summary.json")
-    assert (summary["rank_size"], summary["global_step"]) == (2, 6), summary
+    assert (summary["rank_size"], summary["global_step"]) == (2, 2 * EPOCHS), summary
     resumed = summary["resumed_from_step"]  # an epoch checkpoint from the first attempt
-    assert resumed in (2, 4), summary
+    assert resumed in range(2, 2 * EPOCHS, 2), summary
     # node 1's fresh disk got the data and the job's checkpoint from the store
     assert read_json(node1_root / "mindrecord" / "conversion.json")["fingerprint"] == "nodes-test"
     assert list((node1_run / "checkpoints").glob(f"irv2-e*-s{resumed}.ckpt")), node1_run
-    again = [(epoch, 2 * epoch - 1) for epoch in range(resumed // 2 + 1, 4)]  # (epoch, 1st step)
+    again = [(e, 2 * e - 1) for e in range(resumed // 2 + 1, EPOCHS + 1)]  # (epoch, 1st step)
     rank0 = [(r["epoch"], r["step"]) for r in first_batches(run, 0)]  # over both attempts
+    # epoch 1 trained once: the first attempt's rows survive (had it finished before the kill,
+    # the retry would have found no stamp and started the run folder over)
     assert rank0.count((1, 1)) == 1 and rank0[-len(again) :] == again, rank0
     rank1 = first_batches(node1_run, 1)  # the retry's only: the first attempt's disk is gone
     assert [(r["epoch"], r["step"]) for r in rank1] == again, rank1
     assert first_batches(run, 0)[-1]["images_sha256"] != rank1[-1]["images_sha256"]
-    assert_ranks_hold_equal_weights(run, "irv2-e3-s6.ckpt", node1_run)  # one model at the end
+    last = f"irv2-e{EPOCHS}-s{2 * EPOCHS}.ckpt"
+    assert_ranks_hold_equal_weights(run, last, node1_run)  # one model at the end
     assert (node1_run / "msrun_log" / "node1").is_dir()  # node 1 ran as its own msrun there
     assert list(run.rglob("final.ckpt")) == [run / "final.ckpt"]  # one model, written once
     assert not list(node1_root.rglob("final.ckpt"))
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert f"out/runs/{run.name}/final.ckpt" in keys  # published
     assert not [k for k in keys if "/rank1/" in k], keys  # rank 1's own checkpoints stay local
+
+
+def test_a_run_whose_pod_never_starts_is_cancelled_by_the_shipped_automation(cluster):
+    """deployments/k8s/pod-never-started.yaml on a real server: a run of its pool that stays
+    Pending (here a worker whose job never starts the flow, as a pod that no node has the NPUs
+    for) is moved to Cancelling with the automation's message, and its worker kills what it
+    started. Only the pool name and the wait are changed for the test."""
+    shipped = REPO / "deployments" / "k8s" / "pod-never-started.yaml"
+    automation = yaml.safe_load(shipped.read_text(encoding="utf-8"))["automations"][0]
+    trigger = automation["trigger"]
+    assert trigger["match_related"]["prefect.resource.name"] == "irv2-ascend-k8s"
+    trigger["match_related"]["prefect.resource.name"] = NEVER_POOL
+    trigger["within"] = 15
+    prefect, env, api = venv_tool("prefect"), cluster["env"], cluster["api"]
+    create = [prefect, "automation", "create", "--from-json", json.dumps(automation)]
+    done = subprocess.run(create, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    deployment = api.get(f"/deployments/name/{NEVER_DEPLOYMENT}")
+    run = api.post(f"/deployments/{deployment['id']}/create_flow_run", {})
+
+    def started() -> bool:
+        return any(p.info["cmdline"] == NEVER_COMMAND for p in job_processes(NEVER_COMMAND[1]))
+
+    wait_for("the worker to start the run's job", started, 120)
+    wait_for(
+        "the automation to cancel the run",
+        lambda: api.get(f"/flow_runs/{run['id']}")["state"]["type"] == "CANCELLED",
+        180,
+    )
+    states = api.get(f"/flow_run_states/?flow_run_id={run['id']}")
+    kinds = [s["type"] for s in sorted(states, key=lambda s: s["timestamp"])]
+    assert "RUNNING" not in kinds and kinds[-1] == "CANCELLED", kinds
+    cancelling = [s for s in states if s["type"] == "CANCELLING"]
+    assert cancelling and "did not start within the time" in cancelling[0]["message"], states
+    wait_for("the job's process to be killed", lambda: not started(), 60)
