@@ -42,11 +42,13 @@ def _node_folders(paths: tuple[Path, Path, Path], workdir: str | None) -> tuple[
     return root / data.name, run, run / config_file.name
 
 
-def _prepare(node_rank: int, data: Path, store: StoreRef | None, fetch: dict[str, Any]) -> None:
+def _prepare(
+    node_rank: int, data: Path, store: StoreRef | None, fingerprint: str | None, prefix: str | None
+) -> None:
     """Fetch the job's MindRecord from the store when this node does not have it."""
     st = open_ref(store)
-    if st is not None and fetch.get("data_fingerprint") and fetch.get("data_prefix"):
-        ensure_mindrecord(st, fetch["data_prefix"], data, fetch["data_fingerprint"])
+    if st is not None and fingerprint and prefix:
+        ensure_mindrecord(st, prefix, data, fingerprint)
     elif not (data / "classes.json").is_file():
         raise Irv2Error(
             f"node {node_rank}: no MindRecord conversion in {data}. The nodes of a job either "
@@ -80,8 +82,7 @@ def train_node(
         )
     paths = (Path(data_dir), Path(run_dir), Path(config_file))
     data, run, config_path = _node_folders(paths, workdir)
-    fetch = {"data_fingerprint": data_fingerprint, "data_prefix": data_prefix}
-    _prepare(node_rank, data, store, fetch)
+    _prepare(node_rank, data, store, data_fingerprint, data_prefix)
     run.mkdir(parents=True, exist_ok=True)
     if config is not None and not config_path.is_file():
         config_path = write_requested_config(run, config)

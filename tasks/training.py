@@ -54,27 +54,11 @@ NODE_DEPLOYMENT = "train-node/process"  # deployments/prefect.yaml
 
 
 def _start_nodes(
-    deployment: str,
-    join_timeout_s: float,
-    launch: dict[str, Any],
-    *paths: Any,
+    deployment: str, join_timeout_s: float, launch: dict[str, Any], common: dict[str, Any]
 ) -> NodeRuns:
-    """Submit node runs 1..N-1 of this job; *paths*: data_dir, run_dir, config_file, store,
-    timeout_s, and what a node without the shared folders fetches them by: config,
-    data_fingerprint, data_prefix. Fails first when the deployment is missing."""
+    """Submit node runs 1..N-1 of this job, each with the train-node parameters *common* plus its
+    own ``launch``. Fails first when the deployment is missing."""
     check_node_deployment(deployment)
-    data_dir, run_dir, config_file, store, timeout_s, config, fingerprint, prefix = paths
-    common = {
-        "data_dir": str(data_dir),
-        "run_dir": str(run_dir),
-        "config_file": str(config_file),
-        "store": store,
-        "timeout_s": timeout_s,
-        "join_timeout_s": join_timeout_s,
-        "config": config,
-        "data_fingerprint": fingerprint,
-        "data_prefix": prefix,
-    }
     nodes = NodeRuns(deployment, join_timeout_s=join_timeout_s)
     nodes.submit(
         {
@@ -254,19 +238,18 @@ def train_task(
     env.setdefault("GLOG_v", "3")  # MindSpore: errors only, so the run log shows training lines
     nodes = None
     if int((launch or {}).get("num_nodes", 1)) > 1:
-        nodes = _start_nodes(
-            node_deployment,
-            join_timeout_s,
-            launch or {},
-            data_dir,
-            run_dir,
-            config_file,
-            store,
-            timeout_s,
-            config,
-            data_fingerprint,
-            data_prefix,
-        )
+        common = {  # the paths for nodes sharing this folder; the rest for nodes that fetch
+            "data_dir": str(data_dir),
+            "run_dir": str(run_dir),
+            "config_file": str(config_file),
+            "store": store,
+            "timeout_s": timeout_s,
+            "join_timeout_s": join_timeout_s,
+            "config": config,
+            "data_fingerprint": data_fingerprint,
+            "data_prefix": data_prefix,
+        }
+        nodes = _start_nodes(node_deployment, join_timeout_s, launch or {}, common)
         logger.info("started training nodes %s", {r: str(i) for r, i in nodes.ids.items()})
     logger.info("launching: %s", " ".join(command))
     try:

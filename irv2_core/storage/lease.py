@@ -57,12 +57,13 @@ def _holder_dead(record: dict) -> bool:
         return False
     try:
         pid = int(str(record.get("holder", "")).rsplit(":", 1)[1])
-        os.kill(pid, 0)
     except (IndexError, ValueError):
         return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the pid exists
     except ProcessLookupError:
         return True
-    except PermissionError:  # alive, another user's
+    except OSError:  # PermissionError: alive, another user's
         return False
     return False
 

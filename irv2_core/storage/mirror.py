@@ -56,19 +56,19 @@ class Mirror:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            op, path, rel = job
+            op, files, rel = job
             key = join_key(self.prefix, rel)
             try:
                 if op == "put":
-                    self.store.put_file(path[0], key)
-                    self.store.put_file(path[1], key + DIGEST_SUFFIX)
+                    self.store.put_file(files[0], key)
+                    self.store.put_file(files[1], key + DIGEST_SUFFIX)
                 else:
                     self.store.delete(key + DIGEST_SUFFIX)
                     self.store.delete(key)
             except (Irv2Error, OSError) as exc:  # training goes on; the next upload may work
                 self.on_error(f"mirror: {op} {rel} failed: {exc}")
             finally:
-                for held in path or ():
+                for held in files or ():
                     if held.name.endswith(HELD_SUFFIX):
                         held.unlink(missing_ok=True)
                 self._jobs.task_done()

@@ -73,10 +73,10 @@ class CheckpointStore:
         self.restored_from: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
         self._last_recovery = (0, time.monotonic())
-        stale = [f"{f}.*{t}" for f in ("", f"{RECOVERY}/") for t in (".tmp.ckpt", HELD_SUFFIX)]
-        for path in [p for pattern in stale for p in self.dir.glob(pattern)]:
-            if self.writes:  # left by a crash mid-save or mid-upload
-                path.unlink(missing_ok=True)
+        if self.writes:  # files a crash left mid-save or mid-upload
+            for folder in (self.dir, self.dir / RECOVERY):
+                for stale in [*folder.glob(".*.tmp.ckpt"), *folder.glob(f".*{HELD_SUFFIX}")]:
+                    stale.unlink(missing_ok=True)
 
     def latest_path(self) -> Path | None:
         """The checkpoint the job's ``latest.json`` points to, or None when there is none yet."""
