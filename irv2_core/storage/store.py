@@ -12,12 +12,14 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.io import atomic_target, atomic_write_bytes, sha256_file
+from irv2_core.runtime.io import FILE_MODE, atomic_target, sha256_file
+from irv2_core.storage.folder_cas import check_locking, key_lock, stamp_after, version_of
 
 __all__ = [
     "LocalStore",
@@ -36,7 +38,7 @@ class StoredObject:
     key: str
     size: int
     sha256: str | None = None
-    version: str | None = None  # S3 ETag or local mtime; conditional writes compare it
+    version: str | None = None  # S3 ETag, or the folder store's never-repeating tag
 
 
 def join_key(*parts: str) -> str:
@@ -82,7 +84,12 @@ def _sha256_bytes(data: bytes) -> str:
 
 
 class LocalStore:
-    """A folder as an object store (``/path`` or ``file:///path``); keys are relative paths."""
+    """A folder as an object store (``/path`` or ``file:///path``); keys are relative paths.
+
+    Every write renames a verified temp file into place under the key's lock
+    (:mod:`~irv2_core.storage.folder_cas`): conditional writes hold across processes, and a
+    key's versions never repeat.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -94,17 +101,51 @@ class LocalStore:
             raise Irv2Error(f"key {key!r} leaves the store {self.uri}")
         return path
 
-    def put_file(self, path: Path, key: str) -> StoredObject:
+    def _commit(self, tmp: Path, target: Path, replace: str | None, conditional: bool) -> bool:
+        """Rename *tmp* to *target* under the key's lock: always, or (*conditional*) only if
+        absent (*replace* None) or still at version *replace*. False when not written."""
+        with key_lock(target) as lock_fd:
+            try:
+                current = target.stat()
+            except FileNotFoundError:
+                current = None
+            if conditional:
+                version = None if current is None else version_of(current)
+                if version != replace:  # None == None: absent, as asked
+                    return False
+            stamp_after(lock_fd, tmp, current)
+            os.replace(tmp, target)
+        return True
+
+    def _write(
+        self, key: str, fill, sha256: str, replace: str | None = None, conditional: bool = False
+    ) -> StoredObject | None:
+        """Fill a temp file beside *key* (outside the lock: copies can be large), then commit."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.upload")
-        shutil.copyfile(path, tmp)
-        digest = sha256_file(tmp)
-        if digest != sha256_file(path):
-            tmp.unlink(missing_ok=True)
-            raise Irv2Error(f"copy of {path} to {target} does not match its source; try again")
-        os.replace(tmp, target)
-        return StoredObject(key, target.stat().st_size, digest, str(target.stat().st_mtime_ns))
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".upload")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            fill(tmp)
+            os.chmod(tmp, FILE_MODE)  # mkstemp's 0600: stored objects read like other files
+            if not self._commit(tmp, target, replace, conditional):
+                return None
+        finally:
+            tmp.unlink(missing_ok=True)  # renamed away when written
+        st = target.stat()
+        return StoredObject(key, st.st_size, sha256, version_of(st))
+
+    def put_file(self, path: Path, key: str) -> StoredObject:
+        digest = sha256_file(path)
+
+        def fill(tmp: Path) -> None:
+            shutil.copyfile(path, tmp)
+            if sha256_file(tmp) != digest:
+                raise Irv2Error(f"copy of {path} to {self.uri}/{key} does not match its source; "
+                                "try again")  # fmt: skip
+
+        return self._write(key, fill, digest)
 
     def get_file(self, key: str, path: Path, sha256: str | None = None) -> Path:
         source = self._path(key)
@@ -117,8 +158,7 @@ class LocalStore:
         return path
 
     def put_bytes(self, data: bytes, key: str) -> StoredObject:
-        target = atomic_write_bytes(self._path(key), data)
-        return StoredObject(key, len(data), _sha256_bytes(data), str(target.stat().st_mtime_ns))
+        return self._write(key, _filler(data), _sha256_bytes(data))
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -127,27 +167,14 @@ class LocalStore:
             return None
 
     def create(self, data: bytes, key: str, replace: str | None = None) -> StoredObject | None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if replace is not None:
-            current = self.head(key)
-            if current is None or current.version != replace:
-                return None
-            return self.put_bytes(data, key)  # a local folder has one writer host: no race
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return None
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return StoredObject(key, len(data), _sha256_bytes(data), str(target.stat().st_mtime_ns))
+        return self._write(key, _filler(data), _sha256_bytes(data), replace, conditional=True)
 
     def head(self, key: str) -> StoredObject | None:
         try:
             st = self._path(key).stat()
         except FileNotFoundError:
             return None
-        return StoredObject(key, st.st_size, None, str(st.st_mtime_ns))
+        return StoredObject(key, st.st_size, None, version_of(st))
 
     def list(self, prefix: str) -> list[StoredObject]:
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
@@ -159,15 +186,20 @@ class LocalStore:
             hidden = any(part.startswith(".") for part in Path(key).parts)
             if path.is_file() and key.startswith(prefix) and not hidden:
                 st = path.stat()
-                out.append(StoredObject(key, st.st_size, None, str(st.st_mtime_ns)))
+                out.append(StoredObject(key, st.st_size, None, version_of(st)))
         return sorted(out, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        target = self._path(key)
+        if target.parent.is_dir():
+            with key_lock(target):  # never between another writer's check and its rename
+                target.unlink(missing_ok=True)
 
     def check_writable(self) -> None:
         probe = join_key(".irv2-preflight", f"{os.getpid()}")
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            check_locking(self.root)
             self.put_bytes(b"ok", probe)
             self.delete(probe)
         except OSError as exc:
@@ -175,6 +207,18 @@ class LocalStore:
                 f"output_uri {self.uri} cannot be written: {exc.strerror}; choose a writable "
                 "folder or an s3:// URI"
             ) from None
+
+
+def _filler(data: bytes):
+    """A function that writes *data* to a temp file, flushed to disk (a lease must survive)."""
+
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return fill
 
 
 def check_digest(path: Path, sha256: str | None, where: str) -> None:
