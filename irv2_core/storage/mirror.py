@@ -37,8 +37,16 @@ _STEP = re.compile(r"-s(\d+)\.ckpt$")
 class Mirror:
     """A background uploader of files under *prefix* of *store*, in the order they come."""
 
-    def __init__(self, store: ObjectStore, prefix: str, on_error: Callable[[str], None]) -> None:
-        self.store, self.prefix, self.on_error = store, prefix, on_error
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str,
+        on_error: Callable[[str], None],
+        fence: Callable[[], None] | None = None,
+    ) -> None:
+        """*fence* raises (an Irv2Error) when this process may no longer write here: it is
+        called before every upload and deletion, which are then skipped and reported."""
+        self.store, self.prefix, self.on_error, self.fence = store, prefix, on_error, fence
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="irv2-mirror", daemon=True)
         self._thread.start()
@@ -59,6 +67,8 @@ class Mirror:
             op, files, rel = job
             key = join_key(self.prefix, rel)
             try:
+                if self.fence is not None:
+                    self.fence()
                 if op == "put":
                     self.store.put_file(files[0], key)
                     self.store.put_file(files[1], key + DIGEST_SUFFIX)

@@ -153,6 +153,7 @@ class CheckpointStore:
         """Wait for the mirror to finish uploading what was saved."""
         if self.mirror is not None:
             self.mirror.close()
+            self.mirror = None  # closed once, however many ways the run ends
 
     def restore(self, cell) -> int:
         """Load the newest checkpoint that verifies into *cell* (weights + optimizer); return its

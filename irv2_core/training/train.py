@@ -144,21 +144,29 @@ def train(
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     store = open_store(mirror_uri, endpoint_url) if mirror_uri else None
     with contextlib.ExitStack() as guard:
+        lease = None
         if env_world().is_master:  # one writer per run: rank 0 holds the locks for the job
             guard.enter_context(folder_lock(run_dir, "training", lock_wait_s))
             if store is not None:
                 lease = StoreLease(store, LEASE_KEY, what="training run").acquire(lock_wait_s)
                 guard.callback(lease.release)
-        run = _Run(cfg, data_dir, run_dir, resume, store)
+        run = _Run(cfg, data_dir, run_dir, resume, store, lease)
         guard.callback(run.checkpoints.close)  # every checkpoint written reaches the store
-        return run.train(stop_after_steps)
+        summary = run.train(stop_after_steps)
+        run.checkpoints.close()
+        if lease is not None:  # ...and came from the run's one writer (LeaseLost otherwise)
+            lease.confirm()
+        return summary
 
 
 class _Run:
     """One training process: the recipe's parts built from the config, then the loop."""
 
-    def __init__(self, cfg: Config, data_dir: Path, run_dir: Path, resume: bool, store) -> None:
+    def __init__(
+        self, cfg: Config, data_dir: Path, run_dir: Path, resume: bool, store, lease=None
+    ) -> None:
         self.started = time.perf_counter()
+        self.lease: StoreLease | None = lease  # fencing: a lost lease stops every write
         self.data_dir, self.run_dir = data_dir, run_dir
         cfg = resolve_num_classes(cfg, read_classes(data_dir))
         check_amp_supported(cfg)
@@ -172,7 +180,8 @@ class _Run:
         self.total = self.spe * self.epochs
         self.lr = lr_schedule(cfg, self.spe)
         self.net, _, self.cell = _build(cfg, self.lr)
-        mirror = Mirror(store, "", on_error=self.log.line) if store is not None else None
+        fence = lease.confirm if lease is not None else None  # checked before every upload
+        mirror = Mirror(store, "", self.log.line, fence) if store is not None else None
         self.checkpoints = ckpts.CheckpointStore(run_dir, cfg, self.world, mirror)
         self.step = self._restore(store) if resume else 0
         self.resumed_from = self.step
@@ -208,6 +217,7 @@ class _Run:
             epoch_done = self.step == (epoch + 1) * self.spe
             last = epoch + 1 == self.epochs
             if stopped or (epoch_done and ((epoch + 1) % cfg.save_checkpoint_epochs == 0 or last)):
+                self._fence()
                 self.checkpoints.save(self.cell, cfg.start_epoch + epoch, self.step)
             if stopped:
                 return self._summary()
@@ -215,6 +225,7 @@ class _Run:
                 self.last_eval = _evaluate(cfg, self.net, self.data_dir)
                 if self.last_eval is not None:
                     self.log.eval(self.step, cfg.start_epoch + epoch, self.last_eval)
+        self._fence(fresh=True)  # never a final checkpoint or summary from a fenced-off writer
         final = self.checkpoints.save_final(self.net)
         summary = self._summary().model_copy(
             update={
@@ -237,6 +248,7 @@ class _Run:
         for images, labels in batches:
             if self.step >= end:
                 break
+            self._fence()
             if first:  # one small row per rank and epoch: which data this rank trains on
                 where = (self.world.rank, self.world.size, cfg.start_epoch + epoch, self.step + 1)
                 record_first_batch(self.run_dir, *where, images, labels)
@@ -254,7 +266,18 @@ class _Run:
             if stop_at is not None and self.step >= stop_at:
                 break
             if self.step < end and self.checkpoints.recovery_due(self.step):
+                self._fence()
                 self.checkpoints.save(self.cell, cfg.start_epoch + epoch, self.step, recovery=True)
+
+    def _fence(self, fresh: bool = False) -> None:
+        """Raise LeaseLost (naming the new holder) once this worker is no longer the run's writer;
+        *fresh* reads the lease from the store instead of trusting the last heartbeat."""
+        if self.lease is None:
+            return
+        if fresh:
+            self.lease.confirm()
+        else:
+            self.lease.check()
 
     def _summary(self) -> TrainSummary:
         steady = self.speeds[1:] or self.speeds  # a process's first step includes compilation
