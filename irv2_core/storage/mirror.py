@@ -67,14 +67,12 @@ class Mirror:
             op, files, rel = job
             key = join_key(self.prefix, rel)
             try:
-                if self.fence is not None:
-                    self.fence()
-                if op == "put":
-                    self.store.put_file(files[0], key)
-                    self.store.put_file(files[1], key + DIGEST_SUFFIX)
+                if op == "put":  # the sidecar, the checkpoint's commit, only if still fenced in
+                    self._fenced(self.store.put_file, files[0], key)
+                    self._fenced(self.store.put_file, files[1], key + DIGEST_SUFFIX)
                 else:
-                    self.store.delete(key + DIGEST_SUFFIX)
-                    self.store.delete(key)
+                    self._fenced(self.store.delete, key + DIGEST_SUFFIX)
+                    self._fenced(self.store.delete, key)
             except (Irv2Error, OSError) as exc:  # training goes on; the next upload may work
                 self.on_error(f"mirror: {op} {rel} failed: {exc}")
             finally:
@@ -83,6 +81,12 @@ class Mirror:
                         held.unlink(missing_ok=True)
                 self._jobs.task_done()
         self._jobs.task_done()
+
+    def _fenced(self, write, *args) -> None:
+        """Call the store's *write* unless the fence says this process may write no more."""
+        if self.fence is not None:
+            self.fence()
+        write(*args)
 
     def flush(self) -> None:
         """Wait until everything queued so far is in the store."""

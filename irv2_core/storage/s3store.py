@@ -9,6 +9,7 @@ atomically: of two writers, exactly one wins.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
@@ -136,9 +137,16 @@ class S3Store:
             raise self._error(exc, "deleting", key) from None
 
     def check_writable(self) -> None:
-        probe = join_key(".irv2-preflight", "probe")
+        probe = join_key(".irv2-preflight", f"probe-{uuid.uuid4().hex}")
         try:
             self.put_bytes(b"ok", probe)
+            honoured = self.create(b"again", probe) is None  # If-None-Match on an existing key
             self.delete(probe)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "writing", probe) from None
+        if not honoured:
+            raise Irv2Error(
+                f"{self.uri} ignores conditional writes (If-None-Match): two workers could both "
+                "take one lease or promote at once; use a store that honours them (AWS S3, "
+                "MinIO, OBS, SeaweedFS) or a folder with file locks"
+            )

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from irv2_core.errors import Irv2Error
 from irv2_core.promotion import promote, read_current
 from irv2_core.storage import open_store
 from irv2_core.storage.lease import LeaseHeld, LeaseLost, StoreLease
@@ -157,3 +160,69 @@ def test_a_fenced_off_mirror_writes_nothing(tmp_path):
     mirror.close()
     assert store.list("") == []
     assert errors and "node-b:2" in errors[0]
+
+
+@pytest.mark.slow
+def test_a_training_whose_lease_is_taken_over_stops_writing(tmp_path):
+    """The real trainer: once another worker holds the run's lease, nothing more of this one
+    reaches the store, no summary marks its run complete, and it fails naming the holder."""
+    from train_data import make_mindrecord, smoke_args
+
+    data, store_dir, run = make_mindrecord(tmp_path / "d"), tmp_path / "store", tmp_path / "run"
+    cmd = [sys.executable, "-m", "irv2_core", "train", "--data", str(data), "--out", str(run),
+           *smoke_args(), "--mirror-uri", str(store_dir)]  # fmt: skip
+    env = {**os.environ, "IRV2_LEASE_TTL_S": "3"}  # renewals every second
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = open_store(str(store_dir))
+    deadline = time.monotonic() + 120
+    while (held := store.head("lease.json")) is None and proc.poll() is None:
+        assert time.monotonic() < deadline, "the training never took its lease"
+        time.sleep(0.05)
+    assert held is not None, proc.communicate()[1][-3000:]
+    taken = {"holder": "node-b:77", "expires_at": time.time() + 600}
+    assert store.create(json.dumps(taken).encode(), "lease.json", replace=held.version)
+    before = {o.key: o.version for o in store.list("")}
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, err[-3000:]
+    assert "node-b:77" in err and "lost its lease" in err
+    assert {o.key: o.version for o in store.list("")} == before  # not one write after the takeover
+    assert not (run / "train_summary.json").exists()
+    assert json.loads(store.get_bytes("lease.json"))["holder"] == "node-b:77"
+
+
+def test_preflight_refuses_a_folder_whose_locks_stay_on_one_host(tmp_path, monkeypatch):
+    """An NFS mount with ``nolock`` would let two hosts both win: refused before any stage.
+    (No NFS server here: the mount table entry is the injected fault.)"""
+    from irv2_core.storage import folder_cas
+
+    monkeypatch.setattr(folder_cas, "_mount_of", lambda _: ("nfs", "rw,relatime,vers=3,nolock"))
+    with pytest.raises(Irv2Error, match=r"NFS mounted with nolock.*s3://"):
+        open_store(str(tmp_path / "store")).check_writable()
+    monkeypatch.setattr(folder_cas, "_mount_of", lambda _: ("nfs4", "rw,vers=4.2,hard"))
+    open_store(str(tmp_path / "store")).check_writable()  # NFSv4's locks are the server's
+
+
+def test_the_mount_table_is_read_for_the_folders_own_mount(tmp_path):
+    from irv2_core.storage.folder_cas import _mount_of
+
+    fstype, options = _mount_of(tmp_path)
+    assert fstype and "r" in options  # e.g. ("ext4", "rw,relatime,rw,...")
+    assert _mount_of(Path("/proc/self"))[0] == "proc"
+
+
+def test_preflight_refuses_an_s3_store_that_ignores_conditional_writes(
+    s3_server, s3_client, monkeypatch
+):
+    """The JuiceFS S3 gateway accepts If-None-Match and overwrites anyway: refused, saying why.
+    (The real server honours it; dropping the condition on the way is the injected fault.)"""
+    from irv2_core.storage.s3store import S3Store
+
+    s3_client.create_bucket(Bucket="ignores-conditions")
+    store = open_store("s3://ignores-conditions/irv2", endpoint_url=s3_server)
+    store.check_writable()
+    real_put = S3Store._put
+    monkeypatch.setattr(
+        S3Store, "_put", lambda self, data, key, _cond: real_put(self, data, key, {})
+    )
+    with pytest.raises(Irv2Error, match="ignores conditional writes"):
+        store.check_writable()
