@@ -73,12 +73,13 @@ def stamped_key(anchor: str | os.PathLike[str], digest: str) -> str | None:
         key, files = stamp["key"], stamp["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(key, str) or not key.startswith(digest) or not files:
+    if not (isinstance(key, str) and key.startswith(digest) and isinstance(files, dict) and files):
         return None
-    for name, (size, mtime_ns) in files.items():
+    for name, state in files.items():
         try:
+            size, mtime_ns = state
             st = Path(name).stat()
-        except OSError:
+        except (OSError, TypeError, ValueError):  # gone, or a garbled entry
             return None
         if st.st_size != size or st.st_mtime_ns != mtime_ns:
             return None

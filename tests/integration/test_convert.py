@@ -134,3 +134,26 @@ def test_failed_convert_keeps_the_old_output_and_leaves_no_temp(tmp_path):
         convert(data, tmp_path / "other")  # a second writer of the same folder stops at once
     with pytest.raises(Irv2Error, match="val-fraction"):
         convert(data, out, val_fraction=1.5)
+
+
+def test_a_file_over_the_size_limit_is_skipped_and_reported(tmp_path, monkeypatch):
+    """A file over MAX_IMAGE_BYTES (a tiny one here) is listed with its reason and left out of
+    the MindRecord; the other images convert."""
+    from PIL import Image
+
+    from irv2_core.data import images
+
+    flat = write_image_tree(tmp_path / "flat", classes=2, per_class=5)
+    noise = np.random.default_rng(0).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(flat / "class_0" / "huge.png")
+    limit = 40_000
+    assert (flat / "class_0" / "huge.png").stat().st_size > limit
+    assert max(p.stat().st_size for p in flat.rglob("*.jpg")) < limit
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", limit)
+    rec = convert(flat, tmp_path / "out")
+    skipped = {s["path"]: s["reason"] for s in rec.model_dump()["skipped"]}
+    assert list(skipped) == ["class_0/huge.png"]
+    assert f"over the {limit} byte limit" in skipped["class_0/huge.png"]
+    assert sum(rec.totals.values()) == 10
+    stored = {r["file_name"] for s in ("train", "val") for r in _read(tmp_path / "out", s, False)}
+    assert len(stored) == 10 and not any("huge" in name for name in stored)

@@ -11,6 +11,7 @@ import pytest
 from mindspore import nn
 
 from irv2_core.config import load_config
+from irv2_core.errors import Irv2Error
 from irv2_core.storage import open_store
 from irv2_core.storage.mirror import Mirror
 from irv2_core.training.checkpoints import RECOVERY, CheckpointStore
@@ -166,3 +167,33 @@ def test_ranks_on_separate_nodes_all_resume_from_the_stores_newest_checkpoint(tm
 def test_no_recovery_checkpoints_unless_asked(tmp_path, minutes, steps):
     store = _store(tmp_path, recovery_every_minutes=minutes, recovery_every_steps=steps)
     assert not any(store.recovery_due(s) for s in range(1, 100))
+
+
+def _flip_middle_byte(path) -> None:
+    """Corrupt *path* as a bad disk or a torn copy can: one bit, the size unchanged."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_resume_skips_a_same_size_bit_flip_and_says_so(tmp_path):
+    """A flipped bit that MindSpore would load without complaint is caught by the recorded
+    sha256: resume takes the previous good checkpoint and names the one it skipped."""
+    store = _store(tmp_path)
+    store.save(_Cell(1), 1, 1)
+    bad = store.save(_Cell(2), 2, 2)
+    size = bad.stat().st_size
+    _flip_middle_byte(bad)
+    assert bad.stat().st_size == size
+    resumed = _store(tmp_path)
+    assert resumed.restore(_Cell(0)) == 1
+    assert resumed.restored_from.name == "irv2-e1-s1.ckpt"
+    assert [(p.name, "sha256" in r) for p, r in resumed.skipped] == [("irv2-e2-s2.ckpt", True)]
+
+
+def test_resume_refuses_when_every_checkpoint_is_corrupt(tmp_path):
+    """No checkpoint verifies: resume stops naming each one and why, rather than loading one."""
+    store = _store(tmp_path)
+    _flip_middle_byte(store.save(_Cell(1), 1, 1))
+    with pytest.raises(Irv2Error, match=r"no checkpoint .* verifies.*irv2-e1-s1\.ckpt: sha256"):
+        _store(tmp_path).restore(_Cell(0))

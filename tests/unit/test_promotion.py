@@ -41,3 +41,21 @@ def test_promotion_is_a_conditional_write(tmp_path):
     assert promote(store, "nightly", _current(0.95, "run-3"), version) is not None
     stale = promote(store, "nightly", _current(0.99, "run-4"), version)  # another run won
     assert stale is None and read_current(store, "nightly")[0]["run_id"] == "run-3"
+
+
+def test_the_promote_task_leaves_current_json_alone_when_the_gate_rejects(tmp_path):
+    """The task writes ``current.json`` only for a promoted candidate: a rejected one leaves the
+    record byte for byte as it was, and a better one replaces it."""
+    from prefect.logging import disable_run_logger
+
+    from tasks.promotion import promote_task
+
+    store, models = LocalStore(tmp_path), {"uri": str(tmp_path)}
+    promote(store, "default", _current(0.92, "run-old"), None)  # outside a deployment: "default"
+    before = (tmp_path / "models" / "default" / "current.json").read_bytes()
+    with disable_run_logger():
+        worse = promote_task.fn(models, "run-new", _eval(0.9175).to_json(), "u", 0.2)
+        assert not worse["promoted"] and "run-old stays current" in worse["reason"]
+        assert (tmp_path / "models" / "default" / "current.json").read_bytes() == before
+        better = promote_task.fn(models, "run-best", _eval(0.95).to_json(), "u", 0.2)
+    assert better["promoted"] and read_current(store, "default")[0]["run_id"] == "run-best"

@@ -1,0 +1,41 @@
+"""Which S3 endpoint the store talks to: ``--endpoint-url`` / ``output_endpoint_url`` first, else
+``AWS_ENDPOINT_URL``; on real boto3 clients (building one sends no request)."""
+
+from __future__ import annotations
+
+from botocore.exceptions import EndpointConnectionError
+
+from flows.params import validate_params
+from irv2_core.storage import open_store
+from irv2_core.storage.s3client import S3Client
+from tasks.storage import open_ref
+
+MINIO = "http://minio.example:9000"
+OBS = "https://obs.example.com"
+
+
+def test_the_endpoint_argument_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", OBS)
+    store = open_store("s3://bucket/runs", MINIO)
+    assert store.client.meta.endpoint_url == MINIO
+
+
+def test_without_an_argument_the_environment_names_the_endpoint(monkeypatch):
+    """``AWS_ENDPOINT_URL`` is used, and a connection failure names it (not "AWS default")."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", OBS)
+    client = S3Client()
+    assert client.client.meta.endpoint_url == OBS
+    error = client.explain(EndpointConnectionError(endpoint_url=OBS), "listing", "s3://b", "b")
+    assert f"endpoint {OBS}" in str(error)
+
+
+def test_the_flows_output_endpoint_reaches_the_stores_client(monkeypatch):
+    """``output_endpoint_url`` is the outputs' endpoint; without it the outputs go where the
+    data came from (``endpoint_url``)."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    both = validate_params(
+        source="s3://in/data", endpoint_url=OBS, output_uri="s3://out/x", output_endpoint_url=MINIO
+    )
+    assert open_ref(both.store()).client.meta.endpoint_url == MINIO
+    one = validate_params(source="s3://in/data", endpoint_url=OBS, output_uri="s3://out/x")
+    assert open_ref(one.store()).client.meta.endpoint_url == OBS
