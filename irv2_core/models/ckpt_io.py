@@ -96,8 +96,16 @@ def _load(ckpt: str | os.PathLike[str], choice_func=None) -> dict[str, Any]:
     try:
         with _count_reclaimable_cache():
             return ms.load_checkpoint(str(path), choice_func=choice_func)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise Irv2Error(
-            f"cannot read checkpoint {path}: the file is truncated, corrupt or not a MindSpore "
-            f"checkpoint ({str(exc).splitlines()[0]})"
-        ) from None
+    except ValueError as exc:
+        if choice_func is not None and "empty after filter" in str(exc):
+            return {}  # MindSpore refuses a filter that keeps nothing: no such entries
+        raise _unreadable(path, exc) from None
+    except (RuntimeError, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> Irv2Error:
+    return Irv2Error(
+        f"cannot read checkpoint {path}: the file is truncated, corrupt or not a MindSpore "
+        f"checkpoint ({str(exc).splitlines()[0]})"
+    )

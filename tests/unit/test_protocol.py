@@ -62,3 +62,13 @@ def test_an_explicit_protocol_the_weights_were_not_trained_with_is_refused(copie
         pretrained_protocol(tune)
     agreed = load_config("finetune", overrides={"pretrained": str(copied_final)})
     assert pretrained_protocol(agreed).eval_protocol == "inception"
+
+
+def test_a_checkpoint_without_a_record_keeps_the_old_defaults(tmp_path):
+    from irv2_core.models.ckpt_io import save_checkpoint_atomic
+
+    old = save_checkpoint_atomic(_Net(), tmp_path / "old.ckpt")  # as written before issue 18
+    assert _resolve_input(old, None, None) == ("zoo", 299, True)
+    assert _resolve_input(old, "inception", None) == ("inception", 299, True)
+    asked = load_config("cpu-smoke", overrides={"eval_protocol": "inception"})
+    assert with_weights_protocol(asked, old).eval_protocol == "inception"
