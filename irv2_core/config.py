@@ -16,7 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from irv2_core.errors import Irv2Error
-from irv2_core.models.metadata import DEFAULT_IMAGE_SIZE, EVAL_PROTOCOLS, MIN_IMAGE_SIZE
+from irv2_core.models.metadata import (
+    DEFAULT_IMAGE_SIZE,
+    EVAL_PROTOCOLS,
+    MIN_IMAGE_SIZE,
+    TIMM_PROTOCOL,
+)
 from irv2_core.runtime.io import atomic_write_text, sha256_json
 
 __all__ = [
@@ -193,7 +198,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr_end=1e-6,
         lr_max=0.01,
         warmup_epochs=1,
-        eval_protocol="inception",
+        eval_protocol=TIMM_PROTOCOL,
         device_target="GPU",
     ),
     # Training from scratch on a small real set on a CPU (the demo, the local deployments): fp32,

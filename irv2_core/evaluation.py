@@ -27,6 +27,7 @@ from irv2_core.data.datasets import create_dataset, dataset_size, mindrecord_fil
 from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint
 from irv2_core.models.factory import create_model
+from irv2_core.models.protocol import resolve_protocol
 from irv2_core.models.weights import load_into
 from irv2_core.records import EvalMetrics, EvalRecord, Misclassified
 from irv2_core.runtime.context import setup_context
@@ -206,6 +207,17 @@ def eval_batches(data_dir: str | Path, split: str, cfg: Config) -> tuple[Any, in
     return data.create_tuple_iterator(num_epochs=1, output_numpy=True), batch_size
 
 
+def with_weights_protocol(cfg: Config, ckpt: str | Path) -> Config:
+    """*cfg* with the ``eval_protocol`` *ckpt*'s weights expect (recorded in the checkpoint): it
+    replaces a default one, and one set explicitly (preset, file, ``--set``) must equal it. A
+    checkpoint without a record leaves *cfg* as it is."""
+    asked = cfg.eval_protocol if "eval_protocol" in cfg.model_fields_set else None
+    protocol = resolve_protocol(ckpt, asked, cfg.eval_protocol, "eval_protocol")
+    if protocol == cfg.eval_protocol:
+        return cfg
+    return cfg.model_copy(update={"eval_protocol": protocol})
+
+
 def evaluate(
     ckpt: str | Path,
     data_dir: str | Path,
@@ -219,7 +231,8 @@ def evaluate(
     image_size, classes, confusion, misclassified).
 
     *cfg* None reads ``config.yaml`` beside the checkpoint (a run folder), else cpu-smoke
-    defaults with *image_size*. The class count comes from the data's ``classes.json``.
+    defaults with *image_size*; the protocol is the one the checkpoint records, if any
+    (:func:`with_weights_protocol`). The class count comes from the data's ``classes.json``.
     """
 
     ckpt = Path(ckpt)
@@ -229,6 +242,7 @@ def evaluate(
         saved = ckpt.parent / "config.yaml"
         size = {"image_size": image_size} if image_size and not saved.is_file() else None
         cfg = resolve_config(run_config=saved, fallback_preset="cpu-smoke", overrides=size)
+    cfg = with_weights_protocol(cfg, ckpt)
     classes = read_classes(data_dir, split)
     num_classes = len(classes)
     images = dataset_size(data_dir, split)

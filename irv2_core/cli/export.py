@@ -9,6 +9,7 @@ import argparse
 import json
 
 from irv2_core.export import FORMATS
+from irv2_core.models.metadata import EVAL_PROTOCOLS
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -20,6 +21,7 @@ def _run_export(args: argparse.Namespace) -> int:
         args.out,
         num_classes=args.num_classes,
         image_size=args.image_size,
+        protocol=args.protocol,
     )
     print(json.dumps(result.to_json(), indent=2))
     return 0
@@ -38,6 +40,13 @@ def add_export(subparsers) -> None:
     p.add_argument("--out", required=True, help="output file (the extension is added if missing)")
     p.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
     p.add_argument("--image-size", type=int, default=299, help="input height/width (>= 75)")
+    p.add_argument(
+        "--protocol",
+        choices=list(EVAL_PROTOCOLS),
+        default=None,
+        help="input mean/std baked into the export; default: the one the checkpoint records "
+        "(its weights expect it; a different one is refused), else its run's config.yaml, else zoo",
+    )
     p.set_defaults(func=_run_export)
 
 
@@ -75,7 +84,7 @@ def add_predict(subparsers) -> None:
     )
     p.add_argument(
         "--protocol",
-        choices=["zoo", "inception"],
+        choices=list(EVAL_PROTOCOLS),
         default=None,
         help="default: the model's recorded protocol, else zoo (must agree with a recorded one)",
     )

@@ -11,7 +11,9 @@ Input contract (issue 12): every export takes **uint8 NCHW RGB pixels 0..255** a
 after the protocol's resize + center crop, and normalises them inside (the network's first op).
 The contract is written next to the export as ``<file>.json`` (:func:`input_contract`) and, for
 ONNX, also into the model's ``metadata_props`` (key ``irv2.input_contract``) when the ``onnx``
-package is installed. ``irv2 predict`` reads it and preprocesses accordingly.
+package is installed. ``irv2 predict`` reads it and preprocesses accordingly. The protocol is the
+one the checkpoint records its weights expect (``models.protocol``); an explicit one that
+disagrees is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mindspore import nn
 from irv2_core.errors import Irv2Error
 from irv2_core.export import FORMATS
 from irv2_core.models.metadata import EVAL_PROTOCOLS, check_image_size
+from irv2_core.models.protocol import resolve_protocol
 from irv2_core.models.weights import load_model
 from irv2_core.records import ExportRecord
 from irv2_core.runtime.context import compile_cache_disabled, pynative_mode
@@ -106,6 +109,16 @@ def run_protocol(ckpt: str | os.PathLike[str]) -> str | None:
     return value if value in EVAL_PROTOCOLS else None
 
 
+def checkpoint_protocol(ckpt: str | os.PathLike[str], asked: str | None = None) -> str:
+    """The protocol to run *ckpt* with: the one recorded in it (*asked* must agree); for a
+    checkpoint without a record, *asked*, else its run's ``config.yaml``, else ``zoo``."""
+    if asked is not None and asked not in EVAL_PROTOCOLS:
+        raise Irv2Error(
+            f"unknown eval protocol {asked!r}; choose one of: {', '.join(EVAL_PROTOCOLS)}"
+        )
+    return resolve_protocol(ckpt, asked, run_protocol(ckpt) or "zoo", "--protocol")
+
+
 def verification_input(image_size: int, batch: int = 1) -> np.ndarray:
     """The fixed NCHW uint8 pixels that every export is checked on."""
     rng = np.random.default_rng(VERIFY_SEED)
@@ -171,18 +184,16 @@ def export_model(
     """Export a checkpoint to MINDIR, ONNX or AIR at *image_size*, verify it, publish it atomically.
 
     ``num_classes``/``residual_bias`` default to what the checkpoint holds; *protocol* (whose
-    mean/std the export applies to its uint8 input) to the ``eval_protocol`` of the run's
-    ``config.yaml`` beside the checkpoint, else ``zoo``. The file goes to a temp name in *out*'s
-    folder, is reloaded and compared with the network on a fixed input, and is renamed to *out*
-    (the format's extension is appended if missing) only if the max abs difference is within
-    tolerance; its input contract is written beside it as ``<file>.json``. Returns the
+    mean/std the export applies to its uint8 input) to the one the checkpoint records, which a
+    given *protocol* must equal (:func:`checkpoint_protocol`). The file goes to a temp name in
+    *out*'s folder, is reloaded and compared with the network on a fixed input, and is renamed
+    to *out* (the format's extension is appended if missing) only if the max abs difference is
+    within tolerance; its input contract is written beside it as ``<file>.json``. Returns the
     :class:`~irv2_core.records.ExportRecord`.
     """
     fmt = _check_format(fmt)
     check_image_size(int(image_size))
-    protocol = protocol or run_protocol(ckpt) or "zoo"
-    if protocol not in EVAL_PROTOCOLS:
-        raise Irv2Error(f"unknown eval protocol {protocol!r}; choose one of: zoo, inception")
+    protocol = checkpoint_protocol(ckpt, protocol)
     final = output_path(out, fmt)
     final.parent.mkdir(parents=True, exist_ok=True)
     net, info = load_model(

@@ -8,7 +8,8 @@ model file is used, which is where a run folder keeps it beside ``final.ckpt``.
 Input contract: models take uint8 NCHW pixels and normalise inside. An export records its
 protocol and image size in ``<file>.json`` beside it (ONNX also in its metadata_props); predict
 uses them, and refuses a ``--protocol``/``--image-size`` that disagrees. A checkpoint uses the
-``eval_protocol`` of the run's ``config.yaml`` beside it. An export without a recorded contract
+protocol recorded in it (refusing a ``--protocol`` that disagrees), else the ``eval_protocol`` of
+the run's ``config.yaml`` beside it. An export without a recorded contract
 (made before issue 12) took normalised float32: predict normalises for it in numpy.
 """
 
@@ -26,7 +27,7 @@ from mindspore import nn
 
 from irv2_core.data.transforms import normalize_pixels, preprocess_image
 from irv2_core.errors import Irv2Error
-from irv2_core.export.exporter import ONNX_METADATA_KEY, contract_path, run_protocol
+from irv2_core.export.exporter import ONNX_METADATA_KEY, checkpoint_protocol, contract_path
 from irv2_core.models.metadata import EVAL_PROTOCOLS, check_image_size
 from irv2_core.models.weights import load_model
 from irv2_core.runtime.context import compile_cache_disabled, pynative_mode
@@ -127,7 +128,7 @@ def _resolve_input(
     """(protocol, image size, model takes pixels) from the model's record and the caller's."""
     suffix = model.suffix.lower()
     if suffix == ".ckpt":
-        return protocol or run_protocol(model) or "zoo", image_size or 299, True
+        return checkpoint_protocol(model, protocol), image_size or 299, True
     contract = recorded_contract(model)
     if contract is None:  # an export from before issue 12: normalised float32 input
         size = image_size or (onnx_image_size(model) if suffix == ".onnx" else None) or 299
@@ -174,7 +175,8 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image, as ``[{image, top: [{index, name,
     probability}]}]``. *protocol* and *image_size* default to what the model recorded (an
-    export's input contract, a run's config.yaml), else ``zoo`` and 299."""
+    export's input contract, a checkpoint's protocol, a run's config.yaml), else ``zoo`` and
+    299."""
     model = Path(model)
     if not images:
         raise Irv2Error("no images given to predict")

@@ -16,6 +16,7 @@ __all__ = [
     "EVAL_PROTOCOLS",
     "MIN_IMAGE_SIZE",
     "NUM_FEATURES",
+    "TIMM_PROTOCOL",
     "EvalProtocol",
     "check_image_size",
     "protocol_mean_std",
@@ -43,6 +44,7 @@ EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
     # what timm's published weights expect: shorter side to size/0.8975 bicubic, mean = std = 0.5
     "inception": EvalProtocol(0.8975, False, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+TIMM_PROTOCOL = "inception"  # the protocol timm's IRv2 weights were trained with
 
 
 def check_image_size(height: int, width: int | None = None) -> None:

@@ -3,7 +3,8 @@
 ``import_timm_weights`` reads a timm ``inception_resnet_v2`` state dict stored as safetensors with
 numpy alone (no torch), renames its keys onto this project's parameter names (they are 1:1 by
 design; only BatchNorm's names differ), checks every name and shape against the real network and
-writes a MindSpore checkpoint atomically.
+writes a MindSpore checkpoint atomically, recording in it that the weights expect timm's
+``inception`` input protocol (``models.protocol``).
 
 Putting weights into a network goes through one function, :func:`load_into`, whichever the source:
 ``load_model`` rebuilds a network from any checkpoint this project writes (weights-only or
@@ -23,6 +24,8 @@ import numpy as np
 from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
 from irv2_core.models.factory import create_model
+from irv2_core.models.metadata import TIMM_PROTOCOL
+from irv2_core.models.protocol import protocol_metadata
 from irv2_core.models.safetensors_io import read_safetensors
 from irv2_core.runtime.io import sha256_file
 
@@ -91,7 +94,8 @@ def import_timm_weights(
 
     Keys are renamed (BatchNorm weight/bias/running_* -> gamma/beta/moving_*; the step counters
     ``num_batches_tracked`` are dropped) and checked name-by-name and shape-by-shape against the
-    real network, which is then saved to *out* atomically. ``num_classes`` other than the file's
+    real network, which is then saved to *out* atomically, recording timm's input protocol
+    (``inception``) inside it. ``num_classes`` other than the file's
     drops ``classif.*`` so the classifier starts fresh (fine-tuning). Returns a summary dict.
     """
     tensors = read_safetensors(src)
@@ -123,8 +127,11 @@ def import_timm_weights(
         expected = {k: v for k, v in expected.items() if not k.startswith(CLASSIFIER_PREFIX)}
     check_state_against_net(state, expected, str(src))
     _assign(net, state)
-    save_checkpoint_atomic(net, out)
-    message = f"imported {len(state)} tensors from {src} into {out}"
+    save_checkpoint_atomic(net, out, metadata=protocol_metadata(TIMM_PROTOCOL))
+    message = (
+        f"imported {len(state)} tensors from {src} into {out} (recorded input protocol "
+        f"{TIMM_PROTOCOL!r}: export, evaluate, predict and fine-tuning use it by default)"
+    )
     if dropped:
         message += (
             f"; dropped {', '.join(dropped)} (the file has {source_classes} classes, "
@@ -138,6 +145,7 @@ def import_timm_weights(
         "num_classes": target,
         "residual_bias": residual_bias,
         "dropped": dropped,
+        "protocol": TIMM_PROTOCOL,
         "bytes": Path(out).stat().st_size,
         "sha256": sha256_file(out),
         "message": message,

@@ -18,6 +18,7 @@ from pathlib import Path
 from irv2_core.config import Config
 from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
+from irv2_core.models.protocol import protocol_metadata
 from irv2_core.models.weights import load_into
 from irv2_core.runtime.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from irv2_core.storage.mirror import (
@@ -199,10 +200,12 @@ class CheckpointStore:
             )
 
     def save_final(self, net) -> Path | None:
-        """Write the network-only ``final.ckpt`` (rank 0); return its path."""
+        """Write the network-only ``final.ckpt`` (rank 0), recording the run's input protocol in
+        it (a copy outside the run folder keeps it); return its path."""
         if not self.world.is_master:
             return None
-        return save_checkpoint_atomic(net, self.run_dir / "final.ckpt")
+        meta = protocol_metadata(self.cfg.eval_protocol)
+        return save_checkpoint_atomic(net, self.run_dir / "final.ckpt", metadata=meta)
 
 
 def _digest_path(ckpt: Path) -> Path:

@@ -20,7 +20,7 @@ import mindspore.dataset as ds
 from irv2_core.config import Config, save_config
 from irv2_core.data.datasets import create_dataset, dataset_size, has_split, read_classes
 from irv2_core.errors import Irv2Error
-from irv2_core.evaluation import eval_batches, evaluate_network
+from irv2_core.evaluation import eval_batches, evaluate_network, with_weights_protocol
 from irv2_core.models.factory import create_model
 from irv2_core.models.weights import load_pretrained
 from irv2_core.records import EvalMetrics, TrainSummary
@@ -46,7 +46,7 @@ from irv2_core.training.recipe import (
 )
 from irv2_core.training.runlog import RunLog, record_first_batch
 
-__all__ = ["LEASE_KEY", "resolve_num_classes", "train"]
+__all__ = ["LEASE_KEY", "pretrained_protocol", "resolve_num_classes", "train"]
 
 LEASE_KEY = "lease.json"  # under the run's prefix in the store
 
@@ -61,6 +61,14 @@ def resolve_num_classes(cfg: Config, classes: dict[str, int]) -> Config:
             f"{len(classes)} classes; set num_classes to {len(classes)} or null (= from the data)"
         )
     return cfg
+
+
+def pretrained_protocol(cfg: Config) -> Config:
+    """Fine-tuning feeds the pretrained weights the protocol they record (an explicit
+    ``eval_protocol`` that disagrees is refused); the run then records it in its own files."""
+    if not cfg.pretrained or not Path(cfg.pretrained).is_file():
+        return cfg  # load_pretrained names a missing file
+    return with_weights_protocol(cfg, cfg.pretrained)
 
 
 def _steps_per_epoch(cfg: Config, data_dir: Path, world: DistInfo) -> int:
@@ -168,7 +176,7 @@ class _Run:
         self.started = time.perf_counter()
         self.lease: StoreLease | None = lease  # fencing: a lost lease stops every write
         self.data_dir, self.run_dir = data_dir, run_dir
-        cfg = resolve_num_classes(cfg, read_classes(data_dir))
+        cfg = pretrained_protocol(resolve_num_classes(cfg, read_classes(data_dir)))
         check_amp_supported(cfg)
         self.spe = _steps_per_epoch(cfg, data_dir, env_world())
         eval_size = dataset_size(data_dir, "val") if has_split(data_dir, "val") else 0

@@ -301,25 +301,28 @@ def _flow_result(state) -> tuple[dict, set[str]]:
     }
 
 
-def test_re_evaluate_with_another_protocol_trains_nothing_and_is_cached_again(first_run):
+def test_re_evaluate_on_another_split_trains_nothing_and_is_cached_again(first_run):
     from flows.rerun import re_evaluate
 
     run_dir = Path(first_run["summary"]["run_dir"])
     ckpt, own_eval = run_dir / "final.ckpt", (run_dir / "eval.json").read_bytes()
     before = ckpt.stat().st_mtime_ns
-    result, tasks = _flow_result(re_evaluate(run=str(run_dir), eval_protocol="inception",
+    result, tasks = _flow_result(re_evaluate(run=str(run_dir), split="train",
                                              return_state=True))  # fmt: skip
     assert tasks == {"evaluate"}, tasks  # no stage, convert or train task ran
     assert result["timings"]["evaluate"]["state"] == "Completed"
     out = Path(result["eval"])
     assert out.parent.parent == run_dir / "reruns" and out.parent.name == result["rerun"]
-    assert result["rerun"].startswith("evaluate-inception-val-")
+    assert result["rerun"].startswith("evaluate-zoo-train-")
     record = json.loads(out.read_text())
-    assert record["protocol"] == "inception" and record["count"] == 9  # 3 classes x 3 val images
+    assert record["protocol"] == "zoo" and record["count"] == 24  # 3 classes x 8 train images
     assert 0.0 <= result["top1"] <= result["top5"] <= 1.0
-    again = re_evaluate(run=str(run_dir), eval_protocol="inception")
+    again = re_evaluate(run=str(run_dir), split="train")
     assert again["timings"]["evaluate"]["state"] == "Cached" and again["eval"] == str(out)
     assert ckpt.stat().st_mtime_ns == before and (run_dir / "eval.json").read_bytes() == own_eval
+    # final.ckpt records that its weights expect the run's protocol: another one is refused
+    with pytest.raises(Irv2Error, match=r"trained with the 'zoo'.*eval_protocol 'inception'"):
+        re_evaluate(run=str(run_dir), eval_protocol="inception")
 
 
 def test_re_export_writes_a_verified_export_beside_the_run(first_run):
@@ -343,11 +346,11 @@ def test_re_report_rebuilds_the_report_on_the_re_evaluation(first_run):
 
     run_dir = Path(first_run["summary"]["run_dir"])
     own_report = (run_dir / "report" / "report.md").read_bytes()
-    name = re_evaluate(run=str(run_dir), eval_protocol="inception")["rerun"]  # Cached
+    name = re_evaluate(run=str(run_dir), split="train")["rerun"]  # Cached
     result = re_report(run=str(run_dir), evaluation=name)
     report = Path(result["report"])
     assert report == run_dir / "reruns" / f"report-{name}" / "report" / "report.md"
-    assert "inception protocol" in report.read_text() and Path(result["report_html"]).is_file()
+    assert "zoo protocol" in report.read_text() and Path(result["report_html"]).is_file()
     assert (run_dir / "report" / "report.md").read_bytes() == own_report
     with pytest.raises(Irv2Error, match="has no re-evaluation 'evaluate-zoo-train-0'"):
         re_report(run=str(run_dir), evaluation="evaluate-zoo-train-0")
@@ -400,7 +403,7 @@ def test_reruns_of_a_published_run_are_published_beside_it(first_run, dataset, t
     s3 = boto3.client("s3", endpoint_url=dataset, region_name="us-east-1")
     own_eval = s3.get_object(Bucket=BUCKET, Key=f"out/runs/{run_dir.name}/eval/_COMMITTED.json")
     away = dict(run=uri, endpoint_url=dataset, workdir=str(tmp_path / "other-machine"))
-    result = re_evaluate(**away, eval_protocol="inception")
+    result = re_evaluate(**away, split="train")
     assert result["timings"]["evaluate"]["state"] == "Completed"  # its first time in this store
     assert Path(result["eval"]).is_relative_to(tmp_path / "other-machine" / "runs")
     reported = re_report(**away, evaluation=result["rerun"])

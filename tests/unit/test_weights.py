@@ -60,6 +60,7 @@ def imported_ckpt(timm_file, tmp_path_factory) -> Path:
 def test_import_summary_describes_the_written_checkpoint(imported_ckpt):
     out, result = imported_ckpt
     assert result["tensors"] == 1102 and result["dropped"] == [] and result["residual_bias"]
+    assert result["protocol"] == "inception" and "recorded input protocol" in result["message"]
     assert result["num_classes"] == result["source_num_classes"] == 1000
     assert result["sha256"] == sha256_file(out) and result["bytes"] == out.stat().st_size
 
@@ -172,3 +173,34 @@ def test_a_parameter_given_twice_is_refused(tmp_path):
     with pytest.raises(Irv2Error, match="two tensors for parameter 'x.bn.gamma'"):
         import_timm_weights(tmp_path / "dup.safetensors", tmp_path / "dup.ckpt")
     assert not (tmp_path / "dup.ckpt").exists()
+
+
+@pytest.mark.slow  # one MINDIR export of the 1000-class network: ~25 s on 2 cores
+def test_export_of_imported_timm_weights_feeds_them_timms_mean_and_std(imported_ckpt, tmp_path):
+    """The user's bug: an export of import-weights' output (no run folder around it) used the
+    zoo's mean/std, 2.2 (relative) away from timm's logits. The checkpoint records `inception`,
+    so the export normalises uint8 pixels as timm's weights expect: (x/255 - 0.5) / 0.5."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from irv2_core.export.exporter import export_model, verification_input
+
+    record = export_model(imported_ckpt[0], "MINDIR", tmp_path / "timm", image_size=75)
+    assert record.input_contract["protocol"] == "inception"
+    assert record.input_contract["mean"] == record.input_contract["std"] == [0.5, 0.5, 0.5]
+    pixels = verification_input(75)
+    exported = nn.GraphCell(ms.load(record.path))(ms.Tensor(pixels)).asnumpy()
+    timm_net, _ = load_model(imported_ckpt[0], input_protocol=None)  # timm's own contract
+    with compile_cache_disabled():
+        timm = timm_net(ms.Tensor((pixels / 255.0 - 0.5) / 0.5, ms.float32)).asnumpy()
+    assert np.abs(exported - timm).max() / np.abs(timm).max() <= 1e-5
+
+
+def test_export_with_a_protocol_the_weights_do_not_expect_is_refused(imported_ckpt, capsys):
+    out = imported_ckpt[0].parent / "zoo.mindir"
+    argv = ["export", "--ckpt", str(imported_ckpt[0]), "--out", str(out), "--protocol", "zoo"]
+    assert main([*argv, "--image-size", "75"]) == 2
+    err = capsys.readouterr().err
+    assert "were trained with the 'inception' input protocol" in err
+    assert "--protocol 'zoo'" in err and "Omit --protocol" in err
+    assert not out.exists() and not out.with_name("zoo.mindir.json").exists()
