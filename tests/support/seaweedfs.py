@@ -65,6 +65,7 @@ class SeaweedS3:
     root: Path
     log: Path
     startup_s: float
+    grpc_ports: tuple[int, ...] = ()
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM (a graceful stop removes its sockets, ~4 s), SIGKILL after *grace_s*; then
@@ -77,6 +78,10 @@ class SeaweedS3:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.root, ignore_errors=True)
+        # gRPC sockets live in /tmp whatever TMPDIR says, and a stop leaves some of them
+        for port in self.grpc_ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def log_tail(self, n: int = 40) -> str:
         with contextlib.suppress(OSError):
@@ -107,12 +112,19 @@ def _command(weed: str, root: Path, ports: dict[str, int], config: Path) -> list
     return [weed, "mini", *(f"-{k}={v}" for k, v in flags.items())]
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the test process dies, even by SIGKILL (no orphaned server)."""
-    with contextlib.suppress(Exception):
+def _pdeathsig():
+    """The child's hook that asks for SIGTERM when the test process dies, even by SIGKILL (so no
+    server outlives it); libc's prctl is looked up here, in the parent, because the child of a
+    threaded process should do as little as possible between fork and exec."""
+    if sys.platform != "linux":
+        return None
+    try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _answers(url: str) -> bool:
@@ -143,13 +155,16 @@ def start(
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             _command(weed, root, ports, config),
+            # its logs (glog's weed.INFO, ...) go to the temp folder: keep them in ours
+            env={**os.environ, "TMPDIR": str(root)},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=root,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_pdeathsig(),
         )
-    server = SeaweedS3(f"http://127.0.0.1:{ports['s3.port']}", proc, root, log, 0.0)
+    grpc = tuple(p for name, p in ports.items() if name.endswith(".grpc"))
+    server = SeaweedS3(f"http://127.0.0.1:{ports['s3.port']}", proc, root, log, 0.0, grpc)
     while not _answers(server.endpoint + "/"):
         if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
             tail = server.log_tail()
