@@ -68,8 +68,8 @@ class SeaweedS3:
     grpc_ports: tuple[int, ...] = ()
 
     def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM (a graceful stop removes its sockets, ~4 s), SIGKILL after *grace_s*; then
-        the data folder goes."""
+        """SIGTERM (graceful: 2-3 s here), SIGKILL after *grace_s*; then its folder and its
+        gRPC sockets go."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
