@@ -1,8 +1,9 @@
 """Data-stage throughput: staging vs. baselines, conversion and the train input pipeline.
 
 Builds ImageNet-like photos (~500x375 JPEG, q90, from scikit-learn's two sample photos with random
-crops, flips and colour jitter), puts them in S3 (a local moto server in its own process unless
---endpoint-url names a real one, e.g. MinIO), then measures and prints one table:
+crops, flips and colour jitter), puts them in S3 (a local SeaweedFS server from
+tests/support/seaweedfs.py unless --endpoint-url names another, e.g. MinIO), then measures and
+prints one table:
 
 - staging: ``irv2_core.data.stage.stage`` (verified, parallel) against a plain sequential boto3 loop
   (no verification) and ``aws s3 sync`` when the AWS CLI is installed, on the same objects;
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,24 +70,14 @@ def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0) -> int:
     return total
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """A moto S3 server in a separate process (so it does not share our GIL); returns its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("moto server did not start")
+def start_s3():
+    """A SeaweedFS S3 server (``weed``, a separate process: it does not share our GIL) whose only
+    identity is this process's credentials; returns it (``.endpoint``, ``.stop()``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support import seaweedfs
+
+    env = os.environ
+    return seaweedfs.start({env["AWS_ACCESS_KEY_ID"]: env["AWS_SECRET_ACCESS_KEY"]})
 
 
 def upload(client, root: Path) -> None:
@@ -227,7 +217,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=600, help="ImageNet-like JPEGs to generate")
     p.add_argument("--workers", type=int, default=8, help="stage workers")
-    p.add_argument("--endpoint-url", default=None, help="real S3-compatible endpoint (else moto)")
+    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (else a local SeaweedFS)")
     p.add_argument("--epochs", type=int, default=4, help="passes of the train pipeline")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the pipeline variants")
     p.add_argument(
@@ -240,7 +230,7 @@ def main() -> int:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     work = Path(tempfile.mkdtemp(prefix="irv2-bench-"))
-    proc = None
+    server = None
     try:
         total = make_photos(work / "src", args.images)
         mb = total / 1e6
@@ -254,7 +244,8 @@ def main() -> int:
             return 0
         endpoint = args.endpoint_url
         if endpoint is None:
-            proc, endpoint = start_moto()
+            server = start_s3()
+            endpoint = server.endpoint
         import boto3
 
         upload(boto3.client("s3", endpoint_url=endpoint), work / "src")
@@ -262,10 +253,10 @@ def main() -> int:
         rows += bench_convert(work / "staged", work, args.images)
         rows += bench_pipeline(work / "mr-0", args.epochs, args.rounds)
     finally:
-        if proc is not None:
-            proc.terminate()
+        if server is not None:
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    _print(rows, args.images, mb, total, "moto server (local process)" if proc else endpoint, load)
+    _print(rows, args.images, mb, total, "SeaweedFS (local process)" if server else endpoint, load)
     return 0
 
 

@@ -3,8 +3,9 @@ checkpoints costs a training run.
 
 1. A checkpoint set (default 3 files, 600 MB) published with ``irv2_core.storage.publish``
    (verified: server-checked SHA-256, commit marker last) against ``aws s3 cp --recursive`` of the
-   same folder, alternating, best of N rounds each, to a moto server in its own process (or
-   ``--endpoint-url``). Prints MB/s and the ratio (goal: >= 1.0x the CLI).
+   same folder, alternating, best of N rounds each, to a local SeaweedFS server in its own
+   process (tests/support/seaweedfs.py; or ``--endpoint-url``). Prints MB/s and the ratio
+   (goal: >= 1.0x the CLI).
 2. ``--train DATA_DIR``: ``irv2 train`` on a MindRecord folder without and with ``--mirror-uri``
    (alternating), steady img/s from ``train_summary.json``; goal: mirroring <= 3 % slower.
 
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 import boto3
-from data_throughput import start_moto
+from data_throughput import start_s3
 
 from irv2_core.storage import open_store
 from irv2_core.storage.publish import folder_files, publish_files
@@ -80,12 +81,13 @@ def main() -> int:
     p.add_argument("--files", type=int, default=3)
     p.add_argument("--mb", type=int, default=200, help="size of each file in MB")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--endpoint-url", default=None, help="real S3-compatible endpoint (else moto)")
+    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (else a local SeaweedFS)")
     p.add_argument("--train", type=Path, default=None, help="MindRecord folder: also bench train")
     args = p.parse_args()
-    proc, endpoint = (None, args.endpoint_url) if args.endpoint_url else start_moto()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")  # before start_s3: its identity
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    server = None if args.endpoint_url else start_s3()
+    endpoint = args.endpoint_url or server.endpoint
     try:
         with tempfile.TemporaryDirectory() as tmp:
             total = make_set(Path(tmp) / "set", args.files, args.mb)
@@ -104,8 +106,8 @@ def main() -> int:
                 slower = 1 - train[1][1] / train[0][1]
                 print(f"mirroring costs {slower * 100:.1f} % (goal <= 3 %)")
     finally:
-        if proc is not None:
-            proc.kill()
+        if server is not None:
+            server.stop()
     return 0
 
 

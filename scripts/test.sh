@@ -14,15 +14,22 @@ export MS_COMPILER_CACHE_PATH="${MS_COMPILER_CACHE_PATH:-$repo/.cache/ms-compile
 .venv/bin/ruff check "$repo"
 .venv/bin/ruff format --check "$repo"
 # tests/ui drives Debian's chromium through Playwright (Playwright's own browser download is not
-# used). As root with apt, install it when missing; otherwise the ui tier skips, saying why.
-if [ ! -x "${IRV2_UI_CHROMIUM:-/usr/bin/chromium}" ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "tests/ui: installing chromium with apt-get"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-            >/dev/null || echo "tests/ui: installing chromium failed; the ui tier will be skipped"
-    else
-        echo "tests/ui: no /usr/bin/chromium and no root apt-get; the ui tier will be skipped"
+# used). As root with apt, install it when missing. If it is still missing, the ui tier skips,
+# saying why; with CI set (any non-empty value) this script fails instead: in CI a missing browser
+# is an install bug, and a skipped tier would hide it behind a green run.
+chromium="${IRV2_UI_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tests/ui: installing chromium with apt-get"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+        >/dev/null || echo "tests/ui: installing chromium with apt-get failed"
+fi
+if [ ! -x "$chromium" ]; then
+    if [ -n "${CI:-}" ]; then
+        echo "tests/ui: no chromium at $chromium and CI is set: failing instead of skipping the" \
+            "ui tier; install it with: apt-get install -y chromium (as root)" >&2
+        exit 1
     fi
+    echo "tests/ui: no chromium at $chromium; the ui tier will be skipped (apt-get install -y chromium)"
 fi
 work="$(mktemp -d)"
 cd "$work"

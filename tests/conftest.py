@@ -1,10 +1,10 @@
 """Shared fixtures: a temporary working directory, MindSpore's compile cache, tiny image sets,
-a real S3 HTTP endpoint (moto in server mode) on localhost, and a Prefect test harness."""
+a real S3 server (SeaweedFS) on localhost, a moto S3 mock for fault injection, and a Prefect test
+harness."""
 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -65,26 +65,58 @@ def image_tree(tmp_path) -> Path:
     return write_image_tree(tmp_path / "images")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The S3 server knows exactly these identities (access key -> secret). The session's are in the
+# environment for every test and the processes they start; OTHER_S3_CREDENTIALS are for processes
+# that must hold credentials of their own (tests/flow/test_machines.py).
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+}
+OTHER_S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAIRV2MACHINEQ7Z3X",
+    "AWS_SECRET_ACCESS_KEY": "irv2-machine-secret-Vb7Nm3Kq9Wd",
+}
+
+
+def _fake_aws_environment() -> None:
+    """Fake credentials for the whole session, so boto3 never looks for real ones."""
+    os.environ.update(S3_CREDENTIALS, AWS_DEFAULT_REGION="us-east-1")
 
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A real S3 HTTP endpoint on localhost (moto server); yields its URL.
+    """A real S3 server on localhost (SeaweedFS ``weed mini``), started once per run; yields its
+    URL. It checks signatures: only S3_CREDENTIALS and OTHER_S3_CREDENTIALS are accepted.
 
-    Fake credentials are set for the whole session so boto3 never looks for real ones.
-    """
+    Without ``weed`` the S3 tests skip on a developer's machine and fail in CI."""
+    from support import prerequisites, seaweedfs
+
+    weed = seaweedfs.find_weed()
+    if weed is None:
+        prerequisites.missing("SeaweedFS (`weed`) for the S3 tests", seaweedfs.INSTALL)
+    _fake_aws_environment()
+    identities = {
+        c["AWS_ACCESS_KEY_ID"]: c["AWS_SECRET_ACCESS_KEY"]
+        for c in (S3_CREDENTIALS, OTHER_S3_CREDENTIALS)
+    }
+    server = seaweedfs.start(identities, weed)
+    print(f"\nSeaweedFS S3 at {server.endpoint}, ready in {server.startup_s:.2f} s")
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3_server():
+    """moto's S3 mock in server mode on localhost; yields its URL. Only for what a real server
+    cannot show (moto's switch to start checking signatures mid-session, its IAM API): use
+    ``s3_server`` for everything else."""
     from moto.server import ThreadedMotoServer
+    from support.seaweedfs import free_ports
 
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing-key-id",
-        AWS_SECRET_ACCESS_KEY="testing-secret-key",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    port = _free_port()
+    _fake_aws_environment()
+    (port,) = free_ports(1)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -93,7 +125,7 @@ def s3_server():
 
 @pytest.fixture
 def s3_client(s3_server):
-    """A boto3 S3 client talking HTTP to the moto server."""
+    """A boto3 S3 client talking HTTP to the real S3 server."""
     import boto3
 
     return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")

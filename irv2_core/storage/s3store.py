@@ -24,6 +24,9 @@ __all__ = ["MULTIPART_THRESHOLD", "S3Store"]
 
 MULTIPART_THRESHOLD = 64 << 20
 _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+# If-Match on a key that is gone: AWS answers 404 NoSuchKey, SeaweedFS 412. Either way the
+# version to replace is no longer there, so the write lost.
+_GONE = ("NoSuchKey", "404")
 
 
 class S3Store:
@@ -104,7 +107,8 @@ class S3Store:
         try:
             return self._put(data, key, condition)
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _PRECONDITION:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in _PRECONDITION or (replace and code in _GONE):
                 return None
             raise self._error(exc, "writing", key) from None
 

@@ -2,10 +2,10 @@
 
 Each machine is its own process with its own workdir and its own Prefect home (an ephemeral API
 and database, its own local result storage); the only thing they share is a bucket on a localhost
-S3 (moto). Machine 1 is killed with its training once a checkpoint has reached the store; machine
-2 reruns the same parameters and resumes that training; machine 3 then finds every heavy task in
-the cache that lives in the store. The machines hold distinctive S3 credentials, which must
-appear nowhere they leave traces (README, "Object storage").
+S3 server (SeaweedFS). Machine 1 is killed with its training once a checkpoint has reached the
+store; machine 2 reruns the same parameters and resumes that training; machine 3 then finds
+every heavy task in the cache that lives in the store. The machines hold S3 credentials of their
+own, which must appear nowhere they leave traces (README, "Object storage").
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import write_image_tree
+from conftest import OTHER_S3_CREDENTIALS, write_image_tree
 from test_flow import FLOW_SMOKE
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
@@ -50,12 +50,10 @@ DRIVER = (
     "with open(sys.argv[2], 'w') as f:\n"
     "    json.dump({'logs': logs, 'blocks': blocks}, f, default=str)\n"
 )
-# S3 credentials only the machines hold (moto accepts any); checked against every trace they leave
-MACHINE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "AKIAIRV2MACHINEQ7Z3X",
-    "AWS_SECRET_ACCESS_KEY": "irv2-machine-secret-Vb7Nm3Kq9Wd",
-    "AWS_SESSION_TOKEN": "irv2-machine-token-Hy6Tr4Ep2Lc",
-}
+# S3 credentials only the machines hold: the server's second identity; checked against every
+# trace they leave. No session token: SeaweedFS checks one as an STS token and rejects a made-up
+# one, and a token travels exactly as the key id and secret do (environment to boto3)
+MACHINE_CREDENTIALS = OTHER_S3_CREDENTIALS
 TRACE_SCAN_MAX_BYTES = 64 << 20  # checkpoints (~650 MB of float tensors) are not scanned
 
 

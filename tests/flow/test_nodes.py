@@ -193,8 +193,8 @@ def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
     def node1_machine_lost() -> None:
         shutil.rmtree(node1_root, ignore_errors=True)
 
-    # the kill waits for an upload of ~650 MB to moto (about an epoch's time here): 5 epochs
-    # leave training several epochs to go when it lands
+    # the kill waits for an upload of ~650 MB to the S3 server (about an epoch's time here):
+    # 5 epochs leave training several epochs to go when it lands
     config = {"epoch_size": EPOCHS, "save_checkpoint_epochs": 1}
     markers = (str(runs), str(node1_root))
     with Watch(markers, 1, first_checkpoint, node1_machine_lost) as watch:

@@ -1,6 +1,6 @@
 """The retry conditions as the Prefect engine applies them to the real stage task.
 
-A small HTTP proxy stands between the task and the localhost S3 (moto): it passes every request
+A small HTTP proxy stands between the task and the localhost S3 (SeaweedFS): it passes every request
 through, except the GETs of one object, which it answers with a body cut off mid-way (a dropped
 connection: transient) or with 403 AccessDenied (bad credentials: not transient). The number of
 attempts is read back from the task run.

@@ -1,4 +1,4 @@
-"""stage against a real S3 HTTP endpoint (moto server) and a local folder: mirrored bytes,
+"""stage against a real S3 server (SeaweedFS) and a local folder: mirrored bytes,
 manifest, incremental restage, deletions, hostile keys, readable errors, retries, resume."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import threading
-import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import S3_CREDENTIALS
 from data_cases import awkward_tree, upload_tree, write_tree
 
 from irv2_core.cli import main
@@ -49,8 +49,6 @@ def test_stage_s3_mirrors_verifies_and_restages_incrementally(
 ):
     files = awkward_tree()
     upload_tree(s3_client, bucket, PREFIX, files)
-    for key in HOSTILE:
-        s3_client.put_object(Bucket=bucket, Key=key, Body=b"must never be written")
     s3_client.put_object(Bucket=bucket, Key=PREFIX + "cat/", Body=b"")  # folder marker
     dest = tmp_path / "staged"
 
@@ -58,13 +56,9 @@ def test_stage_s3_mirrors_verifies_and_restages_incrementally(
 
     assert result.objects == len(files) and result.downloaded == len(files)
     assert result.bytes == sum(len(b) for b in files.values())
-    assert result.folder_markers == 1
-    assert {r.key: r.reason for r in result.rejected}.keys() == HOSTILE.keys()
-    for r in result.rejected:
-        assert HOSTILE[r.key] in r.reason
-    assert not (tmp_path / "escape.jpg").exists() and not Path("/abs.jpg").exists()
+    assert result.folder_markers == 1 and not result.rejected
     manifest = read_json(dest / "manifest.json")
-    assert manifest["objects"].keys() == files.keys()  # nothing else (hostile keys, marker)
+    assert manifest["objects"].keys() == files.keys()  # nothing else (the folder marker)
     for rel, data in files.items():
         assert (dest / rel).read_bytes() == data
         entry = manifest["objects"][rel]
@@ -93,6 +87,32 @@ def test_stage_s3_mirrors_verifies_and_restages_incrementally(
     assert third.fingerprint == read_json(dest / "manifest.json")["fingerprint"]
 
 
+def test_stage_s3_rejects_hostile_keys(moto_s3_server, tmp_path):
+    """Keys with '..', an empty segment or the manifest's name are valid on AWS. SeaweedFS
+    refuses '..' and folds '//' into '/', so it cannot hold them: moto stores them verbatim as
+    AWS does, which is the point of using the mock here."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_s3_server, region_name="us-east-1")
+    name = f"hostile-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    files = {"cat/a.jpg": b"a", "dog/b.jpg": b"b"}
+    upload_tree(client, name, PREFIX, files)
+    for key in HOSTILE:
+        client.put_object(Bucket=name, Key=key, Body=b"must never be written")
+    dest = tmp_path / "staged"
+
+    result = stage(f"s3://{name}/imgs", dest, endpoint_url=moto_s3_server)
+
+    assert {r.key: r.reason for r in result.rejected}.keys() == HOSTILE.keys()
+    for r in result.rejected:
+        assert HOSTILE[r.key] in r.reason
+    assert not (tmp_path / "escape.jpg").exists() and not Path("/abs.jpg").exists()
+    manifest = read_json(dest / "manifest.json")
+    assert manifest["objects"].keys() == files.keys()
+    assert manifest["fingerprint"] == result.fingerprint  # the manifest is ours, not the key's
+
+
 def test_stage_s3_errors_say_which_and_never_leak_the_secret(
     s3_server, s3_client, bucket, tmp_path, monkeypatch
 ):
@@ -103,43 +123,23 @@ def test_stage_s3_errors_say_which_and_never_leak_the_secret(
         stage(f"s3://{bucket}/wrong", tmp_path / "b", endpoint_url=s3_server)
     assert "check the prefix" in str(exc.value)
 
-    import boto3
-
-    iam = boto3.client("iam", endpoint_url=s3_server, region_name="us-east-1")
-    user = f"stager-{uuid.uuid4().hex[:8]}"
-    iam.create_user(UserName=user)
-    key_id = iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
+    # the server checks signatures: a known key with a wrong secret, then an unknown key
     wrong = "wrong-secret-Zq81xP"
-    _moto_auth(s3_server, "0")  # from now on moto checks signatures like real S3
-    try:
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
-        with pytest.raises(Irv2Error, match="credentials") as bad_secret:
-            stage(f"s3://{bucket}/real", tmp_path / "c", endpoint_url=s3_server)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
-        with pytest.raises(Irv2Error, match="credentials") as bad_key:
-            source_fingerprint(f"s3://{bucket}/real", endpoint_url=s3_server)
-    finally:
-        _moto_auth(s3_server, "inf")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    with pytest.raises(Irv2Error, match="credentials") as bad_secret:
+        stage(f"s3://{bucket}/real", tmp_path / "c", endpoint_url=s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
+    with pytest.raises(Irv2Error, match="credentials") as bad_key:
+        source_fingerprint(f"s3://{bucket}/real", endpoint_url=s3_server)
     assert "secret access key does not match" in str(bad_secret.value)
     assert "not known" in str(bad_key.value)
     for message in (str(bad_secret.value), str(bad_key.value)):
-        assert wrong not in message and "testing-secret-key" not in message
+        assert wrong not in message and S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in message
     assert not (tmp_path / "c" / "manifest.json").exists()
 
 
-def _moto_auth(server: str, count: str) -> None:
-    req = urllib.request.Request(
-        f"{server}/moto-api/reset-auth",
-        data=count.encode(),
-        headers={"Content-Type": "text/plain"},  # a form type would hide the body from moto
-        method="POST",
-    )
-    urllib.request.urlopen(req, timeout=10).read()
-
-
 class FlakyProxy:
-    """HTTP proxy on 127.0.0.1 in front of the moto server that misbehaves on purpose.
+    """HTTP proxy on 127.0.0.1 in front of the S3 server that misbehaves on purpose.
 
     The first request for every path gets a 503 (S3 "SlowDown"); the second GET of
     ``truncate_path`` gets its headers but only half its body, then the connection drops;
@@ -189,8 +189,8 @@ class FlakyProxy:
         if self.fail_after is not None and is_object and served > self.fail_after:
             return self._reply(h, 403, "AccessDenied")
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
-        headers = {k: v for k, v in h.headers.items() if k.lower() != "host"}
-        conn.request(h.command, h.path, headers=headers)
+        # the client's own Host header goes on: the server checks the signature, which covers it
+        conn.request(h.command, h.path, headers=dict(h.headers.items()))
         resp = conn.getresponse()
         body = resp.read()
         h.send_response(resp.status)

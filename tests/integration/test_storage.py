@@ -1,6 +1,6 @@
 """Object storage as the system of record: verified transfers, commit markers, leases.
 
-Every test runs against a local folder and against a real S3 HTTP endpoint (moto server).
+Every test runs against a local folder and against a real S3 server (SeaweedFS).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
+from conftest import S3_CREDENTIALS
 
 from irv2_core.errors import Irv2Error
 from irv2_core.storage import open_store
@@ -37,12 +37,6 @@ def store(request, tmp_path):
     bucket = f"store-{os.getpid()}-{time.monotonic_ns()}"
     client.create_bucket(Bucket=bucket)
     return open_store(f"s3://{bucket}/runs", endpoint_url=endpoint)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _files(tmp_path):
@@ -93,6 +87,24 @@ def test_create_writes_only_if_absent_or_at_the_known_version(store):
     assert store.create(b"c", "lease.json", replace=store.head("lease.json").version)
     assert store.create(b"d", "lease.json", replace=first.version) is None  # stale version
     assert store.get_bytes("lease.json") == b"c"
+    assert store.create(b"e", "gone.json", replace=first.version) is None  # key deleted meanwhile
+    assert store.head("gone.json") is None
+
+
+def test_if_match_on_a_deleted_key_loses_as_on_aws(moto_s3_server):
+    """AWS answers If-Match on a missing key with 404 NoSuchKey (SeaweedFS with 412, covered
+    above): moto answers as AWS does, which is the point of using the mock here."""
+    import boto3
+
+    bucket = f"gone-{time.monotonic_ns()}"
+    boto3.client("s3", endpoint_url=moto_s3_server, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    store = open_store(f"s3://{bucket}/runs", endpoint_url=moto_s3_server)
+    first = store.create(b"a", "lease.json")
+    store.delete("lease.json")
+    assert store.create(b"b", "lease.json", replace=first.version) is None
+    assert store.head("lease.json") is None
 
 
 def test_a_second_writer_fails_fast_naming_the_holder(store):
@@ -161,41 +173,20 @@ def test_preflight_names_a_missing_bucket(s3_server):
         missing.check_writable()
 
 
-@pytest.fixture(scope="module")
-def authenticating_s3():
-    """A moto server that checks credentials (none are known to it: every key is rejected)."""
-    port = _free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("moto server with authentication did not start")
-            time.sleep(0.3)
-    yield url
-    proc.kill()
-    proc.wait()
-
-
-def test_preflight_names_bad_credentials_without_the_secret(authenticating_s3, monkeypatch):
+@pytest.mark.parametrize("key_id", ["AKIAWRONGKEYID000000", S3_CREDENTIALS["AWS_ACCESS_KEY_ID"]])
+def test_preflight_names_bad_credentials_without_the_secret(
+    s3_server, s3_client, key_id, monkeypatch
+):
+    """An unknown key, and a known key with the wrong secret: the server checks signatures."""
+    bucket = f"creds-{time.monotonic_ns()}"
+    s3_client.create_bucket(Bucket=bucket)  # exists: only the credentials can be wrong
     secret = "wrong-secret-value-1234"
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGKEYID000000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     with pytest.raises(Irv2Error) as err:
-        open_store("s3://some-bucket/x", endpoint_url=authenticating_s3).check_writable()
+        open_store(f"s3://{bucket}/x", endpoint_url=s3_server).check_writable()
     text = str(err.value)
-    assert "rejected the credentials" in text and "s3://some-bucket/x" in text
+    assert "rejected the credentials" in text and f"s3://{bucket}/x" in text
     assert secret not in text
 
 

@@ -4,7 +4,8 @@ driven by Playwright for Python.
 
 Only public interfaces: the server and ``irv2 serve`` are subprocesses, each in its own process
 group (killed at teardown, also after a failure), and runs start with ``prefect deployment run``.
-Without Playwright or the browser the whole tier is skipped with the reason. A failure (setup or
+Without Playwright or the browser the whole tier is skipped with the reason, or fails when ``CI``
+is set (tests/support/prerequisites.py: there a missing one is an install bug). A failure (setup or
 test) saves a screenshot and the HTML of every open page into a folder named in the report;
 ``IRV2_UI_ARTIFACTS`` chooses that folder.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.prerequisites import missing
 
 from .uikit import (
     DEPLOYMENT,
@@ -71,13 +73,17 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="package", autouse=True)
 def _ui_prerequisites() -> None:
-    """Skip the tier, saying why, when Playwright or the system Chromium is missing."""
+    """Skip the tier (fail it with CI set), saying what is missing, without Playwright or the
+    system Chromium."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("ui tier: Playwright for Python is not installed (pip install playwright)")
+        missing(
+            "ui tier: Playwright for Python",
+            "pip install -e '.[test]' (or: pip install playwright)",
+        )
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"ui tier: no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+        missing(f"ui tier: Chromium at {CHROMIUM}", "apt-get install -y chromium")
 
 
 # --- failure artifacts --------------------------------------------------------------------------
