@@ -190,6 +190,28 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
     assert {k: v["state"] for k, v in summary["timings"].items() if k in HEAVY} == dict.fromkeys(
         HEAVY, "Completed"
     )
+    # the UI's tables (README, "Running it with Prefect"): this run's metrics, exports, timings
+    tables = _tables(first_run["state"].state_details.flow_run_id)
+    assert sorted(tables) == ["irv2-exports", "irv2-final-metrics", "irv2-timings"], tables
+    metrics = {row["metric"]: row["this run"] for row in tables["irv2-final-metrics"]}
+    assert metrics["top1 (%)"] == pytest.approx(summary["top1"] * 100, abs=0.01), metrics
+    exported = [(row["format"], row["path"]) for row in tables["irv2-exports"]]
+    assert exported == list(zip(["MINDIR", "ONNX"], summary["exports"], strict=True))
+    timed = [(row["stage"], row["state"]) for row in tables["irv2-timings"]]
+    assert timed == [(stage, "Completed") for stage in HEAVY], timed
+
+
+def _tables(flow_run_id) -> dict[str, list[dict]]:
+    """The report task's table artifacts of one flow run, by key (rows as dicts)."""
+    keys = ["irv2-final-metrics", "irv2-exports", "irv2-timings"]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=keys),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
+    return {a.key: json.loads(a.data) if isinstance(a.data, str) else a.data for a in found}
 
 
 def test_killed_training_is_resumed_by_the_retry(first_run):
