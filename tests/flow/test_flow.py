@@ -228,6 +228,10 @@ def test_killed_training_is_resumed_by_the_retry(first_run):
     flow_run_id = first_run["state"].state_details.flow_run_id
     train_run = _task_runs(flow_run_id)["train"]
     assert train_run.run_count == 2  # the killed attempt and the resuming retry
+    # README: training retries itself twice, in the task and in what the flow ran
+    from tasks.training import train_task
+
+    assert train_task.retries == 2 and train_run.empirical_policy.retries == 2
     with get_client(sync_client=True) as client:
         progress = client.read_artifacts(  # this run's only: the session's database is shared
             artifact_filter=ArtifactFilter(
