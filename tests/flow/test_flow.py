@@ -436,3 +436,23 @@ def test_reruns_of_a_published_run_are_published_beside_it(first_run, dataset, t
     assert reported["uri"] == f"{uri}/reruns/report-{result['rerun']}"
     again = s3.get_object(Bucket=BUCKET, Key=f"out/runs/{run_dir.name}/eval/_COMMITTED.json")
     assert again["Body"].read() == own_eval["Body"].read()  # the run's own evaluation stays
+
+
+def test_re_evaluate_on_another_split_of_another_mindrecord_folder(first_run, tmp_path):
+    from flows.rerun import re_evaluate
+    from irv2_core.data.convert import convert
+
+    run_dir = Path(first_run["summary"]["run_dir"])
+    images = tmp_path / "other-images"  # the run's 3 classes, 2 training images each
+    write_image_tree(images, 3, 2, seed=5, split="train")
+    write_image_tree(images, 3, 1, seed=6, split="val")
+    data = tmp_path / "other" / "mindrecord"
+    other = convert(images, data)
+    result = re_evaluate(run=str(run_dir), split="train", data=str(data))
+    record = json.loads(Path(result["eval"]).read_text())
+    # 6 images: the other folder's train split (its val split holds 3, the run's own 24 and 9)
+    assert (record["count"], result["rerun"]) == (
+        6,
+        f"evaluate-{record['protocol']}-train-{other.fingerprint[:8]}",
+    ), result
+    assert Path(result["eval"]).parent == run_dir / "reruns" / result["rerun"]
