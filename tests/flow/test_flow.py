@@ -456,3 +456,51 @@ def test_re_evaluate_on_another_split_of_another_mindrecord_folder(first_run, tm
         f"evaluate-{record['protocol']}-train-{other.fingerprint[:8]}",
     ), result
     assert Path(result["eval"]).parent == run_dir / "reruns" / result["rerun"]
+
+
+def test_a_rejected_model_is_still_published_with_the_given_result_storage(
+    first_run, dataset, tmp_path
+):
+    """README: with output_uri, a model rejected by the promotion gate (promote_max_top1_drop) is
+    still reported and published, the run ends Not promoted and current.json is left as it was;
+    task results and cache records go to the result_storage block given."""
+    from prefect.filesystems import LocalFileSystem
+
+    store, results = tmp_path / "store", tmp_path / "results"
+    in_service = {**first_run["current"], "run_id": "run-in-service"}
+    in_service["eval"] = {**in_service["eval"], "top1": 1.0}  # the new model is >= 1 point worse
+    current = store / "models" / "default" / "current.json"
+    current.parent.mkdir(parents=True)
+    current.write_text(json.dumps(in_service))
+    LocalFileSystem(basepath=str(results)).save("irv2-flow-test-results", overwrite=True)
+    state, rerun = _run_flow(
+        first_run["workdir"],
+        dataset,
+        output_uri=str(store),
+        export_formats=["MINDIR"],
+        result_storage="local-file-system/irv2-flow-test-results",
+        promote_max_top1_drop=0.5,
+    )
+    run_id = Path(rerun["run_dir"]).name
+    markers = [f"runs/{run_id}/_COMMITTED.json", f"runs/{run_id}/run.json",
+               f"runs/{run_id}/eval/_COMMITTED.json", f"runs/{run_id}/report/_COMMITTED.json",
+               f"exports/{run_id}/mindir/_COMMITTED.json"]  # fmt: skip
+    seen = {
+        "state": state.name,
+        "allowed drop": "allowed drop 0.5" in (state.message or ""),
+        "current": json.loads(current.read_text()),
+        "published": [m for m in markers if (store / m).is_file()],
+        "run_uri": rerun["run_uri"],
+        "results in the block": any(p.is_file() for p in results.rglob("*")),
+        "results under output_uri/prefect": (store / "prefect").exists(),
+    }
+    assert seen == {
+        "state": "Not promoted",
+        "allowed drop": True,
+        "current": in_service,
+        "published": markers,
+        "run_uri": f"{store}/runs/{run_id}",
+        "results in the block": True,
+        "results under output_uri/prefect": False,
+    }, state.message
+    assert "current model (run-in-service)" in Path(rerun["report"]).read_text()
