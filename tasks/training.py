@@ -220,9 +220,8 @@ def train_task(
             ensure_local(st, run_prefix(run_dir.name), run_dir, only=SMALL_RUN_FILES)
             return _result(run_dir, found)
         ensure_mindrecord(st, data_prefix, Path(data_dir), data_fingerprint)
-    if stamped_key(run_dir, digest):  # intact outputs, only Prefect's record was lost
-        write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
-        return _result(run_dir)
+    if stamped_key(run_dir, digest):  # intact outputs: Prefect's record was lost, or (with a
+        return _finish(run_dir, st, digest, logger)  # store) they were trained before output_uri
     if (run_dir / "train_summary.json").exists():
         logger.warning("%s finished earlier but its outputs changed: training again", run_dir)
         shutil.rmtree(run_dir)
@@ -278,6 +277,12 @@ def train_task(
             if cancelled:
                 logger.warning("cancelled training node runs %s", cancelled)
         raise
+    return _finish(run_dir, st, digest, logger)
+
+
+def _finish(run_dir: Path, st: Any, digest: str, logger: Any) -> dict[str, Any]:
+    """Stamp the run folder's outputs with this task's cache key and, with a store, publish
+    them; return the TrainSummary."""
     write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
     result = _result(run_dir)
     if st is not None:

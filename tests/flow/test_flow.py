@@ -190,6 +190,28 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
     assert {k: v["state"] for k, v in summary["timings"].items() if k in HEAVY} == dict.fromkeys(
         HEAVY, "Completed"
     )
+    # the UI's tables (README, "Running it with Prefect"): this run's metrics, exports, timings
+    tables = _tables(first_run["state"].state_details.flow_run_id)
+    assert sorted(tables) == ["irv2-exports", "irv2-final-metrics", "irv2-timings"], tables
+    metrics = {row["metric"]: row["this run"] for row in tables["irv2-final-metrics"]}
+    assert metrics["top1 (%)"] == pytest.approx(summary["top1"] * 100, abs=0.01), metrics
+    exported = [(row["format"], row["path"]) for row in tables["irv2-exports"]]
+    assert exported == list(zip(["MINDIR", "ONNX"], summary["exports"], strict=True))
+    timed = [(row["stage"], row["state"]) for row in tables["irv2-timings"]]
+    assert timed == [(stage, "Completed") for stage in HEAVY], timed
+
+
+def _tables(flow_run_id) -> dict[str, list[dict]]:
+    """The report task's table artifacts of one flow run, by key (rows as dicts)."""
+    keys = ["irv2-final-metrics", "irv2-exports", "irv2-timings"]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=keys),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
+    return {a.key: json.loads(a.data) if isinstance(a.data, str) else a.data for a in found}
 
 
 def test_killed_training_is_resumed_by_the_retry(first_run):
@@ -206,6 +228,10 @@ def test_killed_training_is_resumed_by_the_retry(first_run):
     flow_run_id = first_run["state"].state_details.flow_run_id
     train_run = _task_runs(flow_run_id)["train"]
     assert train_run.run_count == 2  # the killed attempt and the resuming retry
+    # README: training retries itself twice, in the task and in what the flow ran
+    from tasks.training import train_task
+
+    assert train_task.retries == 2 and train_run.empirical_policy.retries == 2
     with get_client(sync_client=True) as client:
         progress = client.read_artifacts(  # this run's only: the session's database is shared
             artifact_filter=ArtifactFilter(
@@ -413,3 +439,71 @@ def test_reruns_of_a_published_run_are_published_beside_it(first_run, dataset, t
     assert reported["uri"] == f"{uri}/reruns/report-{result['rerun']}"
     again = s3.get_object(Bucket=BUCKET, Key=f"out/runs/{run_dir.name}/eval/_COMMITTED.json")
     assert again["Body"].read() == own_eval["Body"].read()  # the run's own evaluation stays
+
+
+def test_re_evaluate_on_another_split_of_another_mindrecord_folder(first_run, tmp_path):
+    from flows.rerun import re_evaluate
+    from irv2_core.data.convert import convert
+
+    run_dir = Path(first_run["summary"]["run_dir"])
+    images = tmp_path / "other-images"  # the run's 3 classes, 2 training images each
+    write_image_tree(images, 3, 2, seed=5, split="train")
+    write_image_tree(images, 3, 1, seed=6, split="val")
+    data = tmp_path / "other" / "mindrecord"
+    other = convert(images, data)
+    result = re_evaluate(run=str(run_dir), split="train", data=str(data))
+    record = json.loads(Path(result["eval"]).read_text())
+    # 6 images: the other folder's train split (its val split holds 3, the run's own 24 and 9)
+    assert (record["count"], result["rerun"]) == (
+        6,
+        f"evaluate-{record['protocol']}-train-{other.fingerprint[:8]}",
+    ), result
+    assert Path(result["eval"]).parent == run_dir / "reruns" / result["rerun"]
+
+
+def test_a_rejected_model_is_still_published_with_the_given_result_storage(
+    first_run, dataset, tmp_path
+):
+    """README: with output_uri, a model rejected by the promotion gate (promote_max_top1_drop) is
+    still reported and published, the run ends Not promoted and current.json is left as it was;
+    task results and cache records go to the result_storage block given."""
+    from prefect.filesystems import LocalFileSystem
+
+    store, results = tmp_path / "store", tmp_path / "results"
+    in_service = {**first_run["current"], "run_id": "run-in-service"}
+    in_service["eval"] = {**in_service["eval"], "top1": 1.0}  # the new model is >= 1 point worse
+    current = store / "models" / "default" / "current.json"
+    current.parent.mkdir(parents=True)
+    current.write_text(json.dumps(in_service))
+    LocalFileSystem(basepath=str(results)).save("irv2-flow-test-results", overwrite=True)
+    state, rerun = _run_flow(
+        first_run["workdir"],
+        dataset,
+        output_uri=str(store),
+        export_formats=["MINDIR"],
+        result_storage="local-file-system/irv2-flow-test-results",
+        promote_max_top1_drop=0.5,
+    )
+    run_id = Path(rerun["run_dir"]).name
+    markers = [f"runs/{run_id}/_COMMITTED.json", f"runs/{run_id}/run.json",
+               f"runs/{run_id}/eval/_COMMITTED.json", f"runs/{run_id}/report/_COMMITTED.json",
+               f"exports/{run_id}/mindir/_COMMITTED.json"]  # fmt: skip
+    seen = {
+        "state": state.name,
+        "allowed drop": "allowed drop 0.5" in (state.message or ""),
+        "current": json.loads(current.read_text()),
+        "published": [m for m in markers if (store / m).is_file()],
+        "run_uri": rerun["run_uri"],
+        "results in the block": any(p.is_file() for p in results.rglob("*")),
+        "results under output_uri/prefect": (store / "prefect").exists(),
+    }
+    assert seen == {
+        "state": "Not promoted",
+        "allowed drop": True,
+        "current": in_service,
+        "published": markers,
+        "run_uri": f"{store}/runs/{run_id}",
+        "results in the block": True,
+        "results under output_uri/prefect": False,
+    }, state.message
+    assert "current model (run-in-service)" in Path(rerun["report"]).read_text()

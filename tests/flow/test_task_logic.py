@@ -302,6 +302,27 @@ def test_msrun_command_for_several_devices(tmp_path):
     assert "--cluster_time_out=43" in bounded and "--cluster_time_out=600" in node0
 
 
+def test_under_msrun_rank_0s_log_lines_are_streamed(tmp_path):
+    """README: the train task streams rank 0's log lines. msrun writes each rank's output to a
+    file of its own; the task streams worker_0.log's lines, not msrun's console or other ranks."""
+    run_dir = tmp_path / "run"
+    command, log = train_command("mr", run_dir, tmp_path / "c.yaml", {"device_num": 2})
+    assert "--worker_num=2" in command and log == run_dir / "msrun_log" / "worker_0.log"
+    cmd = _script(
+        tmp_path,
+        "import os, time\n"
+        f"os.makedirs({str(log.parent)!r})\n"
+        "print('msrun: the cluster is up', flush=True)\n"
+        f"open({str(log.parent / 'worker_1.log')!r}, 'w').write('rank 1: step 1\\n')\n"
+        f"with open({str(log)!r}, 'w') as f:\n"
+        "    for step in (1, 2):\n"
+        "        f.write(f'rank 0: step {step}\\n'); f.flush(); time.sleep(0.3)\n",
+    )
+    lines: list[str] = []
+    assert run_supervised(cmd, on_line=lines.append, rank0_log=log, poll_s=0.05) == 0
+    assert lines == ["rank 0: step 1", "rank 0: step 2"]
+
+
 def test_only_transient_network_errors_are_retried():
     def client_error(code: str, status: int) -> ClientError:
         body = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
