@@ -1,0 +1,1 @@
+"""Real servers the tests start once per session (PostgreSQL for the Prefect servers)."""
