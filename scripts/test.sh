@@ -31,6 +31,26 @@ if [ ! -x "$chromium" ]; then
     fi
     echo "tests/ui: no chromium at $chromium; the ui tier will be skipped (apt-get install -y chromium)"
 fi
+in_ci() { case "$(echo "${CI:-}" | tr '[:upper:]' '[:lower:]')" in "" | 0 | false | no) return 1 ;; esac; }
+# The tests that start a real Prefect server run it on PostgreSQL (tests/support/postgres.py), as
+# production does. As root with apt, install it when missing; if that fails the run stops under
+# CI (those tests would fail anyway), elsewhere they skip, saying why.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null \
+    && [ -z "${IRV2_PG_BIN:-}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "tests: installing postgresql with apt-get"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+            >/dev/null; then
+            echo "tests: installing postgresql failed"
+            if in_ci; then exit 1; fi
+        fi
+    elif in_ci; then
+        echo "tests: no PostgreSQL and no root apt-get (apt-get install -y postgresql)"
+        exit 1
+    else
+        echo "tests: no PostgreSQL and no root apt-get; the Prefect server tests will be skipped"
+    fi
+fi
 work="$(mktemp -d)"
 cd "$work"
 "$repo/.venv/bin/python" -m pytest "$repo/tests" -p no:cacheprovider "$@"

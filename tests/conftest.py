@@ -1,6 +1,6 @@
 """Shared fixtures: a temporary working directory, MindSpore's compile cache, tiny image sets,
-a real S3 server (SeaweedFS) on localhost, a moto S3 mock for fault injection, and a Prefect test
-harness."""
+a real S3 server (SeaweedFS) on localhost, a moto S3 mock for fault injection, a Prefect test
+harness, and the session's PostgreSQL cluster for the tests that start a real Prefect server."""
 
 from __future__ import annotations
 
@@ -145,6 +145,19 @@ def prefect_harness(tmp_path_factory):
         prefect_test_harness(server_startup_timeout=120),
     ):
         yield storage
+
+
+@pytest.fixture(scope="session")
+def prefect_database():
+    """A factory of fresh databases, ``prefect_database(name)`` -> ``support.postgres.Database``
+    (``.url`` for PREFECT_API_DATABASE_CONNECTION_URL, ``.scalar(sql)`` for checks), on one real
+    PostgreSQL cluster started on first use and stopped at the end of the session. Servers that
+    production runs on PostgreSQL are tested on it too. Without PostgreSQL: fails under CI,
+    skips elsewhere, naming the install command."""
+    from support.postgres import postgres_cluster, require_bindir
+
+    with postgres_cluster(require_bindir()) as cluster:
+        yield cluster.create_database
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,12 @@
 """A multi-node training cluster on localhost for the nodes tests, and what they watch it with.
 
-A real ``prefect server start`` (its own PREFECT_HOME), the ``irv2-process`` work pool with two
-``prefect worker start`` processes and the ``train-node`` deployments made with ``prefect deploy``:
-``nodes-test`` (nodes share node 0's folders), ``nodes-idle`` on a pool no worker polls (its node
-runs never start), ``nodes-apart`` (nodes with a workdir of their own, sharing nothing with node
-0 but the object store) and ``never-starts`` on a pool of its own, whose worker runs a command
-that never starts the flow (what a Kubernetes pod no node can schedule looks like to Prefect).
+A real ``prefect server start`` (its own PREFECT_HOME, its data in a fresh PostgreSQL database),
+the ``irv2-process`` work pool with two ``prefect worker start`` processes and the ``train-node``
+deployments made with ``prefect deploy``: ``nodes-test`` (nodes share node 0's folders),
+``nodes-idle`` on a pool no worker polls (its node runs never start), ``nodes-apart`` (nodes
+with a workdir of their own, sharing nothing with node 0 but the object store) and
+``never-starts`` on a pool of its own, whose worker runs a command that never starts the flow
+(what a Kubernetes pod no node can schedule looks like to Prefect).
 :func:`train` runs the train task (node 0) in a small flow against it; :class:`Watch` follows
 the job's processes (psutil, by folders in their command lines).
 """
@@ -49,9 +50,10 @@ def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subproc
 
 
 @contextlib.contextmanager
-def running_cluster(home: Path):
+def running_cluster(home: Path, database: Any):
     """Server, work pools, two workers and the train-node deployments under *home*; everything
-    killed after. The workers get this process's environment (the session's S3 credentials)."""
+    killed after. The server keeps its data in *database* (``support.postgres.Database``).
+    The workers get this process's environment (the session's S3 credentials)."""
     api_url = f"http://127.0.0.1:{free_port()}/api"
     env = {
         **os.environ,
@@ -67,7 +69,8 @@ def running_cluster(home: Path):
     procs = [
         _start(
             [prefect, "server", "start", "--host", "127.0.0.1", "--port", port],
-            env,
+            # the server only: workers and flow runs are clients of its API
+            {**env, "PREFECT_API_DATABASE_CONNECTION_URL": database.url},
             home / "server.log",
             home,
         )
@@ -121,6 +124,7 @@ def running_cluster(home: Path):
             text=True,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        _assert_kept_in(database, spec)
         # one worker per node (node 0 is the train task itself), and one for NEVER_POOL
         for i, pool in enumerate((POOL, POOL, NEVER_POOL)):
             procs.append(
@@ -131,10 +135,19 @@ def running_cluster(home: Path):
                     home,
                 )
             )
-        yield {"env": env, "home": home, "api": api, "node1_root": Path(apart["workdir"])}
+        node1_root = Path(apart["workdir"])
+        yield {"env": env, "home": home, "api": api, "node1_root": node1_root, "db": database}
     finally:
         for proc in reversed(procs):
             kill_process_group(proc)
+
+
+def _assert_kept_in(database: Any, spec: dict[str, Any]) -> None:
+    """The deployments just made are rows of *database*: the server really runs on PostgreSQL
+    (with the URL dropped it would use SQLite in PREFECT_HOME and this table would not exist)."""
+    rows = database.query("select name from deployment")
+    names = sorted(row[0] for row in rows)
+    assert names == sorted(d["name"] for d in spec["deployments"]), names
 
 
 def train(

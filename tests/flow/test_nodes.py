@@ -48,9 +48,11 @@ EPOCHS = 5  # of 2 steps each, in the fresh-machine test
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, s3_server):
-    """The cluster of ``nodes_cluster``; s3_server first, so its workers hold its credentials."""
-    with running_cluster(tmp_path_factory.mktemp("prefect-nodes")) as running:
+def cluster(tmp_path_factory, s3_server, prefect_database):
+    """The cluster of ``nodes_cluster`` on a fresh PostgreSQL database; s3_server first, so its
+    workers hold its credentials."""
+    home = tmp_path_factory.mktemp("prefect-nodes")
+    with running_cluster(home, prefect_database("prefect_nodes")) as running:
         yield running
 
 
@@ -127,6 +129,9 @@ def test_failing_node_cancels_node0_with_its_log_tail(cluster, train_only, tmp_p
     assert_all_gone(str(runs))
     node1 = node_runs(cluster["api"], runs)[1]
     assert node1["state"]["type"] == "FAILED", node1["state"]
+    # read from the server's PostgreSQL database itself, not through its API
+    sql = f"select state_type from flow_run where id = '{node1['id']}'"
+    assert cluster["db"].scalar(sql) == "FAILED"
 
 
 def test_a_node_without_the_data_or_a_store_fails_saying_what_it_needs(prefect_harness, tmp_path):

@@ -1,6 +1,6 @@
-"""Fixtures of the UI tier: a real ``prefect server start``, ``irv2 serve`` with one deployment of
-``train-eval-export`` on a few digit images, and headless Chromium (Debian's ``/usr/bin/chromium``)
-driven by Playwright for Python.
+"""Fixtures of the UI tier: a real ``prefect server start`` on PostgreSQL, ``irv2 serve`` with one
+deployment of ``train-eval-export`` on a few digit images, and headless Chromium (Debian's
+``/usr/bin/chromium``) driven by Playwright for Python.
 
 Only public interfaces: the server and ``irv2 serve`` are subprocesses, each in its own process
 group (killed at teardown, also after a failure), and runs start with ``prefect deployment run``.
@@ -133,12 +133,14 @@ def _save_pages(item, when: str) -> Path | None:
 
 
 @pytest.fixture(scope="package")
-def prefect_server(tmp_path_factory) -> Iterator[dict[str, Any]]:
-    """``prefect server start`` on a free port with a temp PREFECT_HOME.
+def prefect_server(tmp_path_factory, prefect_database) -> Iterator[dict[str, Any]]:
+    """``prefect server start`` on a free port with a temp PREFECT_HOME, its data in a fresh
+    PostgreSQL database (``db``) of the session's cluster.
 
     The UI's API address defaults to port 4200, so the server is told its own /api address.
     """
     home = tmp_path_factory.mktemp("prefect-home")
+    db = prefect_database("prefect_ui")
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -154,7 +156,8 @@ def prefect_server(tmp_path_factory) -> Iterator[dict[str, Any]]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [venv_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
+            # the server only: `irv2 serve` and the CLI calls are clients of its API
+            env={**env, "PREFECT_API_DATABASE_CONNECTION_URL": db.url},
             cwd=home,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -171,7 +174,10 @@ def prefect_server(tmp_path_factory) -> Iterator[dict[str, Any]]:
         wait_for("the Prefect server's /api/health", healthy, STARTUP_S, log=log)
         ui_api = api.http.get(f"http://127.0.0.1:{port}/ui-settings").json().get("api_url")
         assert ui_api == api_url, f"the UI would talk to {ui_api}, not to this server ({api_url})"
-        yield {"env": env, "api": api, "ui": f"http://127.0.0.1:{port}", "log": log}
+        # it migrated this database (without the URL it would have used SQLite in PREFECT_HOME,
+        # and the table would not exist here)
+        assert db.scalar("select count(*) from alembic_version") == "1"
+        yield {"env": env, "api": api, "ui": f"http://127.0.0.1:{port}", "log": log, "db": db}
     finally:
         kill_process_group(proc)
 

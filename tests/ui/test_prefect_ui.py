@@ -200,6 +200,10 @@ def test_crashed_run_retried_from_the_ui_completes_and_resumes_training(retried_
     )
     assert 0 < int(logs.group(1)) == killed_at, logs.group(0)
     assert int(logs.group(2)) == TOTAL_STEPS
+    # the server's own PostgreSQL database holds the run, completed after the retry
+    db = retried_run["served"]["db"]
+    rows = db.query(f"select state_name, run_count from flow_run where id = '{retried_run['id']}'")
+    assert len(rows) == 1 and rows[0][0] == "Completed" and int(rows[0][1]) >= 2, rows
 
 
 def test_report_artifact_page_shows_its_plots(retried_run, new_page):
