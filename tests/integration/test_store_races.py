@@ -118,6 +118,9 @@ def test_a_writer_whose_lease_was_taken_over_stops_and_names_the_holder(store_ur
     store = open_store(uri, endpoint)
     lease = StoreLease(store, "lease.json", ttl_s=1.5, holder="node-a:1").acquire()
     try:
+        lease.confirm()  # held: no false alarm, before a renewal and after one
+        time.sleep(0.8)
+        lease.confirm()
         # node-a stalled past its TTL; node-b took the lease over (a conditional write)
         taken = {"holder": "node-b:2", "expires_at": time.time() + 60}
         current = store.head("lease.json").version
