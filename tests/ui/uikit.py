@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +18,6 @@ import pytest
 
 FLOW_NAME = "train-eval-export"
 DEPLOYMENT = "ui"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def venv_tool(name: str) -> str:
