@@ -24,6 +24,8 @@ from tasks.launch import TAIL_LINES
 __all__ = ["NodeFailedError", "NodeRuns", "check_node_deployment"]
 
 _BAD = ("FAILED", "CRASHED", "CANCELLED", "CANCELLING")
+# how long a failed node's last log lines may take to reach the API after its final state
+LOG_SETTLE_S = 10.0
 
 
 class NodeFailedError(RuntimeError):
@@ -82,7 +84,8 @@ class NodeRuns:
             if state is not None and state.type.value in _BAD:
                 raise NodeFailedError(
                     f"training node {rank} (flow run {self.ids[rank]}) ended {state.name}: "
-                    f"{state.message or ''}\nlast log lines of node {rank}:\n{self.tail(rank)}"
+                    f"{state.message or ''}\nlast log lines of node {rank}:\n"
+                    f"{self.tail(rank, since=state.timestamp)}"
                 )
         waiting = sorted(
             r for r, s in states.items() if s is None or s.type.value in ("SCHEDULED", "PENDING")
@@ -109,18 +112,25 @@ class NodeRuns:
                 )
             time.sleep(min(self.poll_s, 2.0))
 
-    def tail(self, rank: int, lines: int = TAIL_LINES) -> str:
-        """The last *lines* log lines of node *rank*'s flow run, from the API."""
-        try:
-            with get_client(sync_client=True) as client:
-                logs = client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[self.ids[rank]])),
-                    sort=LogSort.TIMESTAMP_DESC,
-                    limit=lines,
-                )
-        except Exception as exc:  # the failure itself matters more than its log tail
-            return f"(could not read its logs: {exc})"
-        return "\n".join(log.message for log in reversed(logs))
+    def tail(self, rank: int, since: Any = None, lines: int = TAIL_LINES) -> str:
+        """The last *lines* log lines of node *rank*'s flow run, from the API. A run's last lines
+        reach the API after its final state (the worker ships logs in batches): with *since*
+        (that state's time), wait up to LOG_SETTLE_S for a line logged at or after it."""
+        deadline = time.monotonic() + LOG_SETTLE_S
+        while True:
+            try:
+                with get_client(sync_client=True) as client:
+                    logs = client.read_logs(
+                        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[self.ids[rank]])),
+                        sort=LogSort.TIMESTAMP_DESC,
+                        limit=lines,
+                    )
+            except Exception as exc:  # the failure itself matters more than its log tail
+                return f"(could not read its logs: {exc})"
+            settled = since is None or any(log.timestamp >= since for log in logs)
+            if settled or time.monotonic() > deadline:
+                return "\n".join(log.message for log in reversed(logs))
+            time.sleep(0.5)
 
     def cancel_unfinished(self) -> list[int]:
         """Ask every node run that has not finished to cancel (the worker kills its process
