@@ -180,9 +180,10 @@ class StoreLease:
     def confirm(self) -> None:
         """Raise LeaseLost unless this worker holds the lease now (reads it from the store)."""
         self.check()
-        with self._guard:
-            version, record = self._current()
-            if version != self._version:
+        with self._guard:  # one HEAD while held; the record only to name who took it
+            current = self.store.head(self.key)
+            if current is None or current.version != self._version:
+                _, record = self._current()
                 self._lose(str(record.get("holder", "nobody (the lease is gone)")))
         self.check()
 
