@@ -150,6 +150,11 @@ class CheckpointStore:
                 return self.run_dir / name if how == "fetched" else None
         return None
 
+    def flush(self) -> None:
+        """Wait until every checkpoint saved so far is in the store (its sidecar too)."""
+        if self.mirror is not None:
+            self.mirror.flush()
+
     def close(self) -> None:
         """Wait for the mirror to finish uploading what was saved."""
         if self.mirror is not None:

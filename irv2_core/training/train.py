@@ -26,6 +26,7 @@ from irv2_core.models.weights import load_pretrained
 from irv2_core.records import EvalMetrics, TrainSummary
 from irv2_core.runtime.context import setup_context
 from irv2_core.runtime.dirlock import folder_lock
+from irv2_core.runtime.hold import hold_at
 from irv2_core.runtime.io import atomic_write_json, sha256_file
 from irv2_core.storage import open_store
 from irv2_core.storage.lease import StoreLease
@@ -227,6 +228,8 @@ class _Run:
             if stopped or (epoch_done and ((epoch + 1) % cfg.save_checkpoint_epochs == 0 or last)):
                 self._fence()
                 self.checkpoints.save(self.cell, cfg.start_epoch + epoch, self.step)
+            if stopped or epoch_done:
+                self._hold()
             if stopped:
                 return self._summary()
             if epoch_done and self.world.is_master and _eval_due(cfg, epoch, self.epochs):
@@ -276,6 +279,13 @@ class _Run:
             if self.step < end and self.checkpoints.recovery_due(self.step):
                 self._fence()
                 self.checkpoints.save(self.cell, cfg.start_epoch + epoch, self.step, recovery=True)
+            if self.step < end:
+                self._hold()
+
+    def _hold(self) -> None:
+        """The test-only hold after this step (runtime/hold.py): rank 0, checkpoint in the store."""
+        if self.world.is_master:
+            hold_at(self.step, self.checkpoints.flush, self.log.line)
 
     def _fence(self, fresh: bool = False) -> None:
         """Raise LeaseLost (naming the new holder) once this worker is no longer the run's writer;
