@@ -1,11 +1,12 @@
 """Runs that survive the machine: separate "machines" that share nothing but the object store.
 
-Each machine is its own process with its own workdir and its own Prefect home (an ephemeral API
-and database, its own local result storage); the only thing they share is a bucket on a localhost
-S3 server (SeaweedFS). Machine 1 is killed with its training once a checkpoint has reached the
-store; machine 2 reruns the same parameters and resumes that training; machine 3 then finds
-every heavy task in the cache that lives in the store. The machines hold S3 credentials of their
-own, which must appear nowhere they leave traces (README, "Object storage").
+Each machine is its own process with its own workdir and its own Prefect home (an ephemeral API and
+database, its own local result storage); the only thing they share is a bucket on a localhost S3
+server (SeaweedFS). Machine 1 is killed with its training once its first checkpoint has reached the
+store (training is held there: IRV2_TEST_HOLD); machine 2 reruns the same parameters and resumes
+that training; machine 3 then finds every heavy task in the cache that lives in the store. The
+machines hold S3 credentials of their own, which must appear nowhere they leave traces (README,
+"Object storage").
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ import pytest
 from conftest import OTHER_S3_CREDENTIALS, write_image_tree
 from test_flow import FLOW_SMOKE
 
+from irv2_core.runtime.hold import HELD, HOLD_ENV
+
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 BUCKET, DATA, OUT = "irv2-machines", "images", "irv2"
 HEAVY = ("stage", "convert", "train", "evaluate", "export-MINDIR")
-# 40 epochs x 2 steps, a checkpoint every 5 epochs (each is ~650 MB with the optimizer state):
-# when the first one is complete in the store there are still many steps left to kill
-MACHINE_SMOKE = {**FLOW_SMOKE, "epoch_size": 40, "save_checkpoint_epochs": 5}
+# 3 epochs x 2 steps, a checkpoint every epoch; machine 1 is held after step 2, once its
+# checkpoint is complete in the store, and killed there: machine 2 resumes at step 2, always
+MACHINE_SMOKE = {**FLOW_SMOKE, "epoch_size": 3, "save_checkpoint_epochs": 1}
+HOLD_STEP, TOTAL_STEPS = 2, 6
 DRIVER = (
     "import json, sys\n"
     "from flows.train_eval_export import train_eval_export\n"
@@ -120,25 +124,24 @@ def _training_groups(workdir: Path) -> list[int]:
     return sorted(groups)
 
 
-class _KillWhenCheckpointInStore(threading.Thread):
-    """Kills a machine (its flow process group and its training group) once a checkpoint of
-    its run is complete in the store (the checkpoint's sha256 sidecar is there)."""
+class _KillWhenHeld(threading.Thread):
+    """Kills a machine (its flow process group and its training group) once its training holds
+    after its first checkpoint, which is then complete in the store (runtime/hold.py)."""
 
-    def __init__(self, client, proc: subprocess.Popen, workdir: Path) -> None:
+    def __init__(self, proc: subprocess.Popen, workdir: Path, hold: Path) -> None:
         super().__init__(daemon=True)
-        self.client, self.proc, self.workdir, self.killed = client, proc, workdir, None
+        self.proc, self.workdir, self.hold, self.killed = proc, workdir, hold, False
 
     def run(self) -> None:
         deadline = time.monotonic() + 1200
         while self.proc.poll() is None and time.monotonic() < deadline:
-            done = [k for k in _keys(self.client, f"{OUT}/runs/") if k.endswith(".ckpt.sha256")]
-            if done:
+            if (self.hold / HELD).exists():
                 for group in [self.proc.pid, *_training_groups(self.workdir)]:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(group, signal.SIGKILL)
-                self.killed = done[0]
+                self.killed = True
                 return
-            time.sleep(0.5)
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -146,15 +149,16 @@ def machines(bucket, s3_server, tmp_path_factory):
     """Machine 1 killed mid-training, machine 2 resuming it, machine 3 finding it all cached."""
     root = tmp_path_factory.mktemp("machines")
     cmd, env, work1 = _machine(root / "m1", s3_server)
+    env[HOLD_ENV] = f"{HOLD_STEP}:{root / 'm1-hold'}"
     m1 = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, start_new_session=True)  # fmt: skip
-    killer = _KillWhenCheckpointInStore(bucket, m1, work1)
+    killer = _KillWhenHeld(m1, work1, root / "m1-hold")
     killer.start()
     m1_out, _ = m1.communicate(timeout=1500)
     killer.join(timeout=5)
-    assert killer.killed, f"machine 1 finished before a checkpoint reached the store:\n{m1_out}"
-
-    results = {"killed_at": killer.killed, "root": root, "console": [m1_out]}
+    assert killer.killed, f"machine 1 ended before its training held at step 2:\n{m1_out}"
+    in_store = [k for k in _keys(bucket, f"{OUT}/runs/") if k.endswith(".ckpt.sha256")]
+    results = {"in_store_at_kill": in_store, "root": root, "console": [m1_out]}
     for name in ("m2", "m3"):
         cmd, env, _ = _machine(root / name, s3_server)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
@@ -165,9 +169,12 @@ def machines(bucket, s3_server, tmp_path_factory):
 
 
 def test_a_fresh_machine_resumes_the_killed_machines_training(machines):
+    assert [k.rsplit("/", 1)[1] for k in machines["in_store_at_kill"]] == [
+        f"irv2-e1-s{HOLD_STEP}.ckpt.sha256"
+    ]
     summary = machines["m2"]
-    assert 0 < summary["resumed_from_step"] < 80, summary  # it trained on from mid-run
-    assert summary["global_step"] == 80 and summary["run_uri"]
+    assert summary["resumed_from_step"] == HOLD_STEP, summary  # from the store, mid-run
+    assert summary["global_step"] == TOTAL_STEPS and summary["run_uri"]
 
 
 def test_every_published_sha256_matches_its_object(machines, bucket):

@@ -36,23 +36,25 @@ from nodes_cluster import (  # noqa: E402
     running_cluster,
     train,
 )
+from support.processes import tail, venv_tool, wait_for  # noqa: E402
 from train_data import (  # noqa: E402
     assert_ranks_hold_equal_weights,
     first_batches,
     make_mindrecord,
 )
-from ui.uikit import tail, venv_tool, wait_for  # noqa: E402
+
+from irv2_core.runtime.hold import HELD, HOLD_ENV  # noqa: E402
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
-EPOCHS = 5  # of 2 steps each, in the fresh-machine test
+EPOCHS = 3  # of 2 steps each, in the fresh-machine test (held after step 2, killed there)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, s3_server, prefect_database):
-    """The cluster of ``nodes_cluster`` on a fresh PostgreSQL database; s3_server first, so its
+def cluster(tmp_path_factory, s3_server, prefect_server):
+    """The cluster of ``nodes_cluster`` on the session's server; s3_server first, so its
     workers hold its credentials."""
     home = tmp_path_factory.mktemp("prefect-nodes")
-    with running_cluster(home, prefect_database("prefect_nodes")) as running:
+    with running_cluster(home, prefect_server) as running:
         yield running
 
 
@@ -169,16 +171,16 @@ def _published_mindrecord(data: Path, store: dict[str, Any], fingerprint: str) -
 
 
 def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
-    cluster, train_only, s3_server, tmp_path
+    cluster, train_only, s3_server, tmp_path, monkeypatch
 ):
-    """Two nodes that share nothing but the object store train one model over 5 epochs. Node 1
-    (its own workdir) dies once the job's first checkpoint is complete in the store, and its
-    machine with it (its folder is deleted): the train task fails and retries; node 1 comes back
-    on a fresh disk, fetches the MindRecord and the job's checkpoint from the store, and both
-    nodes resume at the same step (the store's newest complete checkpoint: not node 1 from step
-    0, not node 0 from a newer local one whose upload was cut off, either of which would leave
-    the ranks steps apart in every all-reduce); the model is trained to the end, written once
-    and published."""
+    """Two nodes that share nothing but the object store train one model over 3 epochs. Node 1 (its
+    own workdir) dies once the job's first checkpoint is complete in the store (node 0 holds
+    training there: IRV2_TEST_HOLD), and its machine with it (its folder is deleted): the train task
+    fails and retries; node 1 comes back on a fresh disk, fetches the MindRecord and the job's
+    checkpoint from the store, and both nodes resume at the same step (the store's newest complete
+    checkpoint: not node 1 from step 0, not node 0 from a newer local one whose upload was cut off,
+    either of which would leave the ranks steps apart in every all-reduce); the model is trained to
+    the end, written once and published."""
     import boto3
 
     from irv2_core.runtime.io import read_json
@@ -191,18 +193,15 @@ def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
     prefix = _published_mindrecord(data, store, "nodes-test")
     runs, node1_root = tmp_path / "runs", cluster["node1_root"]
 
-    def first_checkpoint() -> bool:  # complete in the store: its sidecar is there
-        found = client.list_objects_v2(Bucket=BUCKET, Prefix="out/runs/").get("Contents", [])
-        return any(o["Key"].endswith(".ckpt.sha256") for o in found)
+    hold = tmp_path / "hold"  # node 0 (this process's child) holds after step 2, uploaded
+    monkeypatch.setenv(HOLD_ENV, f"2:{hold}")
 
     def node1_machine_lost() -> None:
         shutil.rmtree(node1_root, ignore_errors=True)
 
-    # the kill waits for an upload of ~650 MB to the S3 server (about an epoch's time here):
-    # 5 epochs leave training several epochs to go when it lands
     config = {"epoch_size": EPOCHS, "save_checkpoint_epochs": 1}
     markers = (str(runs), str(node1_root))
-    with Watch(markers, 1, first_checkpoint, node1_machine_lost) as watch:
+    with Watch(markers, 1, (hold / HELD).exists, node1_machine_lost) as watch:
         state = train(
             cluster,
             data,
@@ -219,10 +218,11 @@ def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
     assert node1_states(cluster["api"], runs) == ["FAILED", "COMPLETED"]  # died, then retried
     run = Path(state.result()["run_dir"])
     node1_run = node1_root / "runs" / run.name  # node 1's own copy of the job's run folder
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]]
     summary = read_json(run / "train_summary.json")
     assert (summary["rank_size"], summary["global_step"]) == (2, 2 * EPOCHS), summary
-    resumed = summary["resumed_from_step"]  # an epoch checkpoint from the first attempt
-    assert resumed in range(2, 2 * EPOCHS, 2), summary
+    resumed = summary["resumed_from_step"]  # the checkpoint the first attempt held at
+    assert resumed == 2, summary
     # node 1's fresh disk got the data and the job's checkpoint from the store
     assert read_json(node1_root / "mindrecord" / "conversion.json")["fingerprint"] == "nodes-test"
     assert list((node1_run / "checkpoints").glob(f"irv2-e*-s{resumed}.ckpt")), node1_run
@@ -239,7 +239,6 @@ def test_a_node_on_a_fresh_machine_resumes_the_job_from_the_store(
     assert (node1_run / "msrun_log" / "node1").is_dir()  # node 1 ran as its own msrun there
     assert list(run.rglob("final.ckpt")) == [run / "final.ckpt"]  # one model, written once
     assert not list(node1_root.rglob("final.ckpt"))
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert f"out/runs/{run.name}/final.ckpt" in keys  # published
     assert not [k for k in keys if "/rank1/" in k], keys  # rank 1's own checkpoints stay local
 

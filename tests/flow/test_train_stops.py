@@ -19,16 +19,19 @@ from conftest import write_image_tree
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
+from support.processes import kill_process_group, start_serve, tail, wait_for
 from test_flow import FLOW_SMOKE
-from ui.uikit import kill_process_group, start_serve, tail, wait_for
+
+from irv2_core.runtime.hold import HELD, HOLD_ENV
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW, DEPLOYMENT = "train-eval-export", "cancel-test"
 STARTUP_S = 300  # a cold `irv2 serve` or flow-run process on a busy 2-core machine
-# long enough that the run is still training when the cancel arrives
-LONG = {**FLOW_SMOKE, "epoch_size": 200}
+# training holds after its first step (IRV2_TEST_HOLD, never released): it is still training,
+# however fast the machine, when the timeout or the cancel arrives
+HOLD_STEP = 1
 
 
 def _proc_stat(pid: str) -> tuple[str, int] | None:
@@ -93,17 +96,18 @@ def images(tmp_path_factory) -> Path:
 
 
 def test_train_timeout_fails_the_run_and_kills_the_training_group(
-    prefect_harness, images, tmp_path
+    prefect_harness, images, tmp_path, monkeypatch
 ):
     from flows.train_eval_export import train_eval_export
 
+    monkeypatch.setenv(HOLD_ENV, f"{HOLD_STEP}:{tmp_path / 'hold'}")
     watcher = TrainingWatcher(tmp_path / "work" / "runs")
     watcher.start()
     try:
         state = train_eval_export(
             source=str(images),
             workdir=str(tmp_path / "work"),
-            overrides=LONG,
+            overrides=FLOW_SMOKE,
             export_formats=["ONNX"],
             train_timeout_s=8,
             return_state=True,
@@ -130,7 +134,7 @@ def _serve(tmp_path: Path, images: Path, api_url: str) -> tuple[subprocess.Popen
                     "source": str(images),
                     "workdir": str(tmp_path / "work"),
                     "export_formats": ["ONNX"],
-                    "overrides": LONG,
+                    "overrides": FLOW_SMOKE,
                 },
             }
         ],
@@ -146,6 +150,7 @@ def _serve(tmp_path: Path, images: Path, api_url: str) -> tuple[subprocess.Popen
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     )
+    env[HOLD_ENV] = f"{HOLD_STEP}:{tmp_path / 'hold'}"
     log = tmp_path / "serve.log"
     return start_serve(prefect_yaml, env, tmp_path, log), log, env
 
@@ -173,10 +178,10 @@ def test_cancelling_a_served_run_kills_its_training_group(prefect_harness, image
 
             found = wait_for("the served deployment", deployment, STARTUP_S, log=log)
             run = client.create_flow_run_from_deployment(found.id)
-            # really training: the child's own first line has reached the flow run's log
+            # really training (held after its first step), and its own lines reach the run's log
             wait_for(
-                "the training process to start and log",
-                lambda: watcher.leaders and _logged(client, run.id, "resume: "),
+                "the training process to train a step and log",
+                lambda: (tmp_path / "hold" / HELD).exists() and _logged(client, run.id, "hold: "),
                 STARTUP_S * 2,
                 log=log,
             )
