@@ -36,7 +36,7 @@ from irv2_core.data.sources import (
     temp_path,
 )
 from irv2_core.errors import Irv2Error, TransientError
-from irv2_core.storage.s3client import MAX_ATTEMPTS, S3Client, is_transient
+from irv2_core.storage.s3client import S3Client, is_transient, max_attempts
 
 MULTIPART_THRESHOLD = 64 << 20
 # Checksums we can recompute without extra packages (CRC32C/CRC64NVME need awscrt).
@@ -203,7 +203,8 @@ class S3Source:
 
     def _get(self, obj: SourceObject, tmp: Path) -> None:
         """One GET streamed into *tmp*; a body cut off mid-way is fetched again (bounded)."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        attempts = max_attempts()
+        for attempt in range(1, attempts + 1):
             try:
                 body = self.client.get_object(Bucket=self.bucket, Key=obj.key)["Body"]
                 with open(tmp, "wb") as fh:
@@ -212,7 +213,7 @@ class S3Source:
                 return
             except (*S3_RETRYABLE_DOWNLOAD_ERRORS, FlexibleChecksumError):
                 # botocore retries failed requests itself, but not a body that breaks off.
-                if attempt == MAX_ATTEMPTS:
+                if attempt == attempts:
                     raise
                 time.sleep(random.uniform(0, min(2.0, 0.1 * 2**attempt)))
 
@@ -221,7 +222,7 @@ class S3Source:
             max_concurrency=self.workers,
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=16 << 20,
-            num_download_attempts=MAX_ATTEMPTS,
+            num_download_attempts=max_attempts(),
             preferred_transfer_client="classic",
         )
         with create_transfer_manager(self.client, cfg) as manager:

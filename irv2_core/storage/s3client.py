@@ -24,9 +24,25 @@ from botocore.exceptions import (
 
 from irv2_core.errors import Irv2Error, TransientError
 
-__all__ = ["MAX_ATTEMPTS", "S3Client", "is_transient", "redact_url"]
+__all__ = ["ATTEMPTS_ENV", "MAX_ATTEMPTS", "S3Client", "is_transient", "max_attempts", "redact_url"]
 
 MAX_ATTEMPTS = 6  # botocore standard mode: exponential backoff with jitter, capped at 20 s
+ATTEMPTS_ENV = "IRV2_S3_MAX_ATTEMPTS"  # more for a flaky link, 1 to fail at once (tests)
+
+
+def max_attempts() -> int:
+    """Attempts per S3 request: ``IRV2_S3_MAX_ATTEMPTS``, else MAX_ATTEMPTS."""
+    raw = os.environ.get(ATTEMPTS_ENV, "").strip()
+    if not raw:
+        return MAX_ATTEMPTS
+    if not raw.isdigit() or int(raw) < 1:
+        raise Irv2Error(
+            f"{ATTEMPTS_ENV}={raw!r} is not a whole number of attempts >= 1 "
+            f"(unset it for the default, {MAX_ATTEMPTS})"
+        )
+    return int(raw)
+
+
 _CRED_HINTS = {
     "InvalidAccessKeyId": "the access key id is not known to this endpoint",
     "SignatureDoesNotMatch": "the secret access key does not match the access key id",
@@ -91,7 +107,7 @@ class S3Client:
         self.endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
         self.session = boto3.session.Session()
         cfg = Config(
-            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+            retries={"mode": "standard", "total_max_attempts": max_attempts()},
             max_pool_connections=workers + 4,
             connect_timeout=10,
             read_timeout=60,

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import atomic_target, sha256_file
-from irv2_core.storage.s3client import MAX_ATTEMPTS, S3Client
+from irv2_core.storage.s3client import S3Client, max_attempts
 from irv2_core.storage.store import StoredObject, check_digest, join_key
 
 __all__ = ["MULTIPART_THRESHOLD", "S3Store"]
@@ -41,7 +41,7 @@ class S3Store:
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=16 << 20,
             max_concurrency=workers,
-            num_download_attempts=MAX_ATTEMPTS,
+            num_download_attempts=max_attempts(),
         )
 
     def _key(self, key: str) -> str:

@@ -349,6 +349,7 @@ def test_a_transient_failure_in_the_cli_is_retried_not_taken_for_bad_input(tmp_p
     for key, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("IRV2_S3_MAX_ATTEMPTS", "1")  # the same error, without ~15 s of back-off
     unreachable = ["--endpoint-url", "http://127.0.0.1:9"]  # the discard port: refused
     rc = cli_main(["pull", "s3://b/runs/run-x", str(tmp_path / "d"), *unreachable])
     assert rc == EXIT_TRANSIENT

@@ -39,3 +39,22 @@ def test_the_flows_output_endpoint_reaches_the_stores_client(monkeypatch):
     assert open_ref(both.store()).client.meta.endpoint_url == MINIO
     one = validate_params(source="s3://in/data", endpoint_url=OBS, output_uri="s3://out/x")
     assert open_ref(one.store()).client.meta.endpoint_url == OBS
+
+
+def test_attempts_per_request_come_from_the_environment_or_the_default(monkeypatch):
+    from irv2_core.errors import Irv2Error
+    from irv2_core.storage.s3client import ATTEMPTS_ENV, MAX_ATTEMPTS, max_attempts
+
+    monkeypatch.delenv(ATTEMPTS_ENV, raising=False)
+    assert max_attempts() == MAX_ATTEMPTS == 6
+    monkeypatch.setenv(ATTEMPTS_ENV, "1")
+    retries = S3Client("http://127.0.0.1:9").client.meta.config.retries
+    assert retries["total_max_attempts"] == 1
+    for bad in ("0", "-2", "many"):
+        monkeypatch.setenv(ATTEMPTS_ENV, bad)
+        try:
+            max_attempts()
+        except Irv2Error as exc:
+            assert ATTEMPTS_ENV in str(exc) and "unset it" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
