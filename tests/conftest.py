@@ -1,6 +1,6 @@
 """Shared fixtures: a temporary working directory, MindSpore's compile cache, tiny image sets,
-a real S3 server (SeaweedFS) on localhost, a moto S3 mock for fault injection, a Prefect test
-harness, and the session's PostgreSQL cluster for the tests that start a real Prefect server."""
+a real S3 server (SeaweedFS) on localhost, a moto S3 mock for fault injection, the session's
+PostgreSQL cluster, and the session's one real Prefect server on it."""
 
 from __future__ import annotations
 
@@ -132,19 +132,31 @@ def s3_client(s3_server):
 
 
 @pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory):
-    """A real Prefect engine and API (SQLite in a temp folder), entered once per session, with
-    task results stored in a temp folder instead of ~/.prefect/storage."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory, prefect_database):
+    """The session's one real Prefect server on PostgreSQL (support/prefect_server.py), shared by
+    every test that needs one; ``{"env", "api", "api_url", "ui", "log", "db"}``."""
+    from support.prefect_server import running_server
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    with running_server(home, prefect_database("prefect")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_server, tmp_path_factory):
+    """This process's flows and tasks as clients of the session's server, with task results
+    stored in a temp folder instead of ~/.prefect/storage. Logs and events still queued are
+    sent before the server stops."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     storage = tmp_path_factory.mktemp("prefect-results")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry
-    with (
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(storage)}),
-        prefect_test_harness(server_startup_timeout=120),
-    ):
+    api = prefect_server["api_url"]
+    with temporary_settings({PREFECT_API_URL: api, PREFECT_LOCAL_STORAGE_PATH: str(storage)}):
         yield storage
+        APILogWorker.drain_all(timeout=30)
+        EventsWorker.drain_all(timeout=30)
 
 
 @pytest.fixture(scope="session")

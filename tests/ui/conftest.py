@@ -1,6 +1,6 @@
-"""Fixtures of the UI tier: a real ``prefect server start`` on PostgreSQL, ``irv2 serve`` with one
-deployment of ``train-eval-export`` on a few digit images, and headless Chromium (Debian's
-``/usr/bin/chromium``) driven by Playwright for Python.
+"""Fixtures of the UI tier: ``irv2 serve`` against the session's Prefect server (on PostgreSQL:
+tests/support/prefect_server.py) with one deployment of ``train-eval-export`` on a few digit
+images, and headless Chromium (Debian's ``/usr/bin/chromium``) driven by Playwright for Python.
 
 Only public interfaces: the server and ``irv2 serve`` are subprocesses, each in its own process
 group (killed at teardown, also after a failure), and runs start with ``prefect deployment run``.
@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,6 @@ from typing import Any
 
 import pytest
 import yaml
-from support.ports import free_port
 from support.prerequisites import missing
 
 from .uikit import (
@@ -35,7 +33,6 @@ from .uikit import (
     kill_process_group,
     start_serve,
     tail,
-    venv_tool,
     wait_for,
 )
 
@@ -59,7 +56,7 @@ OVERRIDES = {
     "work_nums": 2,
 }
 TOTAL_STEPS = OVERRIDES["epoch_size"] * OVERRIDES["max_steps_per_epoch"]
-STARTUP_S = 300  # a cold `prefect server start` / `irv2 serve` on a busy 2-core machine
+STARTUP_S = 300  # a cold `irv2 serve` on a busy 2-core machine
 
 _OPEN_PAGES: list[Any] = []  # pages the failure hook screenshots
 
@@ -130,56 +127,6 @@ def _save_pages(item, when: str) -> Path | None:
 
 
 # --- server, image set, served deployment -------------------------------------------------------
-
-
-@pytest.fixture(scope="package")
-def prefect_server(tmp_path_factory, prefect_database) -> Iterator[dict[str, Any]]:
-    """``prefect server start`` on a free port with a temp PREFECT_HOME, its data in a fresh
-    PostgreSQL database (``db``) of the session's cluster.
-
-    The UI's API address defaults to port 4200, so the server is told its own /api address.
-    """
-    home = tmp_path_factory.mktemp("prefect-home")
-    db = prefect_database("prefect_ui")
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_UI_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = home / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [venv_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            # the server only: `irv2 serve` and the CLI calls are clients of its API
-            env={**env, "PREFECT_API_DATABASE_CONNECTION_URL": db.url},
-            cwd=home,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        api = Api(api_url)
-
-        def healthy() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"prefect server exited ({proc.returncode}):\n{tail(log)}")
-            return api.get("/health") is True
-
-        wait_for("the Prefect server's /api/health", healthy, STARTUP_S, log=log)
-        ui_api = api.http.get(f"http://127.0.0.1:{port}/ui-settings").json().get("api_url")
-        assert ui_api == api_url, f"the UI would talk to {ui_api}, not to this server ({api_url})"
-        # it migrated this database (without the URL it would have used SQLite in PREFECT_HOME,
-        # and the table would not exist here)
-        assert db.scalar("select count(*) from alembic_version") == "1"
-        yield {"env": env, "api": api, "ui": f"http://127.0.0.1:{port}", "log": log, "db": db}
-    finally:
-        kill_process_group(proc)
 
 
 @pytest.fixture(scope="package")

@@ -1,131 +1,32 @@
-"""Helpers of the UI tier: subprocesses, polling, the few REST reads, pages, flow-run processes."""
+"""Helpers of the UI tier: the deployment run, flow-run processes, pages. Processes, polling
+and the REST reads are tests/support's (re-exported here for the UI tests)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
+from support.prefect_server import Api
+from support.processes import kill_process_group, start_serve, tail, venv_tool, wait_for
+
+__all__ = [
+    "Api",
+    "flow_run_process",
+    "kill_process_group",
+    "page_text",
+    "poll_page",
+    "run_deployment",
+    "start_serve",
+    "tail",
+    "venv_tool",
+    "wait_for",
+]
 
 FLOW_NAME = "train-eval-export"
 DEPLOYMENT = "ui"
-
-
-def venv_tool(name: str) -> str:
-    """A console script of this interpreter's environment (``prefect``), else from PATH."""
-    return shutil.which(name, path=str(Path(sys.executable).parent)) or name
-
-
-def start_serve(prefect_yaml: Path, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
-    """``irv2 serve --file prefect_yaml`` in a session of its own, its output in *log*; stop it
-    with :func:`kill_process_group`."""
-    irv2 = shutil.which("irv2", path=str(Path(sys.executable).parent))
-    command = [irv2] if irv2 else [sys.executable, "-m", "flows.cli"]
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [*command, "serve", "--file", str(prefect_yaml)],
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def kill_process_group(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM the group of *proc* twice (``irv2 serve`` ignored the first), then SIGKILL it."""
-    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):  # whatever else is left in the group
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def wait_for(
-    what: str,
-    check: Callable[[], Any],
-    timeout_s: float,
-    every_s: float = 1.0,
-    log: Path | None = None,
-) -> Any:
-    """Poll *check* until it returns something truthy; fail naming *what* after *timeout_s*.
-
-    An exception from *check* counts as "not yet" (a poll may race with what it watches), except
-    pytest's own failures, which end the wait at once.
-    """
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = check()
-        except pytest.fail.Exception:
-            raise
-        except Exception as exc:
-            last_error, value = exc, None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        time.sleep(every_s)
-    detail = f" (last error: {last_error!r})" if last_error else ""
-    if log is not None:
-        detail += f"\n--- {log} ---\n{tail(log)}"
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
-
-
-class Api:
-    """The few REST reads the tests need (ids and states), against the test server."""
-
-    def __init__(self, url: str) -> None:
-        import httpx
-
-        self.url = url
-        self.http = httpx.Client(base_url=url, timeout=30)
-
-    def get(self, path: str) -> Any:
-        r = self.http.get(path)
-        r.raise_for_status()
-        return r.json()
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        r = self.http.post(path, json=body)
-        r.raise_for_status()
-        return r.json()
-
-    def state(self, flow_run_id: str) -> str | None:
-        return (self.get(f"/flow_runs/{flow_run_id}").get("state") or {}).get("name")
-
-    def artifacts(self, flow_run_id: str, key: str) -> list[dict[str, Any]]:
-        """The flow run's artifacts under *key*, newest first."""
-        body = {
-            "artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [flow_run_id]}},
-            "sort": "CREATED_DESC",
-        }
-        return self.post("/artifacts/filter", body)
-
-    def task_runs(self, flow_run_id: str) -> list[dict[str, Any]]:
-        return self.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
 
 
 def run_deployment(env: dict[str, str]) -> str:
