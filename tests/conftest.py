@@ -20,6 +20,12 @@ os.environ.setdefault(
     "MS_COMPILER_CACHE_PATH",
     str(Path(os.environ.get("TMPDIR", "/tmp")) / "irv2-test-compile-cache"),
 )
+# Under pytest-xdist each worker (gw0, gw1, ...) keeps a cache of its own: MindSpore writes cache
+# files in place, and two workers compiling one graph at once must not read each other's half
+# written files. A worker's tests run one at a time, as the whole suite did before.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    _cache = os.environ["MS_COMPILER_CACHE_PATH"]
+    os.environ["MS_COMPILER_CACHE_PATH"] = os.path.join(_cache, worker)
 os.environ.setdefault("IRV2_COMPILER_CACHE_ENABLE", os.environ.get("MS_COMPILER_CACHE_ENABLE", "1"))
 os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on stderr
