@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from support.images import CLASS_COLOURS, make_image, write_image_tree
+
+__all__ = ["CLASS_COLOURS", "make_image", "write_image_tree"]  # the tests import them from here
 
 # Before MindSpore is imported anywhere in the session. MindSpore names cached graphs by their
 # order in a process, so this process, which compiles many graphs in test order, must never use
@@ -30,7 +31,19 @@ os.environ.setdefault("IRV2_COMPILER_CACHE_ENABLE", os.environ.get("MS_COMPILER_
 os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only on stderr
 
-CLASS_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 210, 40), (160, 60, 200)]
+
+# scripts/test.sh hands whole files to two pytest-xdist workers, to whichever is free, in
+# collection order: the slow tiers go first, so that the run ends on short files, not on one
+# worker still busy with a long one. (Stable: the order inside a tier stays as collected.)
+TIER_ORDER = ("ui", "flow", "integration", "unit")
+
+
+def pytest_collection_modifyitems(items):
+    def tier(item) -> int:
+        parts = Path(item.path).relative_to(Path(__file__).parent).parts
+        return TIER_ORDER.index(parts[0]) if parts[0] in TIER_ORDER else len(TIER_ORDER)
+
+    items.sort(key=tier)
 
 
 @pytest.fixture(autouse=True)
@@ -39,36 +52,30 @@ def _tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def make_image(
-    label: int, rng: np.random.Generator, size: tuple[int, int] = (96, 80)
-) -> Image.Image:
-    """A small learnable RGB image: class colour plus noise and a class-dependent stripe."""
-    w, h = size
-    base = np.array(CLASS_COLOURS[label % len(CLASS_COLOURS)], dtype=np.float32)
-    arr = base + rng.normal(0, 25, size=(h, w, 3))
-    stripe = (label * 13) % max(h - 8, 1)
-    arr[stripe : stripe + 8, :, :] = 255 - base
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
-
-
-def write_image_tree(
-    root: Path, classes: int = 3, per_class: int = 8, seed: int = 0, split: str | None = None
-) -> Path:
-    """Write ``root/[split/]class_k/img_i.jpg`` JPEGs; return the folder that holds the classes."""
-    rng = np.random.default_rng(seed)
-    top = root / split if split else root
-    for c in range(classes):
-        d = top / f"class_{c}"
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            make_image(c, rng).save(d / f"img_{i:03d}.jpg", quality=90)
-    return top
-
-
 @pytest.fixture
 def image_tree(tmp_path) -> Path:
     """3 classes x 8 JPEGs as plain class folders (no train/val split)."""
     return write_image_tree(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def smoke_mindrecord(tmp_path_factory) -> Path:
+    """The one real MindRecord set (train 3 x 8, val 3 x 3, classes.json) that the training,
+    store, fine-tune, evaluate, distributed and nodes tests read: made once per session (per
+    xdist worker). Read only: a test that writes beside it copies it first."""
+    from support.images import make_mindrecord
+
+    return make_mindrecord(tmp_path_factory.mktemp("smoke-mindrecord"))
+
+
+@pytest.fixture(scope="session")
+def smoke_train_only(smoke_mindrecord, tmp_path_factory) -> Path:
+    """The train split of ``smoke_mindrecord`` alone (links), for tests about training that
+    must not evaluate."""
+    data = tmp_path_factory.mktemp("smoke-train-only")
+    for f in [*smoke_mindrecord.glob("train.mindrecord*"), smoke_mindrecord / "classes.json"]:
+        (data / f.name).symlink_to(f)
+    return data
 
 
 # The S3 server knows exactly these identities (access key -> secret). The session's are in the

@@ -40,7 +40,6 @@ from support.processes import tail, venv_tool, wait_for  # noqa: E402
 from train_data import (  # noqa: E402
     assert_ranks_hold_equal_weights,
     first_batches,
-    make_mindrecord,
 )
 
 from irv2_core.runtime.hold import HELD, HOLD_ENV  # noqa: E402
@@ -59,15 +58,9 @@ def cluster(tmp_path_factory, s3_server, prefect_server):
 
 
 @pytest.fixture(scope="module")
-def train_only(tmp_path_factory) -> Path:
+def train_only(smoke_train_only) -> Path:
     """Train split only (no val): these tests are about the nodes, not evaluation."""
-    root = tmp_path_factory.mktemp("nodes-data")
-    full = make_mindrecord(root / "src")
-    data = root / "train-only"
-    data.mkdir()
-    for f in [*full.glob("train.mindrecord*"), full / "classes.json"]:
-        (data / f.name).symlink_to(f)
-    return data
+    return smoke_train_only
 
 
 def test_missing_node_deployment_fails_at_once_saying_how_to_deploy(cluster, train_only, tmp_path):

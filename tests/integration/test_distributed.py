@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 from support.ports import free_port
-from train_data import assert_two_ranks_trained_one_model, make_mindrecord, smoke_args
+from train_data import assert_two_ranks_trained_one_model, smoke_args
 
 from irv2_core.runtime.io import read_json
 from irv2_core.training.distributed import env_world, launch_env, msrun_command
@@ -36,12 +36,8 @@ def test_msrun_command_shape():
 
 
 @pytest.mark.slow
-def test_two_worker_msrun_training_keeps_ranks_in_step(tmp_path):
-    full = make_mindrecord(tmp_path / "src")
-    data = tmp_path / "train-only"  # no val split: this test is about the gradient all-reduce
-    data.mkdir()
-    for f in [*full.glob("train.mindrecord*"), full / "classes.json"]:
-        (data / f.name).symlink_to(f)
+def test_two_worker_msrun_training_keeps_ranks_in_step(smoke_train_only, tmp_path):
+    data = smoke_train_only  # no val split: this test is about the gradient all-reduce
     run = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(run), *smoke_args(), "--set", "epoch_size=1"]
     cmd = msrun_command(2, args, master_port=free_port(), log_dir=str(tmp_path / "log"))

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from train_data import VAL_PER_CLASS, make_mindrecord, smoke_config
+from train_data import VAL_PER_CLASS, smoke_config
 
 from irv2_core.cli import main
 from irv2_core.config import save_config
@@ -19,14 +19,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, smoke_mindrecord):
     """Data plus a run folder holding config.yaml and a (seeded, untrained) final.ckpt."""
     import mindspore as ms
 
     from irv2_core.models.factory import create_model
 
     root = tmp_path_factory.mktemp("eval")
-    data = make_mindrecord(root)
+    data = smoke_mindrecord
     cfg = smoke_config(num_classes=3)
     save_config(cfg, root / "run")
     ms.set_seed(7)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from train_data import VAL_PER_CLASS, make_mindrecord, smoke_config
+from train_data import VAL_PER_CLASS, smoke_config
 
 from irv2_core.evaluation import evaluate, topk_metrics
 from irv2_core.models.ckpt_io import read_checkpoint
@@ -25,7 +25,7 @@ def _conv_weights(params: dict) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
+def finetuned(tmp_path_factory, smoke_mindrecord):
     """A 5-class "pretrained" checkpoint and a 3-class run fine-tuned from it for 2 steps with
     the inception protocol; (data, pretrained path, run folder)."""
     import mindspore as ms
@@ -33,7 +33,7 @@ def finetuned(tmp_path_factory):
     from irv2_core.models.factory import create_model
 
     root = tmp_path_factory.mktemp("finetune")
-    data = make_mindrecord(root)
+    data = smoke_mindrecord
     ms.set_seed(PRETRAINED_SEED)
     pretrained = root / "pretrained.ckpt"
     ms.save_checkpoint(create_model(num_classes=PRETRAINED_CLASSES), str(pretrained))

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from train_data import first_batches, make_mindrecord, run_cli, smoke_args, smoke_config
+from train_data import first_batches, run_cli, smoke_args, smoke_config
 
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import read_json, sha256_file
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_mindrecord(tmp_path_factory.mktemp("train-data"))
+def data(smoke_mindrecord):
+    return smoke_mindrecord
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from train_data import make_mindrecord, run_cli, smoke_args
+from train_data import run_cli, smoke_args
 
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.io import read_json
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_mindrecord(tmp_path_factory.mktemp("store-data"))
+def data(smoke_mindrecord):
+    return smoke_mindrecord
 
 
 @pytest.fixture

@@ -8,12 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import write_image_tree
+from support.images import CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, make_mindrecord
 
 from irv2_core.config import Config, load_config
-from irv2_core.data.convert import convert
 
-TRAIN_PER_CLASS, VAL_PER_CLASS, CLASSES = 8, 3, 3
+__all__ = [  # make_mindrecord and the set's sizes are support.images', re-exported
+    "CLASSES",
+    "SMOKE",
+    "TRAIN_PER_CLASS",
+    "VAL_PER_CLASS",
+    "assert_ranks_hold_equal_weights",
+    "assert_two_ranks_trained_one_model",
+    "first_batches",
+    "make_mindrecord",
+    "run_cli",
+    "smoke_args",
+    "smoke_config",
+]
 
 # 2 epochs x 2 steps of 4 images, no dropout (bit-exact resume), eval batches 4+4+1 (padded).
 SMOKE = dict(
@@ -25,14 +36,6 @@ SMOKE = dict(
     eval_batch_size=4,
     work_nums=2,
 )
-
-
-def make_mindrecord(root: Path) -> Path:
-    """``root/mr``: train (3 classes x 8) and val (3 x 3) MindRecord + classes.json."""
-    write_image_tree(root / "images", CLASSES, TRAIN_PER_CLASS, seed=0, split="train")
-    write_image_tree(root / "images", CLASSES, VAL_PER_CLASS, seed=1, split="val")
-    convert(root / "images", root / "mr")
-    return root / "mr"
 
 
 def smoke_args() -> list[str]:
