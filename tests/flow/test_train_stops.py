@@ -19,6 +19,7 @@ from conftest import write_image_tree
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
+from support.prefect_server import client_env
 from support.processes import kill_process_group, start_serve, tail, wait_for
 from test_flow import FLOW_SMOKE
 
@@ -122,8 +123,8 @@ def test_train_timeout_fails_the_run_and_kills_the_training_group(
     assert not list((tmp_path / "work" / "runs").glob("run-*/final.ckpt"))
 
 
-def _serve(tmp_path: Path, images: Path, api_url: str) -> tuple[subprocess.Popen, Path, dict]:
-    """``irv2 serve`` of one train-eval-export deployment against the harness's API."""
+def _serve(tmp_path: Path, images: Path, server: dict) -> tuple[subprocess.Popen, Path, dict]:
+    """``irv2 serve`` of one train-eval-export deployment against the session's *server*."""
     spec = {
         "name": "irv2-cancel-test",
         "deployments": [
@@ -141,16 +142,13 @@ def _serve(tmp_path: Path, images: Path, api_url: str) -> tuple[subprocess.Popen
     }
     prefect_yaml = tmp_path / "prefect.yaml"
     prefect_yaml.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_API_URL=api_url,
+    env = client_env(
+        server,
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        **{HOLD_ENV: f"{HOLD_STEP}:{tmp_path / 'hold'}"},
     )
-    env[HOLD_ENV] = f"{HOLD_STEP}:{tmp_path / 'hold'}"
     log = tmp_path / "serve.log"
     return start_serve(prefect_yaml, env, tmp_path, log), log, env
 
@@ -162,10 +160,10 @@ def _logged(client, flow_run_id, text: str) -> bool:
     return any(text in log.message for log in logs)
 
 
-def test_cancelling_a_served_run_kills_its_training_group(prefect_harness, images, tmp_path):
-    from prefect.settings import PREFECT_API_URL
-
-    proc, log, _ = _serve(tmp_path, images, PREFECT_API_URL.value())
+def test_cancelling_a_served_run_kills_its_training_group(
+    prefect_harness, prefect_server, images, tmp_path
+):
+    proc, log, _ = _serve(tmp_path, images, prefect_server)
     watcher = TrainingWatcher(tmp_path / "work" / "runs")
     watcher.start()
     try:
