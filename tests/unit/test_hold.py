@@ -34,7 +34,8 @@ def test_it_holds_after_the_flush_until_released_and_only_once(monkeypatch, tmp_
         order.append("flush" if not (tmp_path / "h" / HELD).exists() else "flush after held")
 
     result: list[bool] = []
-    holder = threading.Thread(target=lambda: result.append(hold_at(2, flush, lines.append)))
+    hold = lambda: result.append(hold_at(2, flush, lines.append))  # noqa: E731
+    holder = threading.Thread(target=hold, daemon=True)  # a failed check must not hang the run
     holder.start()
     held = tmp_path / "h" / HELD
     for _ in range(400):
