@@ -23,9 +23,10 @@ from irv2_core.errors import Irv2Error
 from irv2_core.export import FORMATS
 from irv2_core.records import EvalRecord, ExportRecord, PipelineFacts, ReportRecord
 from irv2_core.runtime.io import sha256_json
+from irv2_core.storage.publish import SMALL_RUN_FILES
 from tasks import evaluate_task, export_options, export_task, report_task
 from tasks.publishing import publish_folder_task
-from tasks.storage import SMALL_RUN_FILES, result_storage
+from tasks.results import result_storage
 
 __all__ = ["re_evaluate", "re_export", "re_report"]
 
@@ -54,7 +55,7 @@ def evaluate_again(params: ReEvaluateParams) -> dict[str, Any]:
         EvalRecord,
         checkpoint=run.checkpoint,
         data_dir=data_dir,
-        data_fingerprint=fingerprint,
+        mindrecord_fingerprint=fingerprint,
         config=config,
         out=str(out),
         split=params.split,

@@ -21,8 +21,8 @@ from irv2_core.errors import Irv2Error
 from irv2_core.report import PIPELINE_FILE
 from irv2_core.runtime.io import read_json
 from irv2_core.storage.layout import eval_prefix, rerun_prefix
+from irv2_core.storage.publish import StoreRef, ensure_local, open_ref
 from irv2_core.storage.pull import find_conversion, read_run_record, split_run_uri
-from tasks.storage import StoreRef, ensure_local, open_ref
 
 __all__ = ["FinishedRun", "eval_data", "open_run", "report_facts", "run_config"]
 

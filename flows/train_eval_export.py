@@ -9,6 +9,7 @@ JSON dict (``irv2_core.records``); the flow reads it back as that record.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from irv2_core.records import (
     StageRecord,
     TrainSummary,
 )
-from irv2_core.storage.layout import convert_prefix, export_prefix, run_prefix
+from irv2_core.storage.layout import export_prefix, run_prefix
+from irv2_core.storage.publish import StoreRef, open_ref
 from tasks import (
     convert_task,
     evaluate_task,
@@ -37,153 +39,173 @@ from tasks import (
     stage_task,
     train_task,
 )
-from tasks.data import convert_digest
 from tasks.promotion import current_model, promote_task
 from tasks.publishing import publish_run_task
-from tasks.storage import SMALL_RUN_FILES, ensure_local, open_ref, result_storage
+from tasks.results import result_storage
 
 __all__ = ["FLOW_NAME", "run_stages", "train_eval_export"]
 
 FLOW_NAME = "train-eval-export"
 
 
+def _prefix(record: Any) -> str | None:
+    """Where a stage published its output (None without a store)."""
+    return record.address.prefix if record.address is not None else None
+
+
 def run_stages(params: FlowParams) -> dict[str, Any] | State:
     """Run every stage for validated *params* and return the flow summary."""
-    logger = get_run_logger()
-    cfg = params.resolve_config().to_dict()
     work = Path(params.workdir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     store = params.store()
     if store is not None:  # preflight: an unwritable output_uri fails before any stage
         open_ref(store).check_writable()
     storage = params.result_storage or (result_storage(store) if store else None)
-    run = Stages(storage)
+    pipe = _Pipeline(params, params.resolve_config().to_dict(), work, store, Stages(storage))
+    converted = pipe.data()
+    trained = pipe.train(converted)
+    metrics, exports = pipe.model_stages(converted, trained)
+    return pipe.finish(converted, trained, metrics, exports)
 
-    staged = run(
-        "stage",
-        stage_task,
-        StageRecord,
-        source=params.source,
-        dest=str(work / "data"),
-        endpoint_url=params.endpoint_url,
-        store=store,
-    )
-    converted = run(
-        "convert",
-        convert_task,
-        ConversionRecord,
-        data_dir=staged.dest,
-        out_dir=str(work / "mindrecord"),
-        input_fingerprint=staged.fingerprint,
-        shards=params.shards,
-        val_fraction=params.val_fraction,
-        seed=cfg["seed"],
-        store=store,
-        source=params.source,
-        source_endpoint_url=params.endpoint_url,
-    )
-    digest = convert_digest(staged.fingerprint, params.shards, params.val_fraction, cfg["seed"])
-    data_prefix = convert_prefix(digest)
-    mindrecord_dir = converted.out_dir or str(work / "mindrecord")
-    trained = run(
-        "train",
-        train_task,
-        TrainSummary,
-        data_dir=mindrecord_dir,
-        data_fingerprint=converted.fingerprint,
-        config=cfg,
-        runs_dir=str(work / "runs"),
-        launch=params.launch(),
-        timeout_s=params.train_timeout_s,
-        store=store,
-        data_prefix=data_prefix,
-        node_deployment=params.node_deployment,
-        join_timeout_s=params.node_join_timeout_s,
-    )
-    run_dir = trained.run_dir
-    checkpoint = trained.final_checkpoint
-    if run_dir is None or checkpoint is None:
-        raise RuntimeError(f"the train task returned no run folder or final checkpoint: {trained}")
-    published = {"store": store, "run_prefix": run_prefix(Path(run_dir).name)}
-    metrics = run(
-        "evaluate",
-        evaluate_task,
-        EvalRecord,
-        checkpoint=checkpoint,
-        data_dir=mindrecord_dir,
-        data_fingerprint=converted.fingerprint,
-        config=cfg,
-        out=str(Path(run_dir) / "eval.json"),
-        checkpoint_sha256=trained.final_sha256,
-        data_prefix=data_prefix,
-        **published,
-    )
-    exports: list[ExportRecord] = []
-    options = export_options(converted.num_classes, cfg)
-    for fmt in params.export_formats:
-        exports.append(
-            run(
+
+@dataclass
+class _Pipeline:
+    """One flow run's wiring: what every stage call shares."""
+
+    params: FlowParams
+    cfg: dict[str, Any]
+    work: Path
+    store: StoreRef | None
+    run: Stages
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def data(self) -> ConversionRecord:
+        """stage, then convert: the MindRecord conversion the run trains on."""
+        params, work = self.params, self.work
+        staged = self.run("stage", stage_task, StageRecord, source=params.source,
+                          dest=str(work / "data"), endpoint_url=params.endpoint_url,
+                          store=self.store)  # fmt: skip
+        self.facts["data_fingerprint"] = staged.fingerprint
+        return self.run(
+            "convert",
+            convert_task,
+            ConversionRecord,
+            data_dir=staged.dest,
+            out_dir=str(work / "mindrecord"),
+            input_fingerprint=staged.fingerprint,
+            shards=params.shards,
+            val_fraction=params.val_fraction,
+            seed=self.cfg["seed"],
+            store=self.store,
+            source=params.source,
+            source_endpoint_url=params.endpoint_url,
+        )
+
+    def train(self, converted: ConversionRecord) -> TrainSummary:
+        """train on the conversion (named by its address in the store)."""
+        params = self.params
+        trained = self.run(
+            "train",
+            train_task,
+            TrainSummary,
+            data_dir=converted.out_dir or str(self.work / "mindrecord"),
+            mindrecord_fingerprint=converted.fingerprint,
+            config=self.cfg,
+            runs_dir=str(self.work / "runs"),
+            launch=params.launch(),
+            timeout_s=params.train_timeout_s,
+            store=self.store,
+            data_prefix=_prefix(converted),
+            node_deployment=params.node_deployment,
+            join_timeout_s=params.node_join_timeout_s,
+        )
+        if trained.run_dir is None or trained.final_checkpoint is None:
+            raise RuntimeError(f"the train task returned no run folder or checkpoint: {trained}")
+        return trained
+
+    def model_stages(self, converted, trained) -> tuple[EvalRecord, list[ExportRecord]]:
+        """evaluate, then each export, of the trained checkpoint (published beside the run)."""
+        checkpoint = {"checkpoint": trained.final_checkpoint,
+                      "checkpoint_sha256": trained.final_sha256,
+                      "store": self.store, "run_prefix": _prefix(trained)}  # fmt: skip
+        metrics = self.run(
+            "evaluate",
+            evaluate_task,
+            EvalRecord,
+            data_dir=converted.out_dir or str(self.work / "mindrecord"),
+            mindrecord_fingerprint=converted.fingerprint,
+            config=self.cfg,
+            out=str(Path(trained.run_dir) / "eval.json"),
+            data_prefix=_prefix(converted),
+            **checkpoint,
+        )
+        options = export_options(converted.num_classes, self.cfg)
+        exports = [
+            self.run(
                 f"export-{fmt}",
                 export_task,
                 ExportRecord,
-                checkpoint=checkpoint,
                 fmt=fmt,
-                out=str(work / "exports" / f"irv2{FORMATS[fmt]}"),
+                out=str(self.work / "exports" / f"irv2{FORMATS[fmt]}"),
                 options=options,
-                checkpoint_sha256=trained.final_sha256,
-                **published,
-            )
+                **checkpoint,
+            )  # fmt: skip
+            for fmt in self.params.export_formats
+        ]
+        return metrics, exports
+
+    def finish(self, converted, trained, metrics, exports) -> dict[str, Any] | State:
+        """report, publish run.json, promote; the summary (the state says when not promoted)."""
+        store, run_dir = self.store, trained.run_dir
+        models: StoreRef = store or {"uri": str(self.work)}  # where the model in service is
+        facts = PipelineFacts.model_validate(
+            {
+                "evaluation": metrics.to_json(),
+                "exports": [e.to_json() for e in exports],
+                "data_fingerprint": self.facts["data_fingerprint"],
+                "mindrecord_fingerprint": converted.fingerprint,
+                "timings": self.run.timings,
+                **_baseline(current_model(models)),
+            }
         )
-    models = store or {"uri": str(work)}  # where the record of the model in service lives
-    current = current_model(models)
-    facts = PipelineFacts.model_validate(
-        {
-            "evaluation": metrics.to_json(),
-            "exports": [e.to_json() for e in exports],
-            "data_fingerprint": staged.fingerprint,
-            "mindrecord_fingerprint": converted.fingerprint,
-            "timings": run.timings,
-            **_baseline(current),
-        }
-    )
-    if store is not None:  # this worker may hold none of the run's files (all were cached)
-        ensure_local(open_ref(store), published["run_prefix"], Path(run_dir), SMALL_RUN_FILES)
-    reported = run("report", report_task, ReportRecord, run_dir=run_dir, facts=facts)
-    run_record = None
-    if store is not None:
-        lineage = _lineage(params, cfg, staged, converted, trained, metrics, exports)
-        run_record = publish_run_task(store, published["run_prefix"], run_dir, lineage)
-    run_id = Path(run_dir).name
-    promotion = promote_task(
-        models, run_id, metrics.to_json(), run_record["uri"] if run_record else run_dir,
-        params.promote_max_top1_drop,
-    )  # fmt: skip
-    summary = {
+        reported = self.run("report", report_task, ReportRecord, run_dir=run_dir, facts=facts,
+                            store=store, run_prefix=_prefix(trained))  # fmt: skip
+        run_uri = None
+        if store is not None:
+            lineage = _lineage(self, converted, trained, metrics, exports)
+            run_uri = publish_run_task(store, _prefix(trained), run_dir, lineage)["uri"]
+        promotion = promote_task(models, Path(run_dir).name, metrics.to_json(),
+                                 run_uri or run_dir, self.params.promote_max_top1_drop)  # fmt: skip
+        summary = _summary(self, converted, trained, metrics, exports, reported, run_uri)
+        summary["promotion"] = promotion
+        get_run_logger().info("top-1 %.4f, top-5 %.4f; report %s", summary["top1"],
+                              summary["top5"], summary["report"])  # fmt: skip
+        if not promotion["promoted"]:  # the run's state says so in the UI; nothing overwritten
+            return Completed(name="Not promoted", message=promotion["reason"], data=summary)
+        return summary
+
+
+def _summary(pipe, converted, trained, metrics, exports, reported, run_uri) -> dict[str, Any]:
+    """What the flow returns (and the demo prints), but its promotion."""
+    return {
         "top1": metrics.top1,
         "top5": metrics.top5,
         "exports": [e.path for e in exports],
         "report": reported.markdown,
         "report_html": reported.html,
-        "data_fingerprint": staged.fingerprint,
+        "data_fingerprint": pipe.facts["data_fingerprint"],
         "mindrecord_fingerprint": converted.fingerprint,
         "export_checks": [
             {k: getattr(e, k) for k in ("format", "path", "verified_with", "max_abs_diff")}
             for e in exports
         ],
-        "run_dir": run_dir,
-        "checkpoint": checkpoint,
+        "run_dir": trained.run_dir,
+        "checkpoint": trained.final_checkpoint,
         "global_step": trained.global_step,
         "resumed_from_step": trained.resumed_from_step,
-        "run_uri": run_record["uri"] if run_record else None,
-        "timings": run.timings,
-        "promotion": promotion,
+        "run_uri": run_uri,
+        "timings": pipe.run.timings,
     }
-    logger.info(
-        "top-1 %.4f, top-5 %.4f; report %s", summary["top1"], summary["top5"], summary["report"]
-    )
-    if not promotion["promoted"]:  # the run's state says so in the UI; nothing was overwritten
-        return Completed(name="Not promoted", message=promotion["reason"], data=summary)
-    return summary
 
 
 def _baseline(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -193,20 +215,22 @@ def _baseline(current: dict[str, Any] | None) -> dict[str, Any]:
     return {"baseline": current["eval"], "baseline_label": f"current model ({current['run_id']})"}
 
 
-def _lineage(params, cfg, staged, converted, trained, metrics, exports) -> dict[str, Any]:
-    """What ``run.json`` records: inputs, config, weights, exports and metrics of the run."""
+def _lineage(pipe, converted, trained, metrics, exports) -> dict[str, Any]:
+    """What ``run.json`` records: inputs, config, weights, exports and metrics of the run, each
+    published output by its address."""
     run_id = Path(trained.run_dir).name
     return {
         "run_id": run_id,
-        "source": params.source,
-        "source_fingerprint": staged.fingerprint,
+        "source": pipe.params.source,
+        "source_fingerprint": pipe.facts["data_fingerprint"],
         "mindrecord_fingerprint": converted.fingerprint,
-        "config": cfg,
+        "mindrecord": converted.address.model_dump() if converted.address else None,
+        "config": pipe.cfg,
         "checkpoint": {"key": f"{run_prefix(run_id)}/final.ckpt", "sha256": trained.final_sha256},
         "exports": [
             {
                 "format": e.format,
-                "key": f"{export_prefix(run_id, e.format)}/{Path(e.path).name}",
+                "key": f"{_prefix(e) or export_prefix(run_id, e.format)}/{Path(e.path).name}",
                 "sha256": e.sha256,
             }
             for e in exports

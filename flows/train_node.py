@@ -20,11 +20,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.errors import Irv2Error
+from irv2_core.runtime.supervise import TrainingProcessError, run_supervised, worker_error_tail
+from irv2_core.storage.publish import StoreRef, open_ref
 from irv2_core.training.distributed import NODE_RANK_ENV, launch_env
-from tasks.data import ensure_mindrecord
-from tasks.launch import TrainingProcessError, run_supervised, worker_error_tail
-from tasks.storage import StoreRef, open_ref
 from tasks.training import train_command, write_requested_config
 
 __all__ = ["NODE_FLOW_NAME", "train_node"]
@@ -48,7 +48,7 @@ def _prepare(
     """Fetch the job's MindRecord from the store when this node does not have it."""
     st = open_ref(store)
     if st is not None and fingerprint and prefix:
-        ensure_mindrecord(st, prefix, data, fingerprint)
+        ensure_conversion(st, prefix, data, fingerprint)
     elif not (data / "classes.json").is_file():
         raise Irv2Error(
             f"node {node_rank}: no MindRecord conversion in {data}. The nodes of a job either "
@@ -67,7 +67,7 @@ def train_node(
     timeout_s: float | None = None,
     join_timeout_s: float = 600.0,
     config: dict[str, Any] | None = None,
-    data_fingerprint: str | None = None,
+    mindrecord_fingerprint: str | None = None,
     data_prefix: str | None = None,
     workdir: str | None = None,
 ) -> int:
@@ -82,7 +82,7 @@ def train_node(
         )
     paths = (Path(data_dir), Path(run_dir), Path(config_file))
     data, run, config_path = _node_folders(paths, workdir)
-    _prepare(node_rank, data, store, data_fingerprint, data_prefix)
+    _prepare(node_rank, data, store, mindrecord_fingerprint, data_prefix)
     run.mkdir(parents=True, exist_ok=True)
     if config is not None and not config_path.is_file():
         config_path = write_requested_config(run, config)

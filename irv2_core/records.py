@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 __all__ = [
     "RECORDS",
+    "Address",
     "ConversionRecord",
     "EvalMetrics",
     "EvalRecord",
@@ -39,6 +40,20 @@ __all__ = [
 ]
 
 
+class _Item(BaseModel):
+    """A small nested object of a record (a list entry or a sub-dict)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Address(_Item):
+    """Where a published output lives: its store, its prefix there and what it was made from."""
+
+    uri: str = Field(description="`<output_uri>/<prefix>`: the published folder")
+    prefix: str = Field(description="its key prefix in the store (e.g. `mindrecord/<digest>`)")
+    digest: str = Field(description="the content digest it was published for (its cache key)")
+
+
 class Record(BaseModel):
     """Base of every stage record: unknown keys (from newer or older files) are ignored."""
 
@@ -48,19 +63,18 @@ class Record(BaseModel):
     # where the file is, or how the call ended, which the file itself must not pin down).
     FILE_EXCLUDE: ClassVar[frozenset[str]] = frozenset()
 
+    address: Address | None = Field(
+        default=None, description="where the stage published it (null: not published)"
+    )
+
     def to_json(self) -> dict[str, Any]:
         """The JSON-safe dict a task persists and a command prints."""
         return self.model_dump(mode="json")
 
     def file_content(self) -> dict[str, Any]:
-        """The JSON-safe dict the stage writes as its file (without :attr:`FILE_EXCLUDE`)."""
-        return self.model_dump(mode="json", exclude=set(self.FILE_EXCLUDE))
-
-
-class _Item(BaseModel):
-    """A small nested object of a record (a list entry or a sub-dict)."""
-
-    model_config = ConfigDict(extra="ignore")
+        """The JSON-safe dict the stage writes as its file (without :attr:`FILE_EXCLUDE` and
+        the address, which the file cannot know before it is published)."""
+        return self.model_dump(mode="json", exclude={"address", *self.FILE_EXCLUDE})
 
 
 # --- stage ------------------------------------------------------------------------------------
@@ -355,7 +369,7 @@ def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
             continue
         ann = info.annotation
         notes = [info.description] if info.description else []
-        if isinstance(model, type) and name in getattr(model, "FILE_EXCLUDE", ()):
+        if name == "address" or name in getattr(model, "FILE_EXCLUDE", ()):
             notes.append("not in the file")
         type_name = _type_name(ann).replace("|", "\\|")
         rows.append(f"| `{prefix}{name}` | `{type_name}` | {'; '.join(notes)} |")

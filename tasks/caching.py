@@ -1,113 +1,36 @@
-"""Content-keyed cache keys that can never hand back a stale path.
+"""Prefect's side of "already done": one cache policy for every heavy stage.
 
-Prefect reuses a task's stored result whenever the cache key matches, even if the files that result
-points at were deleted or changed since (a known pitfall). Each heavy task therefore keys on a
-digest of its *content* inputs (fingerprints, options, code version) and checks a small stamp that
-the task wrote next to its output when it last completed: the stamp holds the exact cache key the
-output was produced under and the size and mtime of every output file. While the stamp matches the
-digest and the files, the key is the stamped one (a cache hit); otherwise the key gets a fresh
-suffix, which no stored result has, so the task recomputes and re-stamps.
+A stage declares its output once (``irv2_core.storage.outputs.StageOutput``, made from the task's
+parameters by the stage's ``declare`` function); :class:`StagePolicy` turns that declaration into
+the task's cache key, and the task body hands the same declaration to ``produce_once``:
+
+- without a store, the key is the local output's stamped key while the output is intact, else
+  a fresh one (``irv2_core.storage.stamps``): a deleted or changed output is made again;
+- with a store, the key is the same on every worker (one worker's result is another's cache
+  hit), unless Prefect holds a result for this content while the store lost the publication:
+  then a fresh key, so the task runs again and publishes again.
+
+Every key ends with the schema digest of the record the task returns (``tasks.common``).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
-from pydantic import BaseModel
 
-import irv2_core
-from irv2_core.runtime.fingerprint import TRAINING_CODE, code_fingerprint
-from irv2_core.runtime.io import atomic_write_json, read_json, sha256_file, sha256_json
+from irv2_core.runtime.io import sha256_json
+from irv2_core.storage.outputs import StageOutput, committed
+from irv2_core.storage.publish import open_ref
+from irv2_core.storage.stamps import local_key
 from irv2_core.storage.store import ObjectStore
 from tasks.common import for_record
-from tasks.storage import committed
 
-__all__ = [
-    "cache_key",
-    "code_version",
-    "current_cache_key",
-    "file_digest",
-    "files_state",
-    "stamp_path",
-    "stamped_key",
-    "store_cache_key",
-    "write_stamp",
-]
-
-_DIGEST_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def stamp_path(anchor: str | os.PathLike[str]) -> Path:
-    """Where the stamp of the output *anchor* (a folder or file) lives: a hidden sibling file.
-
-    A sibling, not a file inside the output, so that a stage that mirrors or lists its folder never
-    sees it, and deleting the output folder is detected (its files are gone).
-    """
-    anchor = Path(anchor)
-    return anchor.parent / f".{anchor.name}.cache.json"
-
-
-def files_state(paths: Iterable[str | os.PathLike[str]]) -> dict[str, list[int]]:
-    """``{path: [size, mtime_ns]}`` of existing files: a cheap witness that they are unchanged."""
-    state: dict[str, list[int]] = {}
-    for p in paths:
-        st = Path(p).stat()
-        state[str(Path(p))] = [st.st_size, st.st_mtime_ns]
-    return state
-
-
-def stamped_key(anchor: str | os.PathLike[str], digest: str) -> str | None:
-    """The key the output at *anchor* was produced under, if it still stands for *digest*.
-
-    None when the stamp is missing or unreadable, was written for other inputs, or any stamped file
-    is missing or has a different size or mtime.
-    """
-    path = stamp_path(anchor)
-    try:
-        stamp = read_json(path)
-        key, files = stamp["key"], stamp["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not (isinstance(key, str) and key.startswith(digest) and isinstance(files, dict) and files):
-        return None
-    for name, state in files.items():
-        try:
-            size, mtime_ns = state
-            st = Path(name).stat()
-        except (OSError, TypeError, ValueError):  # gone, or a garbled entry
-            return None
-        if st.st_size != size or st.st_mtime_ns != mtime_ns:
-            return None
-    return key
-
-
-def cache_key(anchor: str | os.PathLike[str], content: Any) -> str:
-    """Cache key for producing *anchor* from *content* (any JSON-safe description of the inputs).
-
-    Returns the stamped key while the output is intact, else a new never-used key.
-    """
-    digest = sha256_json(content)
-    return stamped_key(anchor, digest) or f"{digest}-{uuid.uuid4().hex[:16]}"
-
-
-def write_stamp(
-    anchor: str | os.PathLike[str], key: str | None, files: Iterable[str | os.PathLike[str]]
-) -> None:
-    """Record that *files* (the output at *anchor*) were produced under cache *key*.
-
-    Without a key (the task was called outside a Prefect transaction) there is nothing to protect,
-    so an old stamp is removed instead.
-    """
-    path = stamp_path(anchor)
-    if not key:
-        path.unlink(missing_ok=True)
-        return
-    atomic_write_json(path, {"key": key, "files": files_state(files)})
+__all__ = ["StagePolicy", "current_cache_key", "output_key", "store_cache_key"]
 
 
 def current_cache_key() -> str | None:
@@ -118,30 +41,42 @@ def current_cache_key() -> str | None:
     return txn.key if txn is not None else None
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, memoised on (path, size, mtime) so cache keys do not re-hash 200 MB."""
-    st = Path(path).stat()
-    memo_key = (str(path), st.st_size, st.st_mtime_ns)
-    if memo_key not in _DIGEST_MEMO:
-        _DIGEST_MEMO[memo_key] = sha256_file(path)
-    return _DIGEST_MEMO[memo_key]
-
-
-def code_version() -> str:
-    """Digest of the training code: the package version plus every source of the subpackages
-    that shape a trained model (:data:`irv2_core.runtime.fingerprint.TRAINING_CODE`)."""
-    return sha256_json([irv2_core.__version__, code_fingerprint(TRAINING_CODE)])
-
-
 def store_cache_key(
-    ctx: TaskRunContext, store: ObjectStore, prefix: str, content: Any, record: type[BaseModel]
+    ctx: TaskRunContext, store: ObjectStore, prefix: str | None, content: Any, record: type
 ) -> str:
-    """Cache key of a task that publishes to *prefix* of the object store: the same on every
-    worker (so one worker's result is another's cache hit), unless Prefect holds a result for
-    this content while the store lost the output (deleted, or its upload was cut off): then a
-    fresh key, so the task runs again and publishes it again."""
+    """Cache key of a task that publishes to *prefix* of the object store (see the module).
+    An output that is never published (*prefix* None) keys on its content alone."""
     digest = sha256_json(content)
     key = for_record(digest, record)
-    if committed(store, prefix, digest) or not ctx.result_store.exists(key):
+    if prefix is None or committed(store, prefix, digest) or not ctx.result_store.exists(key):
         return key
     return for_record(f"{digest}-{uuid.uuid4().hex[:16]}", record)
+
+
+def output_key(ctx: TaskRunContext | None, out: StageOutput, store: ObjectStore | None) -> str:
+    """The cache key of producing *out*, with or without a *store* (see the module)."""
+    if store is not None:
+        return store_cache_key(ctx, store, out.prefix, dict(out.content), out.record)
+    return for_record(local_key(out.anchor, out.local_content()), out.record)
+
+
+@dataclass
+class StagePolicy(CachePolicy):
+    """The cache policy of a heavy stage task: *declare* maps the task's parameters to its
+    :class:`StageOutput`; the parameter ``store`` (a StoreRef or None) picks the key's kind."""
+
+    declare: Callable[[dict[str, Any]], StageOutput] | None = None
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        assert self.declare is not None, "StagePolicy needs declare="
+        return output_key(task_ctx, self.declare(inputs), open_ref(inputs.get("store")))
+
+    def key(self, inputs: dict[str, Any]) -> str:
+        """The key for *inputs* outside a task run (no result store: the no-store kind)."""
+        return self.compute_key(None, inputs, {})  # type: ignore[arg-type]

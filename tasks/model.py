@@ -1,7 +1,8 @@
 """Prefect tasks for ``evaluate`` and ``export``, keyed on the checkpoint's sha256 plus options.
 
-Both run in the flow's process (they compile one graph each) and return their stage record
-(``EvalRecord``, ``ExportRecord``) as a JSON dict.
+Both run in the flow's process (they compile one graph each), declare their output once
+(``declare_evaluate``, ``declare_export``) and return their stage record (``EvalRecord``,
+``ExportRecord``) as a JSON dict; with a store the record carries where it was published.
 """
 
 from __future__ import annotations
@@ -10,23 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.context import TaskRunContext
 
+from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.records import EvalRecord, ExportRecord
-from irv2_core.runtime.io import sha256_json
 from irv2_core.storage.layout import eval_prefix, export_prefix
-from tasks.caching import (
-    cache_key,
-    current_cache_key,
-    file_digest,
-    store_cache_key,
-    write_stamp,
-)
-from tasks.common import PERSIST, for_record, retry_unless_user_error
-from tasks.data import ensure_mindrecord
-from tasks.storage import StoreRef, committed_record, ensure_local, open_ref, publish
+from irv2_core.storage.outputs import Made, StageOutput, produce_once
+from irv2_core.storage.publish import StoreRef, ensure_local, open_ref
+from irv2_core.storage.stamps import file_digest
+from tasks.caching import StagePolicy, current_cache_key
+from tasks.common import PERSIST, retry_unless_user_error
 
-__all__ = ["evaluate_task", "export_prefix", "export_task"]
+__all__ = ["declare_evaluate", "declare_export", "evaluate_task", "export_options", "export_task"]
 
 _EVAL_KEYS = ("eval_protocol", "image_size", "eval_batch_size", "num_classes", "device_target")
 
@@ -35,39 +30,26 @@ def _checkpoint_digest(params: dict[str, Any]) -> str:
     return params.get("checkpoint_sha256") or file_digest(params["checkpoint"])
 
 
-def _eval_target(run_prefix: str, publish_prefix: str | None) -> str:
-    """Where an evaluation is published: the rerun's own prefix, else the run's ``eval/``."""
-    return publish_prefix or eval_prefix(Path(run_prefix).name)
-
-
-def _export_target(run_prefix: str, fmt: str, publish_prefix: str | None) -> str:
-    """Where an export is published: the rerun's own prefix, else ``exports/<run-id>/<fmt>``."""
-    return publish_prefix or export_prefix(Path(run_prefix).name, fmt)
-
-
-def _eval_content(params: dict[str, Any]) -> dict[str, Any]:
+def declare_evaluate(params: dict[str, Any]) -> StageOutput:
+    """eval.json: keyed on the checkpoint, the MindRecord data and the evaluation options;
+    published under the rerun's own prefix when given, else the run's ``eval/``."""
     config = params["config"]
-    return {
+    content = {
         "task": "evaluate",
         "checkpoint": _checkpoint_digest(params),
-        "data_fingerprint": params["data_fingerprint"],
+        "mindrecord_fingerprint": params["mindrecord_fingerprint"],
         "options": {k: config.get(k) for k in _EVAL_KEYS},
         "split": params.get("split", "val"),
     }
-
-
-def _eval_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
-    content = _eval_content(params)
-    if store := open_ref(params.get("store")):
-        prefix = _eval_target(params["run_prefix"], params.get("publish_prefix"))
-        return store_cache_key(ctx, store, prefix, content, EvalRecord)
-    content["out"] = str(params["out"])
-    return for_record(cache_key(params["out"], content), EvalRecord)
+    prefix = params.get("publish_prefix")
+    if prefix is None and params.get("run_prefix"):
+        prefix = eval_prefix(Path(params["run_prefix"]).name)
+    return StageOutput("evaluate", content, Path(params["out"]), prefix, EvalRecord)
 
 
 @task(
     name="evaluate",
-    cache_key_fn=_eval_key,
+    cache_policy=StagePolicy(declare=declare_evaluate),
     retries=1,
     retry_condition_fn=retry_unless_user_error,
     **PERSIST,
@@ -75,7 +57,7 @@ def _eval_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
 def evaluate_task(
     checkpoint: str,
     data_dir: str,
-    data_fingerprint: str,
+    mindrecord_fingerprint: str,
     config: dict[str, Any],
     out: str,
     split: str = "val",
@@ -94,59 +76,60 @@ def evaluate_task(
 
     logger = get_run_logger()
     st = open_ref(store)
-    if st is not None:
-        params = dict(checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256,
-                      data_fingerprint=data_fingerprint, config=config, split=split)  # fmt: skip
-        digest = sha256_json(_eval_content(params))
-        prefix = _eval_target(run_prefix, publish_prefix)
-        if (found := committed_record(st, prefix, digest)) is not None:
-            return EvalRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
+    params = {"checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256, "out": out,
+              "mindrecord_fingerprint": mindrecord_fingerprint, "config": config, "split": split,
+              "run_prefix": run_prefix, "publish_prefix": publish_prefix}  # fmt: skip
+
+    def fetch_inputs() -> None:
         _ensure_checkpoint(st, run_prefix, checkpoint)
-        ensure_mindrecord(st, data_prefix, Path(data_dir), data_fingerprint)
-    result = evaluate(checkpoint, data_dir, cfg=Config(**config), split=split, out=out)
-    logger.info(
-        "%s: top-1 %.4f, top-5 %.4f on %s images (%s protocol)",
-        split,
-        result.top1,
-        result.top5,
-        result.count,
-        result.protocol,
-    )
-    write_stamp(out, current_cache_key(), [out])
-    if st is not None:
-        publish(st, prefix, {"eval.json": Path(out)}, digest, record=result.to_json())
-    return result.to_json()
+        ensure_conversion(st, data_prefix, Path(data_dir), mindrecord_fingerprint)
+
+    def produce() -> Made[EvalRecord]:
+        result = evaluate(checkpoint, data_dir, cfg=Config(**config), split=split, out=out)
+        logger.info(
+            "%s: top-1 %.4f, top-5 %.4f on %s images (%s protocol)",
+            split,
+            result.top1,
+            result.top5,
+            result.count,
+            result.protocol,
+        )
+        return Made(result, {"eval.json": Path(out)})
+
+    def adopt(found: EvalRecord) -> EvalRecord:
+        return found.model_copy(update={"checkpoint": checkpoint})
+
+    record = produce_once(declare_evaluate(params), st, current_cache_key(), produce,
+                          fetch_inputs=fetch_inputs, adopt=adopt)  # fmt: skip
+    return record.to_json()
 
 
-def _ensure_checkpoint(store: Any, run_prefix: str, checkpoint: str) -> None:
+def _ensure_checkpoint(store: Any, run_prefix: str | None, checkpoint: str) -> None:
     """The run's final.ckpt on this worker (fetched and verified when it is not here)."""
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.is_file() and run_prefix is not None:
         ensure_local(store, run_prefix, path.parent, only=[path.name])
 
 
-def _export_content(params: dict[str, Any]) -> dict[str, Any]:
-    return {
+def declare_export(params: dict[str, Any]) -> StageOutput:
+    """One exported model file: keyed on the checkpoint, the format and the options; published
+    under the rerun's own prefix when given, else ``exports/<run-id>/<format>``."""
+    content = {
         "task": "export",
         "checkpoint": _checkpoint_digest(params),
         "format": params["fmt"],
         "options": params["options"],
     }
-
-
-def _export_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
-    content = _export_content(params)
-    if store := open_ref(params.get("store")):
-        prefix = _export_target(params["run_prefix"], params["fmt"], params.get("publish_prefix"))
-        return store_cache_key(ctx, store, prefix, content, ExportRecord)
-    content["out"] = str(params["out"])
-    return for_record(cache_key(params["out"], content), ExportRecord)
+    prefix = params.get("publish_prefix")
+    if prefix is None and params.get("run_prefix"):
+        prefix = export_prefix(Path(params["run_prefix"]).name, params["fmt"])
+    return StageOutput("export", content, Path(params["out"]), prefix, ExportRecord)
 
 
 @task(
     name="export",
     task_run_name="export-{fmt}",
-    cache_key_fn=_export_key,
+    cache_policy=StagePolicy(declare=declare_export),
     retries=1,
     retry_condition_fn=retry_unless_user_error,
     **PERSIST,
@@ -164,35 +147,37 @@ def export_task(
     """Export *checkpoint* as *fmt* to *out* (verified by the export stage); return its record.
 
     *options* holds ``num_classes``, ``image_size`` and ``residual_bias``. With a *store*, the
-    files are published under *publish_prefix* (default: ``exports/<run-id>/<format>``).
+    model file and its input contract are published under *publish_prefix* (default:
+    ``exports/<run-id>/<format>``).
     """
     from irv2_core.export.exporter import export_model
 
     logger = get_run_logger()
-    target = Path(out)
     st = open_ref(store)
-    if st is not None:
-        params = {"checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
-                  "fmt": fmt, "options": options}  # fmt: skip
-        digest = sha256_json(_export_content(params))
-        prefix = _export_target(run_prefix, fmt, publish_prefix)
-        if (found := committed_record(st, prefix, digest)) is not None:
-            return ExportRecord.model_validate({**found, "checkpoint": checkpoint}).to_json()
-        _ensure_checkpoint(st, run_prefix, checkpoint)
-    record = export_model(checkpoint, fmt, str(target), **options)
-    logger.info(
-        "%s: %s (%s bytes, sha256 %s, verified with %s, max |diff| %s)",
-        fmt,
-        record.path,
-        record.bytes,
-        record.sha256,
-        record.verified_with,
-        record.max_abs_diff,
-    )
-    files = [Path(record.path)] + ([Path(record.contract_path)] if record.contract_path else [])
-    write_stamp(target, current_cache_key(), files)
-    if st is not None:  # the model file and its input contract beside it
-        publish(st, prefix, {f.name: f for f in files}, digest, record=record.to_json())
+    params = {"checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256, "fmt": fmt,
+              "options": options, "out": out, "run_prefix": run_prefix,
+              "publish_prefix": publish_prefix}  # fmt: skip
+
+    def produce() -> Made[ExportRecord]:
+        record = export_model(checkpoint, fmt, out, **options)
+        logger.info(
+            "%s: %s (%s bytes, sha256 %s, verified with %s, max |diff| %s)",
+            fmt,
+            record.path,
+            record.bytes,
+            record.sha256,
+            record.verified_with,
+            record.max_abs_diff,
+        )
+        files = [Path(record.path)] + ([Path(record.contract_path)] if record.contract_path else [])
+        return Made(record, {f.name: f for f in files})
+
+    def adopt(found: ExportRecord) -> ExportRecord:
+        return found.model_copy(update={"checkpoint": checkpoint})
+
+    record = produce_once(declare_export(params), st, current_cache_key(), produce,
+                          fetch_inputs=lambda: _ensure_checkpoint(st, run_prefix, checkpoint),
+                          adopt=adopt)  # fmt: skip
     return record.to_json()
 
 

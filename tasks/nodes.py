@@ -19,7 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
 from irv2_core.errors import Irv2Error
-from tasks.launch import TAIL_LINES
+from irv2_core.runtime.supervise import TAIL_LINES
 
 __all__ = ["NodeFailedError", "NodeRuns", "check_node_deployment"]
 

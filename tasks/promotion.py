@@ -14,7 +14,7 @@ from prefect.runtime import deployment, flow_run
 
 from irv2_core.promotion import Decision, decide, promote, read_current
 from irv2_core.records import EvalRecord
-from tasks.storage import StoreRef, open_ref
+from irv2_core.storage.publish import StoreRef, open_ref
 
 __all__ = ["deployment_name", "promote_task", "current_model"]
 
@@ -24,8 +24,10 @@ def deployment_name() -> str:
     return deployment.name or "default"
 
 
+@task(name="current-model", retries=2, retry_delay_seconds=5)
 def current_model(models: StoreRef) -> dict[str, Any] | None:
-    """The record of the model in service for this deployment, or None."""
+    """The record of the model in service for this deployment, or None (the report's baseline;
+    the promote task reads it again, conditionally)."""
     return read_current(open_ref(models), deployment_name())[0]
 
 

@@ -15,11 +15,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
+from irv2_core.runtime.fingerprint import training_code_version
 from irv2_core.storage.layout import RUN_RECORD, report_prefix
-from irv2_core.storage.publish import folder_files
+from irv2_core.storage.outputs import publish
+from irv2_core.storage.publish import StoreRef, folder_files, open_ref
 from irv2_core.storage.store import join_key
-from tasks.caching import code_version
-from tasks.storage import StoreRef, open_ref, publish
 
 __all__ = ["publish_folder_task", "publish_run_task"]
 
@@ -36,7 +36,7 @@ def publish_run_task(
     publish(st, report_prefix(Path(run_prefix).name), folder_files(report_dir), digest="report")
     record = {
         **lineage,
-        "code_version": code_version(),
+        "code_version": training_code_version(),
         "flow_run_id": str(flow_run.get_id() or ""),
         "published_at": time.time(),
         "uri": f"{st.uri}/{run_prefix}",

@@ -19,35 +19,28 @@ from typing import Any
 import yaml
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.context import TaskRunContext
 
+from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.records import TrainSummary
+from irv2_core.runtime.fingerprint import training_code_version
 from irv2_core.runtime.io import atomic_write_text, read_json, sha256_json
+from irv2_core.runtime.supervise import TrainingProcessError, run_supervised
 from irv2_core.storage.layout import run_prefix
 from irv2_core.storage.lease import DEFAULT_TTL_S
-from tasks.caching import (
-    cache_key,
-    code_version,
-    current_cache_key,
-    stamped_key,
-    store_cache_key,
-    write_stamp,
-)
-from tasks.common import PERSIST, for_record, retry_unless_user_error
-from tasks.data import ensure_mindrecord
-from tasks.launch import TrainingProcessError, run_supervised
+from irv2_core.storage.outputs import Made, StageOutput, produce_once
+from irv2_core.storage.publish import SMALL_RUN_FILES, StoreRef, ensure_local, open_ref, run_files
+from irv2_core.storage.stamps import stamped_key
+from tasks.caching import StagePolicy, current_cache_key
+from tasks.common import PERSIST, retry_unless_user_error
 from tasks.nodes import NodeRuns, check_node_deployment
-from tasks.storage import (
-    SMALL_RUN_FILES,
-    StoreRef,
-    committed_record,
-    ensure_local,
-    open_ref,
-    publish,
-    run_files,
-)
 
-__all__ = ["run_dir_for", "train_command", "train_task", "write_requested_config"]
+__all__ = [
+    "declare_train",
+    "run_dir_for",
+    "train_command",
+    "train_task",
+    "write_requested_config",
+]
 
 _OUTPUTS = ("final.ckpt", "train_summary.json", "config.yaml")
 NODE_DEPLOYMENT = "train-node/process"  # deployments/prefect.yaml
@@ -79,9 +72,9 @@ def write_requested_config(run_dir: Path, config: dict[str, Any]) -> Path:
 def _train_content(params: dict[str, Any]) -> dict[str, Any]:
     return {
         "task": "train",
-        "data_fingerprint": params["data_fingerprint"],
+        "mindrecord_fingerprint": params["mindrecord_fingerprint"],
         "config": params["config"],
-        "code": code_version(),
+        "code": training_code_version(),
         "launch": params.get("launch") or {},
     }
 
@@ -91,12 +84,13 @@ def run_dir_for(runs_dir: str | os.PathLike[str], params: dict[str, Any]) -> Pat
     return Path(runs_dir) / f"run-{sha256_json(_train_content(params))[:12]}"
 
 
-def _train_key(ctx: TaskRunContext, params: dict[str, Any]) -> str:
+def declare_train(params: dict[str, Any]) -> StageOutput:
+    """The run folder: keyed on the MindRecord data, the resolved config, the training code and
+    the launch; published under ``runs/<run-id>``. The folder's name is the digest, so it is
+    not part of the local key."""
+    content = _train_content(params)
     run_dir = run_dir_for(params["runs_dir"], params)
-    if store := open_ref(params.get("store")):
-        prefix = run_prefix(run_dir.name)
-        return store_cache_key(ctx, store, prefix, _train_content(params), TrainSummary)
-    return for_record(cache_key(run_dir, _train_content(params)), TrainSummary)
+    return StageOutput("train", content, run_dir, run_prefix(run_dir.name), TrainSummary)
 
 
 def train_command(
@@ -168,18 +162,88 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else "-"
 
 
-def _result(run_dir: Path, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+class _Job:
+    """One training job of the train task: its process (and node runs) under supervision."""
+
+    def __init__(self, run_dir, data_dir, config, launch, store, timeout_s, join_timeout_s):
+        self.run_dir, self.data_dir, self.config = run_dir, data_dir, config
+        self.launch, self.store = launch, store
+        self.timeout_s, self.join_timeout_s = timeout_s, join_timeout_s
+
+    def run(self, logger: Any, node_deployment: str, fingerprint: str, data_prefix) -> None:
+        """Train into the run folder (resuming from its last checkpoint)."""
+        run_dir = self.run_dir
+        if (run_dir / "train_summary.json").exists():
+            logger.warning("%s finished earlier but its outputs changed: training again", run_dir)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_file = write_requested_config(run_dir, self.config)
+        command, rank0_log = train_command(self.data_dir, run_dir, config_file, self.launch,
+                                           self.store, self.join_timeout_s)  # fmt: skip
+        nodes = None
+        if int(self.launch.get("num_nodes", 1)) > 1:
+            common = {  # the paths for nodes sharing this folder; the rest for nodes that fetch
+                "data_dir": str(self.data_dir),
+                "run_dir": str(run_dir),
+                "config_file": str(config_file),
+                "store": self.store,
+                "timeout_s": self.timeout_s,
+                "join_timeout_s": self.join_timeout_s,
+                "config": self.config,
+                "mindrecord_fingerprint": fingerprint,
+                "data_prefix": data_prefix,
+            }
+            nodes = _start_nodes(node_deployment, self.join_timeout_s, self.launch, common)
+            logger.info("started training nodes %s", {r: str(i) for r, i in nodes.ids.items()})
+        logger.info("launching: %s", " ".join(command))
+        self._supervise(command, rank0_log, nodes, logger)
+
+    def _supervise(self, command, rank0_log, nodes: NodeRuns | None, logger: Any) -> None:
+        from irv2_core.training.distributed import launch_env
+
+        # this interpreter first on PATH: msrun starts `python`, which must be the one with
+        # irv2_core; MindSpore logs errors only, so the run log shows training lines
+        env = {**launch_env(), "PYTHONUNBUFFERED": "1"}
+        env.setdefault("GLOG_v", "3")
+        try:
+            run_supervised(
+                command,
+                on_line=logger.info,
+                progress_file=self.run_dir / "progress.json",
+                on_progress=_Progress(key="train-progress"),
+                rank0_log=rank0_log,
+                env=env,
+                timeout_s=self.timeout_s,
+                check=nodes.check if nodes else None,
+            )
+            if nodes is not None:
+                nodes.wait(timeout_s=self.join_timeout_s)
+        except BaseException as exc:
+            if nodes is None:
+                raise
+            try:
+                if isinstance(exc, TrainingProcessError):
+                    # node 0 failed: did another node fail first? Read the node states before
+                    # cancelling them, else the nodes just cancelled would be blamed
+                    nodes.check(force=True)
+            finally:
+                cancelled = nodes.cancel_unfinished()
+                if cancelled:
+                    logger.warning("cancelled training node runs %s", cancelled)
+            raise
+
+
+def _local(run_dir: Path, summary: TrainSummary | None = None) -> TrainSummary:
     """The run's TrainSummary (from its folder, or *summary*) with this worker's ``run_dir``
     and ``final_checkpoint`` paths."""
-    if summary is None:
-        summary = read_json(run_dir / "train_summary.json")
+    data = summary.to_json() if summary else read_json(run_dir / "train_summary.json")
     update = {"run_dir": str(run_dir), "final_checkpoint": str(run_dir / "final.ckpt")}
-    return TrainSummary.model_validate({**summary, **update}).to_json()
+    return TrainSummary.model_validate({**data, **update})
 
 
 @task(
     name="train",
-    cache_key_fn=_train_key,
+    cache_policy=StagePolicy(declare=declare_train),
     retries=2,
     retry_delay_seconds=5,
     retry_condition_fn=retry_unless_user_error,
@@ -187,7 +251,7 @@ def _result(run_dir: Path, summary: dict[str, Any] | None = None) -> dict[str, A
 )
 def train_task(
     data_dir: str,
-    data_fingerprint: str,
+    mindrecord_fingerprint: str,
     config: dict[str, Any],
     runs_dir: str,
     launch: dict[str, Any] | None = None,
@@ -198,7 +262,7 @@ def train_task(
     join_timeout_s: float = 600.0,
 ) -> dict[str, Any]:
     """Train on the MindRecord folder *data_dir* with the resolved *config*; return its
-    TrainSummary (with ``run_dir``).
+    TrainSummary (with ``run_dir``; with a store, its ``address``).
 
     *launch* holds ``device_num``, ``num_nodes``, ``node_rank``, ``master_addr`` (and
     ``master_port``). A retry resumes from the run folder's last checkpoint (weights, optimizer,
@@ -209,83 +273,31 @@ def train_task(
     fails the task with its log tail.
     """
     logger = get_run_logger()
-    params = {"data_fingerprint": data_fingerprint, "config": config, "launch": launch or {}}
-    run_dir = run_dir_for(runs_dir, params)
-    digest = sha256_json(_train_content(params))
-    st = open_ref(store)
-    if st is not None:
-        found = committed_record(st, run_prefix(run_dir.name), digest)
-        if found is not None:  # trained and published by another worker
-            logger.info("train: %s already published in %s", run_dir.name, st.uri)
-            ensure_local(st, run_prefix(run_dir.name), run_dir, only=SMALL_RUN_FILES)
-            return _result(run_dir, found)
-        ensure_mindrecord(st, data_prefix, Path(data_dir), data_fingerprint)
-    if stamped_key(run_dir, digest):  # intact outputs: Prefect's record was lost, or (with a
-        return _finish(run_dir, st, digest, logger)  # store) they were trained before output_uri
-    if (run_dir / "train_summary.json").exists():
-        logger.warning("%s finished earlier but its outputs changed: training again", run_dir)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = write_requested_config(run_dir, config)
-    command, rank0_log = train_command(
-        data_dir, run_dir, config_file, launch or {}, store, join_timeout_s
-    )
-    from irv2_core.training.distributed import launch_env
+    launch = launch or {}
+    params = {"mindrecord_fingerprint": mindrecord_fingerprint, "config": config,
+              "launch": launch, "runs_dir": runs_dir}  # fmt: skip
+    out = declare_train(params)
+    run_dir, st = out.anchor, open_ref(store)
 
-    # this interpreter first on PATH: msrun starts `python`, which must be the one with irv2_core
-    env = {**launch_env(), "PYTHONUNBUFFERED": "1"}
-    env.setdefault("GLOG_v", "3")  # MindSpore: errors only, so the run log shows training lines
-    nodes = None
-    if int((launch or {}).get("num_nodes", 1)) > 1:
-        common = {  # the paths for nodes sharing this folder; the rest for nodes that fetch
-            "data_dir": str(data_dir),
-            "run_dir": str(run_dir),
-            "config_file": str(config_file),
-            "store": store,
-            "timeout_s": timeout_s,
-            "join_timeout_s": join_timeout_s,
-            "config": config,
-            "data_fingerprint": data_fingerprint,
-            "data_prefix": data_prefix,
-        }
-        nodes = _start_nodes(node_deployment, join_timeout_s, launch or {}, common)
-        logger.info("started training nodes %s", {r: str(i) for r, i in nodes.ids.items()})
-    logger.info("launching: %s", " ".join(command))
-    try:
-        run_supervised(
-            command,
-            on_line=logger.info,
-            progress_file=run_dir / "progress.json",
-            on_progress=_Progress(key="train-progress"),
-            rank0_log=rank0_log,
-            env=env,
-            timeout_s=timeout_s,
-            check=nodes.check if nodes else None,
-        )
-        if nodes is not None:
-            nodes.wait(timeout_s=join_timeout_s)
-    except BaseException as exc:
-        if nodes is None:
-            raise
-        try:
-            if isinstance(exc, TrainingProcessError):
-                # node 0 failed: did another node fail first? Read the node states before
-                # cancelling them, else the nodes just cancelled would be blamed
-                nodes.check(force=True)
-        finally:
-            cancelled = nodes.cancel_unfinished()
-            if cancelled:
-                logger.warning("cancelled training node runs %s", cancelled)
-        raise
-    return _finish(run_dir, st, digest, logger)
+    def produce() -> Made[TrainSummary]:
+        if stamped_key(run_dir, out.digest):  # intact outputs: Prefect's record was lost, or
+            logger.info("%s: intact outputs found, not training again", run_dir)  # (with a
+        else:  # store) they were trained before output_uri was set
+            job = _Job(run_dir, data_dir, config, launch, store, timeout_s, join_timeout_s)
+            job.run(logger, node_deployment, mindrecord_fingerprint, data_prefix)
+        stamped = tuple(run_dir / n for n in _OUTPUTS)
+        return Made(_local(run_dir), run_files(run_dir) if st else {}, stamped)
 
+    def adopt(found: TrainSummary) -> TrainSummary:  # trained and published by another worker
+        logger.info("train: %s already published at %s", run_dir.name, found.address.uri)
+        ensure_local(st, out.prefix, run_dir, only=SMALL_RUN_FILES)
+        return _local(run_dir, found)
 
-def _finish(run_dir: Path, st: Any, digest: str, logger: Any) -> dict[str, Any]:
-    """Stamp the run folder's outputs with this task's cache key and, with a store, publish
-    them; return the TrainSummary."""
-    write_stamp(run_dir, current_cache_key(), [run_dir / n for n in _OUTPUTS])
-    result = _result(run_dir)
-    if st is not None:
-        publish(st, run_prefix(run_dir.name), run_files(run_dir), digest, record=result)
-        logger.info("published %s to %s/%s", run_dir.name, st.uri, run_prefix(run_dir.name))
-    return result
+    def fetch_inputs() -> None:
+        ensure_conversion(st, data_prefix, Path(data_dir), mindrecord_fingerprint)
+
+    record = produce_once(out, st, current_cache_key(), produce, fetch_inputs=fetch_inputs,
+                          adopt=adopt)  # fmt: skip
+    if record.address is not None:
+        logger.info("train: %s published at %s", run_dir.name, record.address.uri)
+    return record.to_json()

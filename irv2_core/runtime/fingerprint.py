@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["PACKAGE_ROOT", "TRAINING_CODE", "code_fingerprint"]
+from irv2_core.runtime.io import sha256_json
+
+__all__ = ["PACKAGE_ROOT", "TRAINING_CODE", "code_fingerprint", "training_code_version"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the irv2_core folder
 # What shapes a trained model: the network, the data pipeline, the recipe and loop, the config.
@@ -32,3 +34,11 @@ def code_fingerprint(parts: tuple[str, ...] = ("",), root: Path = PACKAGE_ROOT) 
             h.update(path.relative_to(root).as_posix().encode() + b"\0")
             h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def training_code_version() -> str:
+    """Digest of the training code: the package version plus every source of the subpackages
+    that shape a trained model (:data:`TRAINING_CODE`). Part of the training cache key."""
+    from irv2_core import __version__  # the package's, set after its imports
+
+    return sha256_json([__version__, code_fingerprint(TRAINING_CODE)])

@@ -17,15 +17,26 @@ from typing import Any
 
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import sha256_file
+from irv2_core.storage import open_store
 from irv2_core.storage.store import ObjectStore, join_key, read_json_object
 
 __all__ = [
     "COMMIT_MARKER",
+    "SMALL_RUN_FILES",
+    "StoreRef",
+    "ensure_local",
     "fetch_committed",
     "folder_files",
+    "open_ref",
     "publish_files",
     "read_commit",
+    "run_files",
 ]
+
+# A store as a task or deployment parameter: {"uri": ..., "endpoint_url": ...}, JSON-safe.
+StoreRef = dict[str, Any]
+# what a worker needs of a published run to report on it (the weights are fetched where used)
+SMALL_RUN_FILES = ["classes.json", "config.yaml", "metrics.jsonl", "train_summary.json"]
 
 COMMIT_MARKER = "_COMMITTED.json"
 PARALLEL_FILES = 4
@@ -89,3 +100,24 @@ def fetch_committed(
             continue
         store.get_file(join_key(prefix, rel), target, sha256=entry["sha256"])
     return marker
+
+
+def open_ref(ref: StoreRef | None) -> ObjectStore | None:
+    """The store a parameter names, or None when the flow has no ``output_uri``."""
+    return open_store(ref["uri"], ref.get("endpoint_url")) if ref else None
+
+
+def ensure_local(
+    store: ObjectStore | None, prefix: str, folder: Path, only: list[str] | None = None
+) -> Path:
+    """*folder* holding the committed files of *prefix* (all, or *only* these): what is already
+    there and verifies is kept, the rest is fetched. Without a store, *folder* as it is."""
+    if store is not None:
+        fetch_committed(store, prefix, folder, only=only)
+    return folder
+
+
+def run_files(run_dir: Path) -> dict[str, Path]:
+    """The run-folder files a published run holds (checkpoints are mirrored apart; the report
+    and reruns are published on their own)."""
+    return folder_files(run_dir, exclude=("checkpoints", "report", "msrun_log", "reruns"))

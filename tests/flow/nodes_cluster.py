@@ -171,7 +171,7 @@ def train(
         with engine_lines(engine if engine is not None else []):
             return (task or train_task)(
                 data_dir=str(data),
-                data_fingerprint="nodes-test",
+                mindrecord_fingerprint="nodes-test",
                 config=cfg,
                 runs_dir=str(runs),
                 launch=launch,

@@ -404,7 +404,7 @@ def _publish_like_the_flow(run_dir: Path, mindrecord: Path, root: str, endpoint:
     from irv2_core.storage import open_store
     from irv2_core.storage.layout import convert_prefix, eval_prefix, run_prefix
     from irv2_core.storage.publish import folder_files, publish_files
-    from tasks.storage import run_files
+    from irv2_core.storage.publish import run_files
 
     st, run_id = open_store(root, endpoint), run_dir.name
     conversion = json.loads((mindrecord / "conversion.json").read_text())

@@ -155,7 +155,8 @@ def _published_mindrecord(data: Path, store: dict[str, Any], fingerprint: str) -
     from irv2_core.runtime.io import atomic_write_json
     from irv2_core.storage.layout import convert_prefix
     from irv2_core.storage.publish import folder_files
-    from tasks.storage import open_ref, publish
+    from irv2_core.storage.outputs import publish
+    from irv2_core.storage.publish import open_ref
 
     atomic_write_json(data / "conversion.json", {"fingerprint": fingerprint})
     prefix = convert_prefix(fingerprint)

@@ -17,16 +17,16 @@ import textwrap
 from pathlib import Path
 
 from irv2_core.config import load_config
-from tasks.caching import write_stamp
-from tasks.model import _eval_key, _export_key
-from tasks.training import _OUTPUTS, _train_key, run_dir_for
+from irv2_core.storage.stamps import write_stamp
+from tasks.model import evaluate_task, export_task
+from tasks.training import _OUTPUTS, run_dir_for, train_task
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _train_params(runs: Path, **overrides) -> dict:
     config = load_config("cpu-smoke", overrides=overrides).to_dict()
-    return {"runs_dir": str(runs), "data_fingerprint": "mr-1", "config": config, "launch": {}}
+    return {"runs_dir": str(runs), "mindrecord_fingerprint": "mr-1", "config": config, "launch": {}}
 
 
 def _finished_run(params: dict) -> tuple[Path, str]:
@@ -35,7 +35,7 @@ def _finished_run(params: dict) -> tuple[Path, str]:
     run_dir.mkdir(parents=True)
     for name in _OUTPUTS:
         (run_dir / name).write_bytes(b"weights" if name == "final.ckpt" else b"{}")
-    key = _train_key(None, params)
+    key = train_task.cache_policy.key(params)
     write_stamp(run_dir, key, [run_dir / n for n in _OUTPUTS])
     return run_dir, key
 
@@ -50,9 +50,9 @@ def _rewrite(path: Path, data: bytes) -> None:
 def test_unchanged_training_is_cached_a_changed_config_is_not(tmp_path):
     params = _train_params(tmp_path / "runs")
     _, key = _finished_run(params)
-    assert _train_key(None, params) == key  # same inputs, intact outputs: Cached
+    assert train_task.cache_policy.key(params) == key  # same inputs, intact outputs: Cached
     changed = _train_params(tmp_path / "runs", lr_max=0.5)
-    assert _train_key(None, changed) != key
+    assert train_task.cache_policy.key(changed) != key
     assert run_dir_for(changed["runs_dir"], changed) != run_dir_for(params["runs_dir"], params)
 
 
@@ -62,22 +62,28 @@ def test_a_changed_final_checkpoint_trains_evaluates_and_exports_again(tmp_path)
     ckpt = run_dir / "final.ckpt"
     evaluate = {
         "checkpoint": str(ckpt),
-        "data_fingerprint": "mr-1",
+        "mindrecord_fingerprint": "mr-1",
         "config": params["config"],
         "out": str(run_dir / "eval.json"),
     }
     export = {"checkpoint": str(ckpt), "fmt": "ONNX", "options": {}, "out": str(tmp_path / "x")}
-    eval_key, export_key = _eval_key(None, evaluate), _export_key(None, export)
+    eval_key, export_key = (
+        evaluate_task.cache_policy.key(evaluate),
+        export_task.cache_policy.key(export),
+    )
     (run_dir / "eval.json").write_text("{}")
     write_stamp(run_dir / "eval.json", eval_key, [run_dir / "eval.json"])
     (tmp_path / "x").write_bytes(b"onnx")
     write_stamp(tmp_path / "x", export_key, [tmp_path / "x"])
-    assert (_eval_key(None, evaluate), _export_key(None, export)) == (eval_key, export_key)
+    assert (evaluate_task.cache_policy.key(evaluate), export_task.cache_policy.key(export)) == (
+        eval_key,
+        export_key,
+    )
 
     _rewrite(ckpt, b"WEIGHTS")  # same size, other bytes: a corrupted or replaced checkpoint
-    assert _train_key(None, params) != key
-    assert _eval_key(None, evaluate) != eval_key
-    assert _export_key(None, export) != export_key
+    assert train_task.cache_policy.key(params) != key
+    assert evaluate_task.cache_policy.key(evaluate) != eval_key
+    assert export_task.cache_policy.key(export) != export_key
 
 
 def test_a_changed_training_source_changes_the_training_key(tmp_path):

@@ -20,9 +20,10 @@ from flows.params import validate_params
 from flows.serve import build_deployments, served
 from irv2_core.cli import main as cli_main
 from irv2_core.errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, Irv2Error, TransientError
-from tasks.caching import cache_key, stamp_path, write_stamp
+from irv2_core.runtime.supervise import TrainingProcessError, run_supervised
+from irv2_core.storage.stamps import local_key as cache_key
+from irv2_core.storage.stamps import stamp_path, write_stamp
 from tasks.common import is_transient_network_error, is_user_error
-from tasks.launch import TrainingProcessError, run_supervised
 from tasks.training import train_command
 
 
@@ -85,12 +86,12 @@ def test_store_cache_key_is_shared_unless_a_held_result_lost_its_publication(tmp
     other inputs: then a fresh key each time, until the output is published again."""
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
+    from irv2_core.storage.outputs import publish
 
     from irv2_core.records import ConversionRecord
     from irv2_core.runtime.io import sha256_json
     from irv2_core.storage import open_store
     from tasks.caching import store_cache_key
-    from tasks.storage import publish
 
     def worker(name: str) -> SimpleNamespace:  # the part of a TaskRunContext the key reads
         results = LocalFileSystem(basepath=str(tmp_path / name))

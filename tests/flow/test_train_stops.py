@@ -1,7 +1,7 @@
 """The training process group ends with the train task, however the task ends.
 
-Prefect itself does not kill child processes: the train task does (``tasks.launch``). Here on the
-real launch of ``python -m irv2_core train``: (1) the flow's ``train_timeout_s`` runs out, and (2)
+Prefect itself does not kill child processes: the train task does
+(``irv2_core.runtime.supervise``). Here on the real launch of ``python -m irv2_core train``: (1) the flow's ``train_timeout_s`` runs out, and (2)
 Prefect's own cancellation of a flow run served by ``irv2 serve`` (the runner SIGTERMs the flow-run
 process, as the UI's Cancel does). Afterwards no process of any training group may remain.
 """

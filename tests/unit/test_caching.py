@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from irv2_core.runtime.io import sha256_json
-from tasks.caching import cache_key, stamp_path, stamped_key, write_stamp
-from tasks.training import _OUTPUTS, _train_key, run_dir_for
+from irv2_core.storage.stamps import local_key as cache_key
+from irv2_core.storage.stamps import stamp_path, stamped_key, write_stamp
+from tasks.training import _OUTPUTS, run_dir_for, train_task
 
 CONTENT = {"fingerprint": "abc", "shards": 1}
 
@@ -72,7 +73,11 @@ TRAINED = ("final.ckpt", "train_summary.json", "config.yaml")
 
 
 def _train_params(tmp_path: Path) -> tuple[dict, Path]:
-    params = {"runs_dir": str(tmp_path / "runs"), "data_fingerprint": "fp", "config": {"lr": 1}}
+    params = {
+        "runs_dir": str(tmp_path / "runs"),
+        "mindrecord_fingerprint": "fp",
+        "config": {"lr": 1},
+    }
     run_dir = run_dir_for(params["runs_dir"], params)
     (run_dir / "checkpoints").mkdir(parents=True)
     for name in TRAINED:
@@ -89,30 +94,30 @@ def test_the_training_key_ignores_the_report_written_into_the_run(tmp_path):
     report rerun: the training stays a cache hit however that folder changes, also when the run
     was stamped again with a report already there (Prefect's record was lost)."""
     params, run_dir = _train_params(tmp_path)
-    key = _train_key(None, params)
+    key = train_task.cache_policy.key(params)
     _stamp_as_the_train_task_does(run_dir, key)
     report = run_dir / "report"
     report.mkdir()
     (report / "report.md").write_text("# first report\n")
-    assert _train_key(None, params) == key
+    assert train_task.cache_policy.key(params) == key
     _stamp_as_the_train_task_does(run_dir, key)  # a later run found the outputs intact
     (report / "report.md").write_text("# the report, rebuilt with another evaluation\n")
     (report / "per_class.csv").write_text("class,top1\n")
     (report / "plots").mkdir()
     (report / "plots" / "loss.png").write_bytes(b"png")
-    assert _train_key(None, params) == key
+    assert train_task.cache_policy.key(params) == key
 
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_the_training_key_changes_when_an_output_changes(tmp_path, name):
     params, run_dir = _train_params(tmp_path)
-    key = _train_key(None, params)
+    key = train_task.cache_policy.key(params)
     _stamp_as_the_train_task_does(run_dir, key)
-    assert _train_key(None, params) == key
+    assert train_task.cache_policy.key(params) == key
     path = run_dir / name
     st = path.stat()
     path.write_text(f"{name} of the run, changed\n")
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert _train_key(None, params) != key  # another size: retrain, never a stale hit
+    assert train_task.cache_policy.key(params) != key  # another size: retrain, never a stale hit
     path.unlink()
-    assert _train_key(None, params) != key
+    assert train_task.cache_policy.key(params) != key

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from irv2_core.runtime.fingerprint import PACKAGE_ROOT, TRAINING_CODE, code_fingerprint
-from tasks.caching import code_version
+from irv2_core.runtime.fingerprint import training_code_version as code_version
 
 
 @pytest.fixture
