@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from irv2_core.config import PRESETS, Config, ConfigError, load_config
 from irv2_core.errors import Irv2Error
-from irv2_core.export import FORMATS
+from irv2_core.export import FORMATS, air_needs_ascend
+from irv2_core.storage.s3client import check_endpoint_url
+from tasks.nodes import NODE_DEPLOYMENT
 
 __all__ = [
     "ExportFormat",
@@ -59,7 +61,7 @@ class FlowParams(BaseModel):
     )
     master_port: int = Field(8118, ge=1, le=65535)
     node_deployment: str = Field(
-        "train-node/process",
+        NODE_DEPLOYMENT,
         description="the train-node deployment that runs nodes 1..num_nodes-1 (num_nodes > 1)",
     )
     node_join_timeout_s: float = Field(
@@ -117,9 +119,7 @@ class FlowParams(BaseModel):
     @field_validator("endpoint_url", "output_endpoint_url")
     @classmethod
     def _http_endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value
+        return check_endpoint_url(value)
 
     @field_validator("output_uri")
     @classmethod
@@ -142,11 +142,8 @@ class FlowParams(BaseModel):
         if self.node_rank >= self.num_nodes:
             raise ValueError(f"node_rank ({self.node_rank}) must be < num_nodes ({self.num_nodes})")
         cfg = self.resolve_config()
-        if "AIR" in self.export_formats and cfg.device_target != "Ascend":
-            raise ValueError(
-                "export_formats: AIR needs device_target Ascend (MindSpore exports AIR only "
-                f"there), but it is {cfg.device_target}; drop AIR or run on Ascend"
-            )
+        if reason := air_needs_ascend(self.export_formats, cfg.device_target, "the config"):
+            raise ValueError(reason)
         return self
 
     def resolve_config(self) -> Config:

@@ -20,7 +20,7 @@ from flows.rerun_inputs import FinishedRun, eval_data, open_run, report_facts, r
 from flows.rerun_params import ReEvaluateParams, ReExportParams, ReReportParams
 from flows.stages import Stages
 from irv2_core.errors import Irv2Error
-from irv2_core.export import FORMATS
+from irv2_core.export import FORMATS, air_needs_ascend
 from irv2_core.records import EvalRecord, ExportRecord, PipelineFacts, ReportRecord
 from irv2_core.runtime.io import sha256_json
 from irv2_core.storage.publish import SMALL_RUN_FILES
@@ -75,11 +75,8 @@ def export_again(params: ReExportParams) -> dict[str, Any]:
     """Export the run's final.ckpt in each of *params*' formats (verified)."""
     run = open_run(params, _RUN_FILES)
     config = run_config(run)
-    if "AIR" in params.export_formats and config["device_target"] != "Ascend":
-        raise Irv2Error(
-            f"export_formats: AIR needs an Ascend run (MindSpore exports AIR only there), but "
-            f"{run.run_id} has device_target {config['device_target']}; drop AIR"
-        )
+    if reason := air_needs_ascend(params.export_formats, config["device_target"], run.run_id):
+        raise Irv2Error(reason)
     options = export_options(config["num_classes"], config)
     stages, exports = _stages(run), []
     for fmt in params.export_formats:

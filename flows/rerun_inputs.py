@@ -21,8 +21,9 @@ from irv2_core.errors import Irv2Error
 from irv2_core.report import PIPELINE_FILE
 from irv2_core.runtime.io import read_json
 from irv2_core.storage.layout import eval_prefix, rerun_prefix
-from irv2_core.storage.publish import StoreRef, ensure_local, open_ref
-from irv2_core.storage.pull import find_conversion, read_run_record, split_run_uri
+from irv2_core.storage.publish import StoreRef
+from irv2_core.storage.pull import split_run_uri
+from tasks.finished_run import conversion_prefix_task, fetch_task, read_run_task
 
 __all__ = ["FinishedRun", "eval_data", "open_run", "report_facts", "run_config"]
 
@@ -69,11 +70,9 @@ def open_run(params: RerunParams, files: list[str]) -> FinishedRun:
         return FinishedRun(run_dir, run_dir.name)
     root, key = split_run_uri(params.run)
     store = {"uri": root, "endpoint_url": params.endpoint_url}
-    st = open_ref(store)
-    record, _ = read_run_record(st, key)
     run_id = key.rsplit("/", 1)[1]
     run_dir = Path(params.workdir).expanduser().resolve() / "runs" / run_id
-    ensure_local(st, key, run_dir, only=files)
+    record = read_run_task(store, key, str(run_dir), files)
     return FinishedRun(run_dir, run_id, store, key, record)
 
 
@@ -90,7 +89,7 @@ def eval_data(run: FinishedRun, data: str | None, workdir: str) -> tuple[str, st
         return str(folder), read_json(folder / "conversion.json")["fingerprint"], None
     if run.record is not None:  # published: the store's conversion with the run's fingerprint
         fingerprint = run.record["mindrecord_fingerprint"]
-        prefix = find_conversion(open_ref(run.store), fingerprint)
+        prefix = conversion_prefix_task(run.store, run.record)
         if prefix is None:
             raise Irv2Error(
                 f"{run.store['uri']} holds no committed MindRecord conversion {fingerprint[:12]} "
@@ -116,13 +115,12 @@ def report_facts(run: FinishedRun, evaluation: str | None) -> dict[str, Any]:
     """The report's facts: the run's own (pipeline.json, or run.json for a published run) with
     the evaluation replaced by the re-evaluation *evaluation* when one is named."""
     facts = _pipeline(run.run_dir) or _published_facts(run)
-    st = open_ref(run.store)
     if evaluation is None:
         source, folder = (eval_prefix(run.run_id), run.run_dir)
     else:
         source, folder = (rerun_prefix(run.run_id, evaluation), run.out(evaluation))
-    if st is not None:
-        ensure_local(st, source, folder, only=["eval.json"])
+    if run.store is not None:
+        fetch_task(run.store, source, str(folder), ["eval.json"])
     if (folder / "eval.json").is_file():
         facts["evaluation"] = read_json(folder / "eval.json")
     elif evaluation is not None:

@@ -16,6 +16,7 @@ from flows.params import ExportFormat, unique_formats
 from irv2_core.errors import Irv2Error
 from irv2_core.models.metadata import EVAL_PROTOCOLS
 from irv2_core.storage.pull import split_run_uri
+from irv2_core.storage.s3client import check_endpoint_url
 
 __all__ = ["ReEvaluateParams", "ReExportParams", "ReReportParams", "RerunParams"]
 
@@ -65,9 +66,7 @@ class RerunParams(BaseModel):
     @field_validator("endpoint_url")
     @classmethod
     def _http_endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value
+        return check_endpoint_url(value)
 
     @property
     def published(self) -> bool:

@@ -29,7 +29,7 @@ from irv2_core.records import (
     TrainSummary,
 )
 from irv2_core.storage.layout import export_prefix, run_prefix
-from irv2_core.storage.publish import StoreRef, open_ref
+from irv2_core.storage.publish import StoreRef
 from tasks import (
     convert_task,
     evaluate_task,
@@ -40,7 +40,7 @@ from tasks import (
     train_task,
 )
 from tasks.promotion import current_model, promote_task
-from tasks.publishing import publish_run_task
+from tasks.publishing import check_writable_task, publish_run_task
 from tasks.results import result_storage
 
 __all__ = ["FLOW_NAME", "run_stages", "train_eval_export"]
@@ -59,7 +59,7 @@ def run_stages(params: FlowParams) -> dict[str, Any] | State:
     work.mkdir(parents=True, exist_ok=True)
     store = params.store()
     if store is not None:  # preflight: an unwritable output_uri fails before any stage
-        open_ref(store).check_writable()
+        check_writable_task(store)
     storage = params.result_storage or (result_storage(store) if store else None)
     pipe = _Pipeline(params, params.resolve_config().to_dict(), work, store, Stages(storage))
     converted = pipe.data()

@@ -20,12 +20,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.supervise import TrainingProcessError, run_supervised, worker_error_tail
-from irv2_core.storage.publish import StoreRef, open_ref
+from irv2_core.storage.publish import StoreRef
+from irv2_core.training.command import train_command, write_requested_config
 from irv2_core.training.distributed import NODE_RANK_ENV, launch_env
-from tasks.training import train_command, write_requested_config
+from tasks.data import fetch_conversion_task
 
 __all__ = ["NODE_FLOW_NAME", "train_node"]
 
@@ -46,9 +46,8 @@ def _prepare(
     node_rank: int, data: Path, store: StoreRef | None, fingerprint: str | None, prefix: str | None
 ) -> None:
     """Fetch the job's MindRecord from the store when this node does not have it."""
-    st = open_ref(store)
-    if st is not None and fingerprint and prefix:
-        ensure_conversion(st, prefix, data, fingerprint)
+    if store is not None and fingerprint and prefix:
+        fetch_conversion_task(store, prefix, str(data), fingerprint)
     elif not (data / "classes.json").is_file():
         raise Irv2Error(
             f"node {node_rank}: no MindRecord conversion in {data}. The nodes of a job either "

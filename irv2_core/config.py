@@ -22,12 +22,11 @@ from irv2_core.models.metadata import (
     MIN_IMAGE_SIZE,
     TIMM_PROTOCOL,
 )
-from irv2_core.runtime.io import atomic_write_text, sha256_json
+from irv2_core.runtime.io import atomic_write_text
 
 __all__ = [
     "Config",
     "ConfigError",
-    "config_fingerprint",
     "PRESETS",
     "load_config",
     "parse_overrides",
@@ -342,8 +341,3 @@ def save_config(cfg: Config, run_dir: str | os.PathLike[str]) -> Path:
     target = run_dir / "config.yaml"
     atomic_write_text(target, yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     return target
-
-
-def config_fingerprint(cfg: Config) -> str:
-    """Stable sha256 of the resolved config (part of the train cache key)."""
-    return sha256_json(cfg.to_dict())

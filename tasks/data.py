@@ -16,7 +16,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from irv2_core.data.convert import convert
-from irv2_core.data.local_copy import ensure_staged
+from irv2_core.data.local_copy import ensure_conversion, ensure_staged
 from irv2_core.data.stage import source_fingerprint, stage
 from irv2_core.records import ConversionRecord, StageRecord
 from irv2_core.runtime.io import read_json, sha256_json
@@ -24,9 +24,15 @@ from irv2_core.storage.layout import convert_prefix
 from irv2_core.storage.outputs import Made, StageOutput, produce_once
 from irv2_core.storage.publish import StoreRef, open_ref
 from tasks.caching import StagePolicy, current_cache_key
-from tasks.common import PERSIST, retry_transient_only
+from tasks.common import PERSIST, retry_transient_only, retry_unless_user_error
 
-__all__ = ["convert_task", "declare_convert", "declare_stage", "stage_task"]
+__all__ = [
+    "convert_task",
+    "declare_convert",
+    "declare_stage",
+    "fetch_conversion_task",
+    "stage_task",
+]
 
 CONVERT_DEFAULTS = (("shards", 1), ("val_fraction", 0.2), ("seed", 0))
 
@@ -136,3 +142,11 @@ def convert_task(
     if record.address is not None:
         logger.info("convert: published at %s", record.address.uri)
     return record.to_json()
+
+
+@task(name="fetch-mindrecord", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_user_error)  # fmt: skip
+def fetch_conversion_task(store: StoreRef, prefix: str, folder: str, fingerprint: str) -> str:
+    """*folder* holding the MindRecord conversion *fingerprint* (fetched, verified, from the
+    store's *prefix* when it does not already)."""
+    return str(ensure_conversion(open_ref(store), prefix, Path(folder), fingerprint))

@@ -21,7 +21,9 @@ from prefect.states import Cancelling
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.supervise import TAIL_LINES
 
-__all__ = ["NodeFailedError", "NodeRuns", "check_node_deployment"]
+__all__ = ["NODE_DEPLOYMENT", "NodeFailedError", "NodeRuns", "check_node_deployment"]
+
+NODE_DEPLOYMENT = "train-node/process"  # deployments/prefect.yaml: one node of a multi-node job
 
 _BAD = ("FAILED", "CRASHED", "CANCELLED", "CANCELLING")
 # how long a failed node's last log lines may take to reach the API after its final state
@@ -41,7 +43,7 @@ def check_node_deployment(name: str) -> None:
             raise Irv2Error(
                 f"num_nodes > 1 needs the deployment {name!r}, which is not registered with the "
                 "Prefect API; deploy it with `prefect --no-prompt deploy --prefect-file "
-                "deployments/prefect.yaml --name train-node/process` (or your cluster's "
+                f"deployments/prefect.yaml --name {NODE_DEPLOYMENT}` (or your cluster's "
                 "train-node deployment) and start one worker per node on its work pool"
             ) from None
 

@@ -20,8 +20,16 @@ from irv2_core.storage.layout import RUN_RECORD, report_prefix
 from irv2_core.storage.outputs import publish
 from irv2_core.storage.publish import StoreRef, folder_files, open_ref
 from irv2_core.storage.store import join_key
+from tasks.common import retry_transient_only
 
-__all__ = ["publish_folder_task", "publish_run_task"]
+__all__ = ["check_writable_task", "publish_folder_task", "publish_run_task"]
+
+
+@task(name="check-store", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_transient_only)  # fmt: skip
+def check_writable_task(store: StoreRef) -> None:
+    """Preflight: fail before any stage when the flow's ``output_uri`` does not take writes."""
+    open_ref(store).check_writable()
 
 
 @task(name="publish", retries=2, retry_delay_seconds=5)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from support.images import CLASS_COLOURS, make_image, write_image_tree
+from support.seaweedfs import OTHER_S3_CREDENTIALS, S3_CREDENTIALS
 
 __all__ = ["CLASS_COLOURS", "make_image", "write_image_tree"]  # the tests import them from here
 
@@ -76,19 +77,6 @@ def smoke_train_only(smoke_mindrecord, tmp_path_factory) -> Path:
     for f in [*smoke_mindrecord.glob("train.mindrecord*"), smoke_mindrecord / "classes.json"]:
         (data / f.name).symlink_to(f)
     return data
-
-
-# The S3 server knows exactly these identities (access key -> secret). The session's are in the
-# environment for every test and the processes they start; OTHER_S3_CREDENTIALS are for processes
-# that must hold credentials of their own (tests/flow/test_machines.py).
-S3_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing-key-id",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
-}
-OTHER_S3_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "AKIAIRV2MACHINEQ7Z3X",
-    "AWS_SECRET_ACCESS_KEY": "irv2-machine-secret-Vb7Nm3Kq9Wd",
-}
 
 
 def _fake_aws_environment() -> None:

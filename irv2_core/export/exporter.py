@@ -28,7 +28,7 @@ import numpy as np
 from mindspore import nn
 
 from irv2_core.errors import Irv2Error
-from irv2_core.export import FORMATS
+from irv2_core.export import AIR_TARGET, FORMATS
 from irv2_core.models.metadata import EVAL_PROTOCOLS, check_image_size
 from irv2_core.models.protocol import resolve_protocol
 from irv2_core.models.weights import load_model
@@ -49,7 +49,7 @@ def _check_format(fmt: str) -> str:
         raise Irv2Error(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "AIR":
         target = ms.get_context("device_target")
-        if target != "Ascend":
+        if target != AIR_TARGET:
             raise Irv2Error(
                 "AIR export needs an Ascend device (device_target Ascend with CANN); this "
                 f"process runs on {target}. Export MINDIR or ONNX here, or run the export on an "

@@ -24,10 +24,26 @@ from botocore.exceptions import (
 
 from irv2_core.errors import Irv2Error, TransientError
 
-__all__ = ["ATTEMPTS_ENV", "MAX_ATTEMPTS", "S3Client", "is_transient", "max_attempts", "redact_url"]
+__all__ = [
+    "ATTEMPTS_ENV",
+    "MAX_ATTEMPTS",
+    "S3Client",
+    "check_endpoint_url",
+    "is_transient",
+    "max_attempts",
+    "redact_url",
+]
 
 MAX_ATTEMPTS = 6  # botocore standard mode: exponential backoff with jitter, capped at 20 s
 ATTEMPTS_ENV = "IRV2_S3_MAX_ATTEMPTS"  # more for a flaky link, 1 to fail at once (tests)
+
+
+def check_endpoint_url(value: str | None) -> str | None:
+    """*value* when it is an S3 endpoint URL (or None); raises ValueError saying what it must be.
+    The one rule for every ``endpoint_url`` a flow or deployment takes."""
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {value!r}")
+    return value
 
 
 def max_attempts() -> int:

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_image_tree
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -26,6 +25,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
+from support.images import write_image_tree
 
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.hold import HELD, HOLD_ENV
@@ -363,7 +363,7 @@ def test_re_export_writes_a_verified_export_beside_the_run(first_run):
     assert Path(export["path"]) == run_dir / "reruns" / "export-onnx" / "irv2.onnx"
     assert "onnxruntime" in export["verified_with"] and export["max_abs_diff"] is not None
     assert {p: p.stat().st_mtime_ns for p in (workdir / "exports").iterdir()} == own
-    with pytest.raises(Irv2Error, match="AIR needs an Ascend run"):
+    with pytest.raises(Irv2Error, match="AIR needs device_target Ascend"):
         re_export(run=str(run_dir), export_formats=["AIR"])
 
 
@@ -403,8 +403,7 @@ def _publish_like_the_flow(run_dir: Path, mindrecord: Path, root: str, endpoint:
     from irv2_core.runtime.io import sha256_file
     from irv2_core.storage import open_store
     from irv2_core.storage.layout import convert_prefix, eval_prefix, run_prefix
-    from irv2_core.storage.publish import folder_files, publish_files
-    from irv2_core.storage.publish import run_files
+    from irv2_core.storage.publish import folder_files, publish_files, run_files
 
     st, run_id = open_store(root, endpoint), run_dir.name
     conversion = json.loads((mindrecord / "conversion.json").read_text())

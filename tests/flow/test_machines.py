@@ -25,7 +25,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import OTHER_S3_CREDENTIALS, write_image_tree
+from support.images import write_image_tree
+from support.seaweedfs import OTHER_S3_CREDENTIALS
 from test_flow import FLOW_SMOKE
 
 from irv2_core.runtime.hold import HELD, HOLD_ENV

@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from nodes_cluster import (  # noqa: E402
+from support.nodes_cluster import (  # noqa: E402
     APART_DEPLOYMENT,
     BUCKET,
     DEPLOYMENT,
@@ -37,7 +34,7 @@ from nodes_cluster import (  # noqa: E402
     train,
 )
 from support.processes import tail, venv_tool, wait_for  # noqa: E402
-from train_data import (  # noqa: E402
+from support.training import (  # noqa: E402
     assert_ranks_hold_equal_weights,
     first_batches,
 )
@@ -154,9 +151,8 @@ def _published_mindrecord(data: Path, store: dict[str, Any], fingerprint: str) -
     convert task publishes it; returns its prefix there."""
     from irv2_core.runtime.io import atomic_write_json
     from irv2_core.storage.layout import convert_prefix
-    from irv2_core.storage.publish import folder_files
     from irv2_core.storage.outputs import publish
-    from irv2_core.storage.publish import open_ref
+    from irv2_core.storage.publish import folder_files, open_ref
 
     atomic_write_json(data / "conversion.json", {"fingerprint": fingerprint})
     prefix = convert_prefix(fingerprint)

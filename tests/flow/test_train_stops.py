@@ -1,10 +1,10 @@
 """The training process group ends with the train task, however the task ends.
 
 Prefect itself does not kill child processes: the train task does
-(``irv2_core.runtime.supervise``). Here on the real launch of ``python -m irv2_core train``: (1) the flow's ``train_timeout_s`` runs out, and (2)
-Prefect's own cancellation of a flow run served by ``irv2 serve`` (the runner SIGTERMs the flow-run
-process, as the UI's Cancel does). Afterwards no process of any training group may remain.
-"""
+(``irv2_core.runtime.supervise``). Here on the real launch of ``python -m irv2_core train``: (1)
+the flow's ``train_timeout_s`` runs out, and (2) Prefect's own cancellation of a flow run served
+by ``irv2 serve`` (the runner SIGTERMs the flow-run process, as the UI's Cancel does).
+Afterwards no process of any training group may remain."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_image_tree
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
+from support.images import write_image_tree
 from support.prefect_server import client_env
 from support.processes import kill_process_group, start_serve, tail, wait_for
 from test_flow import FLOW_SMOKE

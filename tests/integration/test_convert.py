@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image_tree
-from data_cases import BROKEN, IGNORED, SIZE, awkward_tree, upload_tree, write_tree
+from support.data_cases import BROKEN, IGNORED, SIZE, awkward_tree, upload_tree, write_tree
+from support.images import write_image_tree
 
 from irv2_core.cli import main
 from irv2_core.data.convert import convert

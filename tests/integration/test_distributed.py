@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 from support.ports import free_port
-from train_data import assert_two_ranks_trained_one_model, smoke_args
+from support.training import assert_two_ranks_trained_one_model, smoke_args
 
 from irv2_core.runtime.io import read_json
 from irv2_core.training.distributed import env_world, launch_env, msrun_command

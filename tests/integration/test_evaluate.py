@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from train_data import VAL_PER_CLASS, smoke_config
+from support.training import VAL_PER_CLASS, smoke_config
 
 from irv2_core.cli import main
 from irv2_core.config import save_config

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from train_data import VAL_PER_CLASS, smoke_config
+from support.training import VAL_PER_CLASS, smoke_config
 
 from irv2_core.evaluation import evaluate, topk_metrics
 from irv2_core.models.ckpt_io import read_checkpoint

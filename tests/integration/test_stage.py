@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import S3_CREDENTIALS
-from data_cases import awkward_tree, upload_tree, write_tree
+from support.data_cases import awkward_tree, upload_tree, write_tree
+from support.seaweedfs import S3_CREDENTIALS
 
 from irv2_core.cli import main
 from irv2_core.data import s3 as stage_s3

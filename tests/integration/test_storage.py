@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import S3_CREDENTIALS
+from support.seaweedfs import S3_CREDENTIALS
 
 from irv2_core.errors import Irv2Error
 from irv2_core.storage import open_store

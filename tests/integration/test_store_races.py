@@ -169,7 +169,7 @@ def test_a_fenced_off_mirror_writes_nothing(tmp_path):
 def test_a_training_whose_lease_is_taken_over_stops_writing(smoke_mindrecord, tmp_path):
     """The real trainer: once another worker holds the run's lease, nothing more of this one
     reaches the store, no summary marks its run complete, and it fails naming the holder."""
-    from train_data import smoke_args
+    from support.training import smoke_args
 
     data, store_dir, run = smoke_mindrecord, tmp_path / "store", tmp_path / "run"
     cmd = [sys.executable, "-m", "irv2_core", "train", "--data", str(data), "--out", str(run),

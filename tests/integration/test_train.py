@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from train_data import first_batches, run_cli, smoke_args, smoke_config
+from support.training import first_batches, run_cli, smoke_args, smoke_config
 
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import read_json, sha256_file

@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from train_data import run_cli, smoke_args
+from support.training import run_cli, smoke_args
 
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.io import read_json

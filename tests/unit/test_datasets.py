@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_image_tree
+from support.images import write_image_tree
 
 from irv2_core.config import load_config
 from irv2_core.data.datasets import create_dataset, dataset_size, read_classes

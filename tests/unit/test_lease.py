@@ -71,7 +71,7 @@ def test_the_train_task_waits_out_a_dead_workers_lease(tmp_path):
     a worker died proceeds once its lease expires instead of failing on it."""
     from irv2_core.cli import build_parser
     from irv2_core.storage.lease import DEFAULT_TTL_S
-    from tasks.training import train_command
+    from irv2_core.training.command import train_command
 
     run = tmp_path / "runs" / "run-1"
     command, _ = train_command("mr", run, run / "c.yaml", {}, {"uri": str(tmp_path / "bucket")})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
+from support.images import make_image
 
 import irv2_core  # noqa: F401  (oneDNN setting before any op)
 from irv2_core.cli import main

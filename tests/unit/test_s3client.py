@@ -7,8 +7,8 @@ from botocore.exceptions import EndpointConnectionError
 
 from flows.params import validate_params
 from irv2_core.storage import open_store
-from irv2_core.storage.s3client import S3Client
 from irv2_core.storage.publish import open_ref
+from irv2_core.storage.s3client import S3Client
 
 MINIO = "http://minio.example:9000"
 OBS = "https://obs.example.com"

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,11 @@ from typing import Any
 import psutil
 import pytest
 import yaml
+
 from support.ports import free_port
 from support.prefect_server import Api, client_env
 from support.processes import kill_process_group, venv_tool, wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from train_data import SMOKE  # noqa: E402
+from support.training import SMOKE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 POOL, DEPLOYMENT = "irv2-process", "train-node/nodes-test"

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.images import CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, make_mindrecord
-
 from irv2_core.config import Config, load_config
+from support.images import CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS, make_mindrecord
 
 __all__ = [  # make_mindrecord and the set's sizes are support.images', re-exported
     "CLASSES",

@@ -1,0 +1,63 @@
+"""The flows' parameters and the shipped deployments: field-named errors before any stage, and
+every deployment's parameters pass the same validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployments import load_deployment_specs
+from flows.params import validate_params
+from flows.serve import build_deployments, served
+from irv2_core.errors import Irv2Error
+
+
+def test_invalid_parameters_name_the_field(tmp_path):
+    with pytest.raises(Irv2Error) as exc:
+        validate_params(
+            source=str(tmp_path / "missing"),
+            overrides={"batch_size": 0},
+            export_formats=["ONNX", "PNG"],
+            device_num=0,
+        )
+    text = str(exc.value)
+    assert "source:" in text and "neither an s3:// URI nor an existing local folder" in text
+    assert "export_formats.1:" in text and "device_num:" in text
+    with pytest.raises(Irv2Error, match=r"overrides: .*batch_size"):
+        validate_params(source=str(tmp_path), overrides={"batch_size": 0})
+    with pytest.raises(Irv2Error, match="AIR needs device_target Ascend"):
+        validate_params(source="s3://b/p", export_formats=["AIR"])
+    ok = validate_params(source="s3://bucket/prefix", overrides={"batch_size": 2})
+    assert ok.resolve_config().batch_size == 2 and ok.export_formats == ["MINDIR", "ONNX"]
+
+
+def test_deployments_file_defines_the_deployments():
+    specs = load_deployment_specs()
+    names = ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "evaluate", "export",
+             "report", "process"]  # fmt: skip
+    assert [s["name"] for s in specs] == names
+    node_spec = specs.pop()  # train-node/process: one node of a multi-node job
+    assert node_spec["entrypoint"] == "flows/train_node.py:train_node"
+    assert node_spec not in served(load_deployment_specs(), named=False)
+    reruns = specs[-3:]  # re-evaluate/evaluate, re-export/export, re-report/report
+    assert all(s in served(load_deployment_specs(), named=False) for s in reruns)
+    for spec in specs[:-3]:  # every deployment's parameters pass the flow's validation
+        validate_params(**{"source": "s3://bucket/prefix", **spec["parameters"]})
+    deployments = {d.name: d for d in build_deployments(specs)}
+    assert {n: deployments[n].flow_name for n in ("evaluate", "export", "report")} == {
+        "evaluate": "re-evaluate", "export": "re-export", "report": "re-report"}  # fmt: skip
+    assert deployments["nightly-retrain"].schedules[0].schedule.cron == "0 2 * * *"
+    # one run of a deployment at a time: a second (schedule or manual) queues
+    assert all(d.concurrency_limit == 1 for d in deployments.values())
+    assert deployments["ascend-8p"].parameters["device_num"] == 8
+    assert deployments["ascend-8p"].parameters["preset"] == "zoo-ascend-8p"
+    assert deployments["local"].entrypoint.endswith("train_eval_export.py:train_eval_export")
+    with pytest.raises(Irv2Error, match="no deployment named nope"):
+        load_deployment_specs(names=["nope"])
+
+
+def test_demo_settings_pass_the_flow_validation(tmp_path):
+    from flows.demo import DEMO_PRESET
+
+    params = validate_params(source=str(tmp_path), preset=DEMO_PRESET, device_target="CPU")
+    cfg = params.resolve_config()
+    assert cfg.image_size == 75 and cfg.device_target == "CPU" and cfg.amp_level == "O0"
