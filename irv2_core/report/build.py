@@ -13,29 +13,35 @@ import pandas as pd
 from irv2_core.errors import Irv2Error
 from irv2_core.records import EvalFacts, EvalRecord, ReportRecord
 from irv2_core.report.compare import (
-    _comparison,
-    _metrics_table,
-    _reference_text,
-    _shown_changes,
+    comparison_rows,
+    metrics_table,
     reference_applies,
+    reference_text,
+    shown_changes,
 )
-from irv2_core.report.inputs import _config, _load_extra, _num_classes, _validate, load_metrics
+from irv2_core.report.inputs import (
+    count_classes,
+    load_extra,
+    load_metrics,
+    read_config,
+    validate_inputs,
+)
 from irv2_core.report.plots import (
-    _plot_accuracy,
-    _plot_confusion,
-    _plot_loss_lr,
-    _plot_misclassified,
+    plot_accuracy,
+    plot_confusion,
+    plot_loss_lr,
+    plot_misclassified,
 )
-from irv2_core.report.render import Section, _html, _markdown
+from irv2_core.report.render import Section, render_html, render_markdown
 from irv2_core.report.tables import (
-    _class_names,
-    _config_table,
-    _exports_table,
-    _misclassified_table,
-    _shown_classes,
-    _timings_table,
+    class_names_of,
+    config_table,
     confused_pairs,
+    exports_table,
+    misclassified_table,
     per_class_table,
+    shown_classes,
+    timings_table,
 )
 from irv2_core.runtime.io import atomic_write_text, read_json
 
@@ -62,9 +68,11 @@ def build_report(
         raise Irv2Error(f"run folder not found: {run_dir} (pass the folder `irv2 train` wrote)")
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    info = _load_extra(run_dir, extra)
+    info = load_extra(run_dir, extra)
     if baseline is not None:
-        info.baseline = _validate(EvalRecord, baseline, "the fields of the baseline evaluation")
+        info.baseline = validate_inputs(
+            EvalRecord, baseline, "the fields of the baseline evaluation"
+        )
     if baseline_label is not None:
         info.baseline_label = baseline_label
     train, evals = load_metrics(run_dir)
@@ -74,51 +82,51 @@ def build_report(
         else {}
     )
     ev = info.evaluation or EvalFacts()
-    image_size = ev.image_size or _config(run_dir).get("image_size")
-    num_classes = _num_classes(run_dir, ev)
+    image_size = ev.image_size or read_config(run_dir).get("image_size")
+    num_classes = count_classes(run_dir, ev)
     with_reference = reference_applies(num_classes, image_size)
-    names = _class_names(ev, len(ev.confusion) if ev.confusion else (num_classes or 0))
+    names = class_names_of(ev, len(ev.confusion) if ev.confusion else (num_classes or 0))
     per_class = per_class_table(ev.confusion, names) if ev.confusion else pd.DataFrame()
     pairs = confused_pairs(ev.confusion, names) if ev.confusion else pd.DataFrame()
-    deltas, changes, compared = _comparison(ev, info.baseline, info.baseline_label)
+    deltas, changes, compared = comparison_rows(ev, info.baseline, info.baseline_label)
     tables = {
-        "final_metrics": _metrics_table(ev, with_reference),
+        "final_metrics": metrics_table(ev, with_reference),
         "comparison": deltas,
         "per_class_changes": changes,
         "per_class": per_class,
         "confused_pairs": pairs,
-        "misclassified": _misclassified_table(ev, names),
-        "exports": _exports_table(info.exports),
-        "timings": _timings_table(info.timings),
+        "misclassified": misclassified_table(ev, names),
+        "exports": exports_table(info.exports),
+        "timings": timings_table(info.timings),
         # the summary's eval dict duplicates the evaluations table
         "training": pd.DataFrame([{k: v for k, v in summary.items() if k != "eval"}])
         if summary
         else pd.DataFrame(),
         "evaluations": evals.round(4),
         "steps": train,
-        "config": _config_table(run_dir),
+        "config": config_table(run_dir),
     }
     csv_paths = []
     for name, frame in tables.items():
         target = out / f"{name}.csv"
         atomic_write_text(target, frame.to_csv(index=False))
         csv_paths.append(str(target))
-    accuracy = _plot_accuracy(evals, with_reference, out)
-    confusion = _plot_confusion(ev.confusion, names, out) if ev.confusion else None
-    strip = _plot_misclassified(ev, names, out)
-    loss_lr = _plot_loss_lr(train, out)
+    accuracy = plot_accuracy(evals, with_reference, out)
+    confusion = plot_confusion(ev.confusion, names, out) if ev.confusion else None
+    strip = plot_misclassified(ev, names, out)
+    loss_lr = plot_loss_lr(train, out)
     no_matrix = "The evaluation holds no confusion matrix (an older eval.json): re-run evaluate."
-    shown, note = _shown_classes(per_class) if len(per_class) else (per_class, no_matrix)
+    shown, note = shown_classes(per_class) if len(per_class) else (per_class, no_matrix)
     sections: list[Section] = [
         (
             "Final metrics",
-            [tables["final_metrics"], _reference_text(ev, num_classes, image_size)],
+            [tables["final_metrics"], reference_text(ev, num_classes, image_size)],
         ),
         (
             "Against the previous accepted model",
             [compared]
             + ([deltas] if len(deltas) else [])
-            + ([_shown_changes(changes)] if len(changes) else []),
+            + ([shown_changes(changes)] if len(changes) else []),
         ),
         ("Accuracy per epoch", [accuracy] if accuracy else ["(no evaluation during training)"]),
         ("Per-class precision and recall", [b for b in (note, shown) if len(b)]),
@@ -137,8 +145,8 @@ def build_report(
         ("Resolved config", [tables["config"]]),
     ]
     plots = [p for p in (accuracy, confusion, strip, loss_lr) if p is not None]
-    md_path = atomic_write_text(out / "report.md", _markdown(sections))
-    html_path = atomic_write_text(out / "report.html", _html(sections))
+    md_path = atomic_write_text(out / "report.md", render_markdown(sections))
+    html_path = atomic_write_text(out / "report.html", render_html(sections))
     return ReportRecord(
         markdown=str(md_path),
         html=str(html_path),

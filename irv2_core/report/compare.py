@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from irv2_core.records import EvalRecord
-from irv2_core.report.tables import MAX_CLASS_ROWS, _as_percent, _class_names, per_class_table
+from irv2_core.report.tables import MAX_CLASS_ROWS, _as_percent, class_names_of, per_class_table
 
 # MindSpore model zoo, research/cv/inception_resnet_v2 README (Ascend, ImageNet val).
 ZOO_REFERENCE = {"top1": 79.96, "top5": 94.40}
@@ -25,7 +25,7 @@ def reference_applies(num_classes: int | None, image_size: int | None) -> bool:
     return num_classes == ZOO_CLASSES and image_size == ZOO_IMAGE_SIZE
 
 
-def _metrics_table(evaluation: Any, with_reference: bool) -> pd.DataFrame:
+def metrics_table(evaluation: Any, with_reference: bool) -> pd.DataFrame:
     rows = []
     for name in ("top1", "top5"):
         got = _as_percent(getattr(evaluation, name, None))
@@ -39,7 +39,7 @@ def _metrics_table(evaluation: Any, with_reference: bool) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _reference_text(ev: Any, num_classes: int | None, image_size: int | None) -> str:
+def reference_text(ev: Any, num_classes: int | None, image_size: int | None) -> str:
     this_run = (
         f"This run: {_or_unknown(ev.count)} images, {_or_unknown(num_classes)} classes, "
         f"{_or_unknown(image_size)} px, {_or_unknown(ev.protocol)} protocol."
@@ -61,7 +61,7 @@ def _or_unknown(value: Any) -> Any:
     return "?" if value is None else value
 
 
-def _comparison(
+def comparison_rows(
     ev: Any, base: EvalRecord | None, label: str | None
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(metric deltas, per-class changes, text) of this run's evaluation against *base*."""
@@ -111,7 +111,7 @@ def _comparison(
     elif len(mine) != len(theirs) or (ev.classes or []) != (base.classes or []):
         text.append("No per-class comparison: the two evaluations have different classes.")
     else:
-        names = _class_names(ev, len(mine))
+        names = class_names_of(ev, len(mine))
         now, before = per_class_table(mine, names), per_class_table(theirs, names)
         changes = pd.DataFrame(
             {
@@ -133,7 +133,7 @@ def _comparison(
     return deltas, changes, " ".join(text)
 
 
-def _shown_changes(changes: pd.DataFrame) -> pd.DataFrame:
+def shown_changes(changes: pd.DataFrame) -> pd.DataFrame:
     """Every class when few; else the largest recall falls then rises."""
     if len(changes) <= MAX_CLASS_ROWS:
         return changes

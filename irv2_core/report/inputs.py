@@ -51,7 +51,7 @@ def load_metrics(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Data
     return train.reset_index(drop=True), evals.reset_index(drop=True)
 
 
-def _config(run_dir: Path) -> dict[str, Any]:
+def read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
     if not path.exists():
         return {}
@@ -59,7 +59,7 @@ def _config(run_dir: Path) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def _num_classes(run_dir: Path, ev: Any) -> int | None:
+def count_classes(run_dir: Path, ev: Any) -> int | None:
     """The run's class count: the evaluation's class list or matrix, else the run folder's
     ``classes.json``, else ``config.yaml``'s ``num_classes``."""
     if getattr(ev, "classes", None):
@@ -70,11 +70,11 @@ def _num_classes(run_dir: Path, ev: Any) -> int | None:
         classes = read_json(run_dir / "classes.json")
         if isinstance(classes, dict | list):
             return len(classes)
-    value = _config(run_dir).get("num_classes")
+    value = read_config(run_dir).get("num_classes")
     return int(value) if isinstance(value, int) else None
 
 
-def _load_extra(run_dir: Path, extra: dict[str, Any] | None) -> PipelineFacts:
+def load_extra(run_dir: Path, extra: dict[str, Any] | None) -> PipelineFacts:
     merged: dict[str, Any] = {}
     pipeline = run_dir / PIPELINE_FILE
     if pipeline.exists():
@@ -82,14 +82,14 @@ def _load_extra(run_dir: Path, extra: dict[str, Any] | None) -> PipelineFacts:
     merged.update(extra or {})
     if "evaluation" not in merged and (run_dir / "eval.json").exists():
         merged["evaluation"] = read_json(run_dir / "eval.json")
-    return _validate(
+    return validate_inputs(
         PipelineFacts,
         merged,
         f"the pipeline facts of {run_dir} ({PIPELINE_FILE}, eval.json, --extra)",
     )
 
 
-def _validate(model: Any, data: Any, what: str) -> Any:
+def validate_inputs(model: Any, data: Any, what: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

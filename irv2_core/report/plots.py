@@ -27,7 +27,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plot_loss_lr(train: pd.DataFrame, out_dir: Path) -> Path | None:
+def plot_loss_lr(train: pd.DataFrame, out_dir: Path) -> Path | None:
     if not len(train) or not {"loss", "lr"} <= set(train.columns):
         return None
     plt = _pyplot()
@@ -41,7 +41,7 @@ def _plot_loss_lr(train: pd.DataFrame, out_dir: Path) -> Path | None:
     return _save(fig, out_dir / "loss_lr.png")
 
 
-def _plot_accuracy(evals: pd.DataFrame, with_reference: bool, out_dir: Path) -> Path | None:
+def plot_accuracy(evals: pd.DataFrame, with_reference: bool, out_dir: Path) -> Path | None:
     """top-1/top-5 per evaluation against the epoch, each point labelled with its value."""
     if not len(evals) or not {"top1", "top5"} <= set(evals.columns):
         return None
@@ -80,7 +80,7 @@ def _plot_accuracy(evals: pd.DataFrame, with_reference: bool, out_dir: Path) -> 
     return _save(fig, out_dir / "accuracy.png")
 
 
-def _plot_confusion(confusion: Any, names: list[str], out_dir: Path) -> Path:
+def plot_confusion(confusion: Any, names: list[str], out_dir: Path) -> Path:
     """Rows (true classes) normalised to recall for the colour; counts written when K is small."""
     plt = _pyplot()
     matrix = np.asarray(confusion, dtype=np.int64)
@@ -108,7 +108,7 @@ def _plot_confusion(confusion: Any, names: list[str], out_dir: Path) -> Path:
     return _save(fig, out_dir / "confusion.png")
 
 
-def _plot_misclassified(ev: Any, names: list[str], out_dir: Path) -> Path | None:
+def plot_misclassified(ev: Any, names: list[str], out_dir: Path) -> Path | None:
     """The misclassified thumbnails side by side, each titled true → predicted."""
     from PIL import Image
 

@@ -17,7 +17,7 @@ Block = str | pd.DataFrame | Path  # a paragraph, a table or a PNG beside the re
 Section = tuple[str, list[Block]]
 
 
-def _markdown(sections: list[Section]) -> str:
+def render_markdown(sections: list[Section]) -> str:
     lines = ["# Inception-ResNet-v2 run report", ""]
     for title, blocks in sections:
         lines += [f"## {title}", ""]
@@ -74,7 +74,7 @@ def artifact_markdown(report: ReportRecord) -> str:
     return embed_images(path.read_text(encoding="utf-8"), path.parent)
 
 
-def _html(sections: list[Section]) -> str:
+def render_html(sections: list[Section]) -> str:
     """A self-contained page: the plots are embedded as data URIs."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>IRv2 run report</title>",

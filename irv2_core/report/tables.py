@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from irv2_core.records import ExportFacts, StageTiming
-from irv2_core.report.inputs import _config
+from irv2_core.report.inputs import read_config
 from irv2_core.runtime.io import sha256_file
 
 PIPELINE_ORDER = ("stage", "convert", "train", "evaluate", "export", "report")
@@ -25,7 +25,7 @@ def _as_percent(value: Any) -> float | None:
     return round(value * 100.0 if value <= 1.0 else value, 2)
 
 
-def _class_names(ev: Any, k: int) -> list[str]:
+def class_names_of(ev: Any, k: int) -> list[str]:
     names = list(getattr(ev, "classes", None) or [])
     return names if len(names) == k else [str(i) for i in range(k)]
 
@@ -93,7 +93,7 @@ def confused_pairs(confusion: Any, classes: list[str] | None = None, top: int = 
     )
 
 
-def _shown_classes(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def shown_classes(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The whole per-class table when it is short; the lowest-recall classes when it is not."""
     if len(table) <= MAX_CLASS_ROWS:
         return table, ""
@@ -105,7 +105,7 @@ def _shown_classes(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return worst, note
 
 
-def _misclassified_table(ev: Any, names: list[str]) -> pd.DataFrame:
+def misclassified_table(ev: Any, names: list[str]) -> pd.DataFrame:
     rows = []
     for item in getattr(ev, "misclassified", None) or []:
         rows.append(
@@ -123,7 +123,7 @@ def _name(names: list[str], index: int) -> str:
     return names[index] if 0 <= index < len(names) else str(index)
 
 
-def _exports_table(exports: list[ExportFacts]) -> pd.DataFrame:
+def exports_table(exports: list[ExportFacts]) -> pd.DataFrame:
     rows = []
     for item in exports:
         path = Path(item.path)
@@ -147,8 +147,8 @@ def _exports_table(exports: list[ExportFacts]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _config_table(run_dir: Path) -> pd.DataFrame:
-    cfg = _config(run_dir)
+def config_table(run_dir: Path) -> pd.DataFrame:
+    cfg = read_config(run_dir)
     return pd.DataFrame([{"key": k, "value": str(v)} for k, v in sorted(cfg.items())])
 
 
@@ -158,7 +158,7 @@ def _stage_rank(name: str) -> int:
     return PIPELINE_ORDER.index(base) if base in PIPELINE_ORDER else len(PIPELINE_ORDER)
 
 
-def _timings_table(timings: dict[str, StageTiming]) -> pd.DataFrame:
+def timings_table(timings: dict[str, StageTiming]) -> pd.DataFrame:
     """One row per stage in pipeline order (stage, convert, train, evaluate, export-*, report);
     several exports, and stages the pipeline does not know, keep the order they were given."""
     ordered = sorted(timings.items(), key=lambda item: _stage_rank(item[0]))

@@ -56,8 +56,8 @@ def split_run_uri(uri: str) -> tuple[str, str]:
 
 
 def find_conversion(root: ObjectStore, fingerprint: str) -> str | None:
-    """The committed ``mindrecord/<digest>`` prefix whose conversion has *fingerprint*, if any
-    (a run's ``run.json`` names its MindRecord by fingerprint, not by prefix)."""
+    """The committed ``mindrecord/<digest>`` prefix whose conversion has *fingerprint*, if any:
+    for a ``run.json`` written before runs named their conversion by address (``mindrecord``)."""
     markers = [o.key for o in root.list(f"{MINDRECORD}/") if o.key.endswith(COMMIT_MARKER)]
     for key in sorted(markers):
         prefix = key.removesuffix(f"/{COMMIT_MARKER}")
