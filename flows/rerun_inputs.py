@@ -18,6 +18,7 @@ from typing import Any
 from flows.rerun_params import RerunParams
 from irv2_core.config import load_config
 from irv2_core.errors import Irv2Error
+from irv2_core.lineage import RunRecord
 from irv2_core.report import PIPELINE_FILE
 from irv2_core.runtime.io import read_json
 from irv2_core.storage.layout import eval_prefix, rerun_prefix
@@ -38,7 +39,7 @@ class FinishedRun:
     run_id: str
     store: StoreRef | None = None  # the store root (output_uri) of a published run
     run_key: str | None = None  # runs/<run-id> in that store
-    record: dict[str, Any] | None = None  # its run.json
+    record: RunRecord | None = None  # its run.json
 
     @property
     def checkpoint(self) -> str:
@@ -48,7 +49,7 @@ class FinishedRun:
     @property
     def checkpoint_sha256(self) -> str | None:
         """final.ckpt's published sha256 (None for a run folder: the task hashes the file)."""
-        return ((self.record or {}).get("checkpoint") or {}).get("sha256")
+        return self.record.checkpoint.sha256 if self.record else None
 
     def out(self, name: str) -> Path:
         """The local folder of the rerun *name*."""
@@ -88,7 +89,7 @@ def eval_data(run: FinishedRun, data: str | None, workdir: str) -> tuple[str, st
         folder = Path(data).expanduser().resolve()
         return str(folder), read_json(folder / "conversion.json")["fingerprint"], None
     if run.record is not None:  # published: the store's conversion with the run's fingerprint
-        fingerprint = run.record["mindrecord_fingerprint"]
+        fingerprint = run.record.mindrecord_fingerprint
         prefix = conversion_prefix_task(run.store, run.record)
         if prefix is None:
             raise Irv2Error(
@@ -133,13 +134,14 @@ def report_facts(run: FinishedRun, evaluation: str | None) -> dict[str, Any]:
 
 
 def _published_facts(run: FinishedRun) -> dict[str, Any]:
-    record = run.record or {}
+    record = run.record
+    if record is None:
+        return {}
     return {
-        "data_fingerprint": record.get("source_fingerprint"),
-        "mindrecord_fingerprint": record.get("mindrecord_fingerprint"),
+        "data_fingerprint": record.source_fingerprint,
+        "mindrecord_fingerprint": record.mindrecord_fingerprint,
         "exports": [
-            {"format": e["format"], "path": e["key"], "sha256": e["sha256"]}
-            for e in record.get("exports", [])
+            {"format": e.format, "path": e.key, "sha256": e.sha256} for e in record.exports
         ],
     }
 

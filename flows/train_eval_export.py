@@ -19,6 +19,7 @@ from prefect.states import Completed, State
 from flows.params import FlowParams, flow_signature, validate_params, with_signature
 from flows.stages import Stages
 from irv2_core.export import FORMATS
+from irv2_core.lineage import FlowSummary
 from irv2_core.records import (
     ConversionRecord,
     EvalRecord,
@@ -176,36 +177,39 @@ class _Pipeline:
             run_uri = publish_run_task(store, _prefix(trained), run_dir, lineage)["uri"]
         promotion = promote_task(models, Path(run_dir).name, metrics.to_json(),
                                  run_uri or run_dir, self.params.promote_max_top1_drop)  # fmt: skip
-        summary = _summary(self, converted, trained, metrics, exports, reported, run_uri)
-        summary["promotion"] = promotion
-        get_run_logger().info("top-1 %.4f, top-5 %.4f; report %s", summary["top1"],
-                              summary["top5"], summary["report"])  # fmt: skip
+        made = (converted, trained, metrics, exports, reported)
+        summary = _summary(self, *made, run_uri, promotion).model_dump(mode="json")
+        get_run_logger().info("top-1 %.4f, top-5 %.4f; report %s", metrics.top1, metrics.top5,
+                              reported.markdown)  # fmt: skip
         if not promotion["promoted"]:  # the run's state says so in the UI; nothing overwritten
             return Completed(name="Not promoted", message=promotion["reason"], data=summary)
         return summary
 
 
-def _summary(pipe, converted, trained, metrics, exports, reported, run_uri) -> dict[str, Any]:
-    """What the flow returns (and the demo prints), but its promotion."""
-    return {
-        "top1": metrics.top1,
-        "top5": metrics.top5,
-        "exports": [e.path for e in exports],
-        "report": reported.markdown,
-        "report_html": reported.html,
-        "data_fingerprint": pipe.facts["data_fingerprint"],
-        "mindrecord_fingerprint": converted.fingerprint,
-        "export_checks": [
-            {k: getattr(e, k) for k in ("format", "path", "verified_with", "max_abs_diff")}
-            for e in exports
-        ],
-        "run_dir": trained.run_dir,
-        "checkpoint": trained.final_checkpoint,
-        "global_step": trained.global_step,
-        "resumed_from_step": trained.resumed_from_step,
-        "run_uri": run_uri,
-        "timings": pipe.run.timings,
-    }
+def _summary(pipe, converted, trained, metrics, exports, reported, run_uri, promotion):
+    """What the flow returns (and the demo prints)."""
+    return FlowSummary.model_validate(
+        {
+            "top1": metrics.top1,
+            "top5": metrics.top5,
+            "exports": [e.path for e in exports],
+            "report": reported.markdown,
+            "report_html": reported.html,
+            "data_fingerprint": pipe.facts["data_fingerprint"],
+            "mindrecord_fingerprint": converted.fingerprint,
+            "export_checks": [
+                {k: getattr(e, k) for k in ("format", "path", "verified_with", "max_abs_diff")}
+                for e in exports
+            ],
+            "run_dir": trained.run_dir,
+            "checkpoint": trained.final_checkpoint,
+            "global_step": trained.global_step,
+            "resumed_from_step": trained.resumed_from_step,
+            "run_uri": run_uri,
+            "timings": pipe.run.timings,
+            "promotion": promotion,
+        }
+    )
 
 
 def _baseline(current: dict[str, Any] | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 __all__ = [
     "RECORDS",
     "Address",
+    "Item",
     "ConversionRecord",
     "EvalMetrics",
     "EvalRecord",
@@ -35,18 +36,17 @@ __all__ = [
     "StageRecord",
     "StageTiming",
     "TrainSummary",
-    "contract_tables",
     "schema_digest",
 ]
 
 
-class _Item(BaseModel):
+class Item(BaseModel):
     """A small nested object of a record (a list entry or a sub-dict)."""
 
     model_config = ConfigDict(extra="ignore")
 
 
-class Address(_Item):
+class Address(Item):
     """Where a published output lives: its store, its prefix there and what it was made from."""
 
     uri: str = Field(description="`<output_uri>/<prefix>`: the published folder")
@@ -80,7 +80,7 @@ class Record(BaseModel):
 # --- stage ------------------------------------------------------------------------------------
 
 
-class RejectedKey(_Item):
+class RejectedKey(Item):
     key: str = Field(description="the object's key at the source")
     reason: str = Field(description="why it was not written")
 
@@ -104,24 +104,24 @@ class StageRecord(Record):
 # --- convert ----------------------------------------------------------------------------------
 
 
-class SkippedFile(_Item):
+class SkippedFile(Item):
     path: str = Field(description="path relative to the data folder")
     reason: str = Field(description="why it was skipped")
 
 
-class ConvertOptions(_Item):
+class ConvertOptions(Item):
     shards: int
     val_fraction: float
     seed: int
     full_decode: bool
 
 
-class PageSizes(_Item):
+class PageSizes(Item):
     header_size: int
     page_size: int
 
 
-class MindRecordLayout(_Item):
+class MindRecordLayout(Item):
     shards: int = Field(description="files per split")
     sizes: dict[str, PageSizes] = Field(description="per split")
 
@@ -154,7 +154,7 @@ class ConversionRecord(Record):
 # --- train ------------------------------------------------------------------------------------
 
 
-class EvalMetrics(_Item):
+class EvalMetrics(Item):
     """Accuracy and loss over a split (fractions; loss is plain cross-entropy)."""
 
     top1: float
@@ -194,7 +194,7 @@ class TrainSummary(Record):
 # --- evaluate ---------------------------------------------------------------------------------
 
 
-class Misclassified(_Item):
+class Misclassified(Item):
     """One misclassified image of the split, kept for the report's strip."""
 
     index: int = Field(description="position in the split's evaluation (file) order")
@@ -293,7 +293,7 @@ EvalFacts = _partial(EvalRecord)
 ExportFacts = _partial(ExportRecord, required=("path",))
 
 
-class StageTiming(_Item):
+class StageTiming(Item):
     """One stage's wall time and final Prefect state (Completed, Cached, ...)."""
 
     seconds: float
@@ -349,71 +349,3 @@ def schema_digest(model: type[BaseModel]) -> str:
     is never handed back as this record."""
     schema = json.dumps(model.model_json_schema(), sort_keys=True)
     return hashlib.sha256(schema.encode()).hexdigest()[:16]
-
-
-# --- the tables of docs/contracts.md ----------------------------------------------------------
-
-
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation)
-    for prefix in ("typing.", "irv2_core.records.", "pydantic.main.", "Partial"):
-        text = text.replace(prefix, "")
-    return text.replace("NoneType", "None")
-
-
-def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
-    rows = []
-    for name, info in model.model_fields.items():
-        if info.exclude:
-            continue
-        ann = info.annotation
-        notes = [info.description] if info.description else []
-        if name == "address" or name in getattr(model, "FILE_EXCLUDE", ()):
-            notes.append("not in the file")
-        type_name = _type_name(ann).replace("|", "\\|")
-        rows.append(f"| `{prefix}{name}` | `{type_name}` | {'; '.join(notes)} |")
-        nested = _nested_model(ann)
-        # a record of its own (e.g. PipelineFacts.baseline) has its own table
-        if (
-            nested is not None
-            and not nested.__name__.startswith("Partial")
-            and nested not in RECORDS
-        ):
-            sub = f"{prefix}{name}[]." if _is_list(ann) else f"{prefix}{name}."
-            if _is_dict(ann):
-                sub = f"{prefix}{name}.<key>."
-            rows += _rows(nested, sub)
-    return rows
-
-
-def _args(annotation: Any) -> tuple[Any, ...]:
-    return getattr(annotation, "__args__", ()) or ()
-
-
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in _args(annotation):
-        found = _nested_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _is_list(annotation: Any) -> bool:
-    return getattr(annotation, "__origin__", None) is list
-
-
-def _is_dict(annotation: Any) -> bool:
-    return getattr(annotation, "__origin__", None) is dict
-
-
-def contract_tables() -> str:
-    """Markdown tables of every record's fields (the generated part of docs/contracts.md)."""
-    parts = []
-    for model in RECORDS:
-        doc = " ".join((model.__doc__ or "").split("\n\n")[0].split())
-        parts += [f"### `{model.__name__}`", "", doc, ""]
-        parts += ["| field | type | notes |", "|---|---|---|", *_rows(model), ""]
-    return "\n".join(parts).rstrip() + "\n"

@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from irv2_core.records import contract_tables
+from irv2_core.contracts import contract_tables
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "contracts.md"
 BLOCK = re.compile(r"(<!-- records:begin -->\n).*?(<!-- records:end -->)", re.S)

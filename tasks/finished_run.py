@@ -7,11 +7,11 @@ the UI. Nothing here is cached: a rerun must see the store as it is now.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from irv2_core.lineage import RunRecord
 from irv2_core.storage.publish import StoreRef, ensure_local, open_ref
 from irv2_core.storage.pull import find_conversion, read_run_record
 from tasks.common import retry_transient_only
@@ -28,7 +28,7 @@ _READ = {
 
 
 @task(name="read-run", **_READ)
-def read_run_task(store: StoreRef, run_key: str, run_dir: str, files: list[str]) -> dict[str, Any]:
+def read_run_task(store: StoreRef, run_key: str, run_dir: str, files: list[str]) -> RunRecord:
     """The run.json of the published run at *run_key*, with *files* of it fetched (verified)
     into *run_dir*. Fails, naming the URI, when the run is not completely published."""
     st = open_ref(store)
@@ -44,11 +44,10 @@ def fetch_task(store: StoreRef, prefix: str, folder: str, only: list[str]) -> st
 
 
 @task(name="find-conversion", **_READ)
-def conversion_prefix_task(store: StoreRef, record: dict[str, Any]) -> str | None:
+def conversion_prefix_task(store: StoreRef, record: RunRecord) -> str | None:
     """The store prefix of the MindRecord conversion the run (its run.json *record*) trained on:
     the address run.json names, else (a run.json written before runs named it) the committed
     conversion with the run's MindRecord fingerprint, if any."""
-    address = record.get("mindrecord") or {}
-    if address.get("prefix"):
-        return address["prefix"]
-    return find_conversion(open_ref(store), record["mindrecord_fingerprint"])
+    if record.mindrecord is not None:
+        return record.mindrecord.prefix
+    return find_conversion(open_ref(store), record.mindrecord_fingerprint)

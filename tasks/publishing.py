@@ -15,6 +15,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
+from irv2_core.lineage import RunRecord
 from irv2_core.runtime.fingerprint import training_code_version
 from irv2_core.storage.layout import RUN_RECORD, report_prefix
 from irv2_core.storage.outputs import publish
@@ -42,17 +43,19 @@ def publish_run_task(
     st = open_ref(store)
     report_dir = Path(run_dir) / "report"
     publish(st, report_prefix(Path(run_prefix).name), folder_files(report_dir), digest="report")
-    record = {
-        **lineage,
-        "code_version": training_code_version(),
-        "flow_run_id": str(flow_run.get_id() or ""),
-        "published_at": time.time(),
-        "uri": f"{st.uri}/{run_prefix}",
-    }
-    data = json.dumps(record, indent=2, sort_keys=True).encode()
+    record = RunRecord.model_validate(
+        {
+            **lineage,
+            "code_version": training_code_version(),
+            "flow_run_id": str(flow_run.get_id() or ""),
+            "published_at": time.time(),
+            "uri": f"{st.uri}/{run_prefix}",
+        }
+    )
+    data = json.dumps(record.file_content(), indent=2, sort_keys=True).encode()
     st.put_bytes(data, join_key(run_prefix, RUN_RECORD))
-    logger.info("published run %s", record["uri"])
-    return record
+    logger.info("published run %s", record.uri)
+    return record.to_json()
 
 
 @task(name="publish", retries=2, retry_delay_seconds=5)

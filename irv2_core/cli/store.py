@@ -13,7 +13,8 @@ def _run_pull(args: argparse.Namespace) -> int:
 
     root_uri, run_key = split_run_uri(args.uri)
     record = pull_run(open_store(root_uri, args.endpoint_url), run_key, Path(args.dest))
-    print(json.dumps({k: record.get(k) for k in ("run_id", "metrics", "checkpoint")}, indent=2))
+    shown = record.model_dump(mode="json", include={"run_id", "metrics", "checkpoint"})
+    print(json.dumps(shown, indent=2))
     print(f"pulled into {args.dest}")
     return 0
 

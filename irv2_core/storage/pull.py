@@ -8,11 +8,12 @@ The folder it fills works as a run folder: ``irv2 evaluate --ckpt DEST/final.ckp
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
 
 from irv2_core.errors import Irv2Error
+from irv2_core.lineage import RunRecord
 from irv2_core.runtime.io import atomic_write_bytes
 from irv2_core.storage.layout import MINDRECORD, RUN_RECORD
 from irv2_core.storage.publish import COMMIT_MARKER, fetch_committed, read_commit
@@ -21,19 +22,22 @@ from irv2_core.storage.store import ObjectStore, join_key
 __all__ = ["find_conversion", "pull_run", "read_run_record", "split_run_uri"]
 
 
-def read_run_record(root: ObjectStore, run_key: str) -> tuple[dict[str, Any], bytes]:
+def read_run_record(root: ObjectStore, run_key: str) -> tuple[RunRecord, bytes]:
     """The ``run.json`` of the run at *run_key*, parsed and raw. Raises Irv2Error when the run
-    is not completely published."""
+    is not completely published or its run.json is not one."""
     data = root.get_bytes(join_key(run_key, RUN_RECORD))
     if data is None or read_commit(root, run_key) is None:
         raise Irv2Error(
             f"{root.uri}/{run_key} is not a completely published run (no {RUN_RECORD} or commit "
             "marker): give the URI of a run that finished, e.g. s3://bucket/prefix/runs/run-…"
         )
-    return json.loads(data), data
+    try:
+        return RunRecord.model_validate_json(data), data
+    except ValidationError as exc:
+        raise Irv2Error(f"{root.uri}/{run_key}/{RUN_RECORD} is not a run record: {exc}") from None
 
 
-def pull_run(root: ObjectStore, run_key: str, dest: Path) -> dict[str, Any]:
+def pull_run(root: ObjectStore, run_key: str, dest: Path) -> RunRecord:
     """Fetch the run at *run_key* (``runs/<run-id>`` under the store *root*) into *dest*;
     return its ``run.json``. Raises Irv2Error when the run is not completely published."""
     record, data = read_run_record(root, run_key)
@@ -41,8 +45,8 @@ def pull_run(root: ObjectStore, run_key: str, dest: Path) -> dict[str, Any]:
     for sub in ("eval", "report"):
         if read_commit(root, join_key(run_key, sub)) is not None:
             fetch_committed(root, join_key(run_key, sub), dest if sub == "eval" else dest / sub)
-    for export in record.get("exports", []):  # each with its input contract (<file>.json)
-        fetch_committed(root, str(Path(export["key"]).parent), dest / "exports")
+    for export in record.exports:  # each with its input contract (<file>.json)
+        fetch_committed(root, str(Path(export.key).parent), dest / "exports")
     atomic_write_bytes(dest / RUN_RECORD, data)
     return record
 

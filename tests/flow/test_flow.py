@@ -412,8 +412,14 @@ def _publish_like_the_flow(run_dir: Path, mindrecord: Path, root: str, endpoint:
     publish_files(st, run_prefix(run_id), run_files(run_dir), {"digest": "test"})
     publish_files(st, eval_prefix(run_id), {"eval.json": run_dir / "eval.json"}, {"digest": "e"})
     ckpt_sha = sha256_file(run_dir / "final.ckpt")
-    record = {"run_id": run_id, "mindrecord_fingerprint": conversion["fingerprint"],
-              "checkpoint": {"sha256": ckpt_sha}, "exports": []}  # fmt: skip
+    # a run.json as written before runs named their conversion by address: found by fingerprint
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    record = {"run_id": run_id, "source": "s3://b/p", "source_fingerprint": "listing",
+              "mindrecord_fingerprint": conversion["fingerprint"], "config": {},
+              "checkpoint": {"key": f"{run_prefix(run_id)}/final.ckpt", "sha256": ckpt_sha},
+              "exports": [], "metrics": {k: evaluation[k] for k in ("top1", "top5", "count")},
+              "code_version": "test", "published_at": 0.0,
+              "uri": f"{root}/{run_prefix(run_id)}"}  # fmt: skip
     st.put_bytes(json.dumps(record).encode(), f"{run_prefix(run_id)}/run.json")
     return f"{root}/{run_prefix(run_id)}"
 

@@ -23,6 +23,8 @@ LAYERS = {
     "errors": 0,
     "runtime": 0,
     "records": 0,
+    "contracts": 0,
+    "lineage": 0,
     "storage": 1,
     "models": 2,
     "config": 3,

@@ -1,0 +1,110 @@
+"""Typed records of what the flow publishes and returns beyond the stage records: a published
+run's ``run.json`` (:class:`RunRecord`), the model in service (:class:`ServiceRecord`) and the
+flow's own result (:class:`FlowSummary`). Like ``irv2_core.records``, only pydantic and the
+standard library are imported here, so any layer may use them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from irv2_core.records import Address, EvalRecord, Item, Record, StageTiming
+
+__all__ = [
+    "LINEAGE_RECORDS",
+    "ExportCheck",
+    "ExportRef",
+    "FileRef",
+    "FlowSummary",
+    "Promotion",
+    "RunMetrics",
+    "RunRecord",
+    "ServiceRecord",
+]
+
+
+class FileRef(Item):
+    """One published file: its key under the store root and its sha256."""
+
+    key: str
+    sha256: str | None = None
+
+
+class ExportRef(FileRef):
+    format: str = Field(description="MINDIR, ONNX or AIR")
+
+
+class RunMetrics(Item):
+    top1: float
+    top5: float
+    count: int
+
+
+class RunRecord(Record):
+    """``runs/<run-id>/run.json``: a published run's lineage, written last (it completes the
+    run). Read back by reruns, ``irv2 pull`` and ``irv2 store show``."""
+
+    run_id: str
+    source: str = Field(description="the flow's `source`")
+    source_fingerprint: str = Field(description="the staged data's (`data_fingerprint`)")
+    mindrecord_fingerprint: str
+    mindrecord: Address | None = Field(
+        default=None, description="where the conversion it trained on is published"
+    )
+    config: dict[str, Any] = Field(description="the resolved config")
+    checkpoint: FileRef = Field(description="`final.ckpt`")
+    exports: list[ExportRef] = Field(default_factory=list)
+    metrics: RunMetrics
+    resumed_from_step: int = 0
+    code_version: str = Field(description="`training_code_version()` of the code that trained")
+    flow_run_id: str = Field(default="", description="the Prefect flow run that published it")
+    published_at: float = Field(description="Unix time")
+    uri: str = Field(description="`<output_uri>/runs/<run-id>`")
+
+
+class ServiceRecord(Record):
+    """``models/<deployment>/current.json``: the model in service for a deployment."""
+
+    run_id: str
+    run_uri: str = Field(description="the published run (or its folder, without a store)")
+    eval: EvalRecord = Field(description="its evaluation, the baseline of the next candidate")
+    flow_run_id: str = ""
+    promoted_at: float | None = Field(default=None, description="Unix time")
+
+
+class Promotion(Item):
+    promoted: bool
+    reason: str = Field(description="one sentence: the rule's verdict")
+    deployment: str
+
+
+class ExportCheck(Item):
+    format: str
+    path: str
+    verified_with: str
+    max_abs_diff: float | None = None
+
+
+class FlowSummary(Item):
+    """What ``train-eval-export`` returns (its result in the UI; ``irv2 demo`` prints it)."""
+
+    top1: float
+    top5: float
+    exports: list[str] = Field(description="the export files")
+    report: str = Field(description="report.md")
+    report_html: str
+    data_fingerprint: str
+    mindrecord_fingerprint: str
+    export_checks: list[ExportCheck]
+    run_dir: str
+    checkpoint: str = Field(description="`final.ckpt`")
+    global_step: int
+    resumed_from_step: int
+    run_uri: str | None = Field(description="the published run (null without `output_uri`)")
+    timings: dict[str, StageTiming]
+    promotion: Promotion
+
+
+LINEAGE_RECORDS = (RunRecord, ServiceRecord, FlowSummary)
