@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,22 @@ from irv2_core.report.tables import (
 from irv2_core.runtime.io import atomic_write_text, read_json
 
 
+@dataclass
+class _Facts:
+    """What the report is made of: the run folder's files and the pipeline's facts."""
+
+    run_dir: Path
+    info: Any  # PipelineFacts, with the baseline given to build_report
+    ev: EvalFacts
+    names: list[str]
+    num_classes: int | None
+    image_size: int | None
+    with_reference: bool
+    train: pd.DataFrame
+    evals: pd.DataFrame
+    summary: dict[str, Any]
+
+
 def build_report(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -68,6 +85,33 @@ def build_report(
         raise Irv2Error(f"run folder not found: {run_dir} (pass the folder `irv2 train` wrote)")
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
+    facts = _gather(run_dir, extra, baseline, baseline_label)
+    tables, compared = _tables(facts)
+    csv_paths = []
+    for name, frame in tables.items():
+        target = out / f"{name}.csv"
+        atomic_write_text(target, frame.to_csv(index=False))
+        csv_paths.append(str(target))
+    ev, names = facts.ev, facts.names
+    plots = {
+        "accuracy": plot_accuracy(facts.evals, facts.with_reference, out),
+        "confusion": plot_confusion(ev.confusion, names, out) if ev.confusion else None,
+        "strip": plot_misclassified(ev, names, out),
+        "loss_lr": plot_loss_lr(facts.train, out),
+    }
+    sections = _sections(facts, tables, compared, plots)
+    md_path = atomic_write_text(out / "report.md", render_markdown(sections))
+    html_path = atomic_write_text(out / "report.html", render_html(sections))
+    return ReportRecord(
+        markdown=str(md_path),
+        html=str(html_path),
+        csv=csv_paths,
+        plots=[str(p) for p in plots.values() if p is not None],
+        tables={k: json.loads(v.to_json(orient="records")) for k, v in tables.items()},
+    )
+
+
+def _gather(run_dir: Path, extra, baseline, baseline_label) -> _Facts:
     info = load_extra(run_dir, extra)
     if baseline is not None:
         info.baseline = validate_inputs(
@@ -76,21 +120,34 @@ def build_report(
     if baseline_label is not None:
         info.baseline_label = baseline_label
     train, evals = load_metrics(run_dir)
-    summary = (
-        read_json(run_dir / "train_summary.json")
-        if (run_dir / "train_summary.json").exists()
-        else {}
-    )
+    summary_file = run_dir / "train_summary.json"
     ev = info.evaluation or EvalFacts()
     image_size = ev.image_size or read_config(run_dir).get("image_size")
     num_classes = count_classes(run_dir, ev)
-    with_reference = reference_applies(num_classes, image_size)
-    names = class_names_of(ev, len(ev.confusion) if ev.confusion else (num_classes or 0))
+    return _Facts(
+        run_dir=run_dir,
+        info=info,
+        ev=ev,
+        names=class_names_of(ev, len(ev.confusion) if ev.confusion else (num_classes or 0)),
+        num_classes=num_classes,
+        image_size=image_size,
+        with_reference=reference_applies(num_classes, image_size),
+        train=train,
+        evals=evals,
+        summary=read_json(summary_file) if summary_file.exists() else {},
+    )
+
+
+def _tables(f: _Facts) -> tuple[dict[str, pd.DataFrame], str]:
+    """Every table of the report (each also a CSV), and the comparison's sentence."""
+    ev, names, info = f.ev, f.names, f.info
     per_class = per_class_table(ev.confusion, names) if ev.confusion else pd.DataFrame()
     pairs = confused_pairs(ev.confusion, names) if ev.confusion else pd.DataFrame()
     deltas, changes, compared = comparison_rows(ev, info.baseline, info.baseline_label)
+    # the summary's eval dict duplicates the evaluations table
+    training = {k: v for k, v in f.summary.items() if k != "eval"}
     tables = {
-        "final_metrics": metrics_table(ev, with_reference),
+        "final_metrics": metrics_table(ev, f.with_reference),
         "comparison": deltas,
         "per_class_changes": changes,
         "per_class": per_class,
@@ -98,29 +155,27 @@ def build_report(
         "misclassified": misclassified_table(ev, names),
         "exports": exports_table(info.exports),
         "timings": timings_table(info.timings),
-        # the summary's eval dict duplicates the evaluations table
-        "training": pd.DataFrame([{k: v for k, v in summary.items() if k != "eval"}])
-        if summary
-        else pd.DataFrame(),
-        "evaluations": evals.round(4),
-        "steps": train,
-        "config": config_table(run_dir),
+        "training": pd.DataFrame([training]) if f.summary else pd.DataFrame(),
+        "evaluations": f.evals.round(4),
+        "steps": f.train,
+        "config": config_table(f.run_dir),
     }
-    csv_paths = []
-    for name, frame in tables.items():
-        target = out / f"{name}.csv"
-        atomic_write_text(target, frame.to_csv(index=False))
-        csv_paths.append(str(target))
-    accuracy = plot_accuracy(evals, with_reference, out)
-    confusion = plot_confusion(ev.confusion, names, out) if ev.confusion else None
-    strip = plot_misclassified(ev, names, out)
-    loss_lr = plot_loss_lr(train, out)
-    no_matrix = "The evaluation holds no confusion matrix (an older eval.json): re-run evaluate."
-    shown, note = shown_classes(per_class) if len(per_class) else (per_class, no_matrix)
-    sections: list[Section] = [
+    return tables, compared
+
+
+_NO_MATRIX = "The evaluation holds no confusion matrix (an older eval.json): re-run evaluate."
+
+
+def _sections(f: _Facts, tables, compared: str, plots: dict[str, Any]) -> list[Section]:
+    ev, deltas, changes = f.ev, tables["comparison"], tables["per_class_changes"]
+    per_class = tables["per_class"]
+    shown, note = shown_classes(per_class) if len(per_class) else (per_class, _NO_MATRIX)
+    accuracy, confusion, strip, loss_lr = (plots[k] for k in ("accuracy", "confusion",
+                                                             "strip", "loss_lr"))  # fmt: skip
+    return [
         (
             "Final metrics",
-            [tables["final_metrics"], reference_text(ev, num_classes, image_size)],
+            [tables["final_metrics"], reference_text(ev, f.num_classes, f.image_size)],
         ),
         (
             "Against the previous accepted model",
@@ -130,27 +185,17 @@ def build_report(
         ),
         ("Accuracy per epoch", [accuracy] if accuracy else ["(no evaluation during training)"]),
         ("Per-class precision and recall", [b for b in (note, shown) if len(b)]),
-        ("Most-confused pairs", [pairs] if ev.confusion else [no_matrix]),
-        ("Confusion matrix", [confusion] if confusion else [no_matrix]),
+        ("Most-confused pairs", [tables["confused_pairs"]] if ev.confusion else [_NO_MATRIX]),
+        ("Confusion matrix", [confusion] if confusion else [_NO_MATRIX]),
         (
             "Misclassified validation images",
             ([strip] if strip else []) + [tables["misclassified"]],
         ),
         ("Training loss and learning rate", [loss_lr] if loss_lr else ["(no training steps)"]),
         ("Exports", [tables["exports"]]),
-        ("Data fingerprint", [info.data_fingerprint or "(unknown)"]),
+        ("Data fingerprint", [f.info.data_fingerprint or "(unknown)"]),
         ("Per-stage timings", [tables["timings"]]),
         ("Training summary", [tables["training"]]),
         ("Evaluations", [tables["evaluations"]]),
         ("Resolved config", [tables["config"]]),
     ]
-    plots = [p for p in (accuracy, confusion, strip, loss_lr) if p is not None]
-    md_path = atomic_write_text(out / "report.md", render_markdown(sections))
-    html_path = atomic_write_text(out / "report.html", render_html(sections))
-    return ReportRecord(
-        markdown=str(md_path),
-        html=str(html_path),
-        csv=csv_paths,
-        plots=[str(p) for p in plots],
-        tables={k: json.loads(v.to_json(orient="records")) for k, v in tables.items()},
-    )
