@@ -102,6 +102,14 @@ class _Pipeline:
             source_endpoint_url=params.endpoint_url,
         )
 
+    def mindrecord(self, converted: ConversionRecord) -> dict[str, Any]:
+        """How train and evaluate find the conversion: here, or by its address in the store."""
+        return {
+            "data_dir": converted.out_dir or str(self.work / "mindrecord"),
+            "mindrecord_fingerprint": converted.fingerprint,
+            "data_prefix": _prefix(converted),
+        }
+
     def train(self, converted: ConversionRecord) -> TrainSummary:
         """train on the conversion (named by its address in the store)."""
         params = self.params
@@ -109,16 +117,14 @@ class _Pipeline:
             "train",
             train_task,
             TrainSummary,
-            data_dir=converted.out_dir or str(self.work / "mindrecord"),
-            mindrecord_fingerprint=converted.fingerprint,
             config=self.cfg,
             runs_dir=str(self.work / "runs"),
             launch=params.launch(),
             timeout_s=params.train_timeout_s,
             store=self.store,
-            data_prefix=_prefix(converted),
             node_deployment=params.node_deployment,
             join_timeout_s=params.node_join_timeout_s,
+            **self.mindrecord(converted),
         )
         if trained.run_dir is None or trained.final_checkpoint is None:
             raise RuntimeError(f"the train task returned no run folder or checkpoint: {trained}")
@@ -133,11 +139,9 @@ class _Pipeline:
             "evaluate",
             evaluate_task,
             EvalRecord,
-            data_dir=converted.out_dir or str(self.work / "mindrecord"),
-            mindrecord_fingerprint=converted.fingerprint,
             config=self.cfg,
             out=str(Path(trained.run_dir) / "eval.json"),
-            data_prefix=_prefix(converted),
+            **self.mindrecord(converted),
             **checkpoint,
         )
         options = export_options(converted.num_classes, self.cfg)

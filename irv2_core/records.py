@@ -68,8 +68,9 @@ class Record(BaseModel):
     )
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON-safe dict a task persists and a command prints."""
-        return self.model_dump(mode="json")
+        """The JSON-safe dict a task persists and a command prints (an unpublished record's
+        empty address left out, so it prints as its file reads)."""
+        return self.model_dump(mode="json", exclude={"address"} if self.address is None else None)
 
     def file_content(self) -> dict[str, Any]:
         """The JSON-safe dict the stage writes as its file (without :attr:`FILE_EXCLUDE` and
