@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from irv2_core.config import PRESETS, Config, ConfigError, load_config
 from irv2_core.errors import Irv2Error
 from irv2_core.export import FORMATS, air_needs_ascend
+from irv2_core.promotion.gate import GateRules
 from irv2_core.storage.s3client import check_endpoint_url
 from tasks.nodes import NODE_DEPLOYMENT
 
@@ -30,6 +31,15 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
+GATE_PARAMS = ("alpha", "margin_points", "max_class_drop_points", "min_class_support", "approval")
+
+
+def _gate_field(name: str) -> Any:
+    """A flow parameter ``promote_<name>`` with GateRules' default and description (its range is
+    checked by GateRules itself, in one place)."""
+    rule = GateRules.model_fields[name]
+    return Field(rule.default, description=f"promotion gate: {rule.description}")
+
 
 ExportFormat = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
 
@@ -73,12 +83,14 @@ class FlowParams(BaseModel):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     shards: int = Field(1, ge=1, le=1000)
     train_timeout_s: float | None = Field(None, gt=0)
-    promote_max_top1_drop: float = Field(
-        0.2,
-        ge=0,
-        le=100,
-        description="the new model replaces the one in service unless its top-1 is more than "
-        "this many points below it",
+    # the promotion gate's rules: declared (defaults, ranges, descriptions) in GateRules
+    promote_alpha: float = _gate_field("alpha")
+    promote_margin_points: float = _gate_field("margin_points")
+    promote_max_class_drop_points: float = _gate_field("max_class_drop_points")
+    promote_min_class_support: int = _gate_field("min_class_support")
+    promote_approval: Literal["auto", "always"] = _gate_field("approval")
+    approval_timeout_s: float = Field(
+        3600.0, gt=0, description="seconds a person has to decide in the UI; then: rejected"
     )
     output_uri: str | None = Field(
         None,
@@ -137,11 +149,20 @@ class FlowParams(BaseModel):
     def _unique_formats(cls, value: list[str]) -> list[str]:
         return unique_formats(value)
 
+    def gate_rules(self) -> GateRules:
+        """The promotion gate's rules these parameters set."""
+        return GateRules(**{k: getattr(self, f"promote_{k}") for k in GATE_PARAMS})
+
     @model_validator(mode="after")
     def _consistent(self) -> FlowParams:
         if self.node_rank >= self.num_nodes:
             raise ValueError(f"node_rank ({self.node_rank}) must be < num_nodes ({self.num_nodes})")
         cfg = self.resolve_config()
+        try:
+            self.gate_rules()
+        except ValidationError as err:  # named as the flow's parameters, not GateRules' fields
+            named = (f"promote_{e['loc'][0]}: {e['msg']}" for e in err.errors())
+            raise ValueError("; ".join(named)) from None
         if reason := air_needs_ascend(self.export_formats, cfg.device_target, "the config"):
             raise ValueError(reason)
         return self

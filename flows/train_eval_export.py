@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
 from flows.params import FlowParams, flow_signature, validate_params, with_signature
+from flows.promoting import PromotionSteps
 from flows.stages import Stages
 from irv2_core.export import FORMATS
 from irv2_core.lineage import FlowSummary
@@ -40,7 +41,6 @@ from tasks import (
     stage_task,
     train_task,
 )
-from tasks.promotion import current_model, promote_task
 from tasks.publishing import check_writable_task, publish_run_task
 from tasks.results import result_storage
 
@@ -160,9 +160,11 @@ class _Pipeline:
         return metrics, exports
 
     def finish(self, converted, trained, metrics, exports) -> dict[str, Any] | State:
-        """report, publish run.json, promote; the summary (the state says when not promoted)."""
-        store, run_dir = self.store, trained.run_dir
-        models: StoreRef = store or {"uri": str(self.work)}  # where the model in service is
+        """judge, report, publish run.json, decide (a person when the gate asks), promote; the
+        summary (the state says so when the candidate is not promoted)."""
+        steps = PromotionSteps(self, converted, trained)
+        baseline = steps.baseline(metrics)
+        verdict = steps.judge(metrics, baseline)
         facts = PipelineFacts.model_validate(
             {
                 "evaluation": metrics.to_json(),
@@ -170,17 +172,21 @@ class _Pipeline:
                 "data_fingerprint": self.facts["data_fingerprint"],
                 "mindrecord_fingerprint": converted.fingerprint,
                 "timings": self.run.timings,
-                **_baseline(current_model(models)),
+                "promotion": steps.report_section(verdict),
+                **_baseline(steps.current, baseline),
             }
         )
-        reported = self.run("report", report_task, ReportRecord, run_dir=run_dir, facts=facts,
-                            store=store, run_prefix=_prefix(trained))  # fmt: skip
+        reported = self.run("report", report_task, ReportRecord, run_dir=trained.run_dir,
+                            facts=facts, store=self.store, run_prefix=_prefix(trained))  # fmt: skip
+        decision = steps.decide(verdict)
         run_uri = None
-        if store is not None:
+        if self.store is not None:
             lineage = _lineage(self, converted, trained, metrics, exports)
-            run_uri = publish_run_task(store, _prefix(trained), run_dir, lineage)["uri"]
-        promotion = promote_task(models, Path(run_dir).name, metrics.to_json(),
-                                 run_uri or run_dir, self.params.promote_max_top1_drop)  # fmt: skip
+            lineage["promotion"] = decision.to_json()
+            run_uri = publish_run_task(self.store, _prefix(trained), trained.run_dir, lineage)[
+                "uri"
+            ]
+        promotion = steps.record(decision, metrics, run_uri)
         made = (converted, trained, metrics, exports, reported)
         summary = _summary(self, *made, run_uri, promotion).model_dump(mode="json")
         get_run_logger().info("top-1 %.4f, top-5 %.4f; report %s", metrics.top1, metrics.top5,
@@ -216,11 +222,11 @@ def _summary(pipe, converted, trained, metrics, exports, reported, run_uri, prom
     )
 
 
-def _baseline(current: dict[str, Any] | None) -> dict[str, Any]:
-    """The report's comparison: the model in service, if there is one."""
-    if current is None:
+def _baseline(current: Any, baseline: EvalRecord | None) -> dict[str, Any]:
+    """The report's comparison: the model in service (on the candidate's images), if any."""
+    if current is None or baseline is None:
         return {}
-    return {"baseline": current["eval"], "baseline_label": f"current model ({current['run_id']})"}
+    return {"baseline": baseline.to_json(), "baseline_label": f"current model ({current.run_id})"}
 
 
 def _lineage(pipe, converted, trained, metrics, exports) -> dict[str, Any]:

@@ -29,9 +29,10 @@ from irv2_core.models.ckpt_io import read_checkpoint
 from irv2_core.models.factory import create_model
 from irv2_core.models.protocol import resolve_protocol
 from irv2_core.models.weights import load_into
-from irv2_core.records import EvalMetrics, EvalRecord, Misclassified
+from irv2_core.records import EvalMetrics, EvalRecord, Misclassified, PerImage
+from irv2_core.runtime.arrays import pack_bools, pack_ints
 from irv2_core.runtime.context import setup_context
-from irv2_core.runtime.io import atomic_write_json
+from irv2_core.runtime.io import atomic_write_json, read_json
 
 __all__ = [
     "MAX_MISCLASSIFIED",
@@ -79,6 +80,7 @@ class Predictions:
     labels: np.ndarray  # true class index per image
     preds: np.ndarray  # top-1 class index per image
     confidence: np.ndarray  # softmax probability of the top-1 class per image
+    hit5: np.ndarray  # the true class is among the top 5 (all K when K < 5), per image
 
     def confusion(self, num_classes: int) -> np.ndarray:
         """K x K counts: row = true class, column = predicted class."""
@@ -104,6 +106,7 @@ def predict_split(net, batches, batch_size: int) -> Predictions:
     labels_all: list[np.ndarray] = []
     preds_all: list[np.ndarray] = []
     conf_all: list[np.ndarray] = []
+    hit5_all: list[np.ndarray] = []
     try:
         for images, labels in batches:
             n = len(labels)
@@ -120,6 +123,7 @@ def predict_split(net, batches, batch_size: int) -> Predictions:
             labels_all.append(labels)
             preds_all.append(pred)
             conf_all.append(probs[np.arange(n), pred])
+            hit5_all.append((_ranking(logits)[:, :5] == labels[:, None]).any(axis=1))
     finally:
         net.set_train(was_training)
     count = int(totals["count"])
@@ -132,8 +136,33 @@ def predict_split(net, batches, batch_size: int) -> Predictions:
         count=count,
     )
     return Predictions(
-        metrics, np.concatenate(labels_all), np.concatenate(preds_all), np.concatenate(conf_all)
+        metrics,
+        np.concatenate(labels_all),
+        np.concatenate(preds_all),
+        np.concatenate(conf_all),
+        np.concatenate(hit5_all),
     )
+
+
+def per_image(predictions: Predictions, split_key: str | None) -> PerImage:
+    """Each image's outcome as the record keeps it (compact: packed bits, int32 labels)."""
+    return PerImage(
+        split_key=split_key,
+        count=len(predictions.labels),
+        labels=pack_ints(predictions.labels),
+        top1=pack_bools(predictions.preds == predictions.labels),
+        top5=pack_bools(predictions.hit5),
+    )
+
+
+def split_key(data_dir: str | Path, split: str) -> str | None:
+    """The identity of *split*'s images and their order: its MindRecord conversion's fingerprint
+    with the split's name (None for a folder without ``conversion.json``)."""
+    path = Path(data_dir) / "conversion.json"
+    if not path.is_file():
+        return None
+    fingerprint = read_json(path).get("fingerprint")
+    return f"{fingerprint}:{split}" if fingerprint else None
 
 
 def evaluate_network(net, batches, batch_size: int) -> EvalMetrics:
@@ -274,6 +303,7 @@ def evaluate(
         classes=names,
         confusion=predictions.confusion(num_classes).tolist(),
         misclassified=misclassified_samples(data_dir, split, predictions),
+        per_image=per_image(predictions, split_key(data_dir, split)),
     )
     if out is not None:
         atomic_write_json(out, result.file_content())

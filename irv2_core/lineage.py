@@ -21,6 +21,7 @@ __all__ = [
     "Promotion",
     "RunMetrics",
     "RunRecord",
+    "ServiceEntry",
     "ServiceRecord",
 ]
 
@@ -58,25 +59,54 @@ class RunRecord(Record):
     exports: list[ExportRef] = Field(default_factory=list)
     metrics: RunMetrics
     resumed_from_step: int = 0
+    promotion: dict[str, Any] | None = Field(
+        default=None, description="the decision: outcome, decided_by, reason and the gate's numbers"
+    )
     code_version: str = Field(description="`training_code_version()` of the code that trained")
     flow_run_id: str = Field(default="", description="the Prefect flow run that published it")
     published_at: float = Field(description="Unix time")
     uri: str = Field(description="`<output_uri>/runs/<run-id>`")
 
 
-class ServiceRecord(Record):
-    """``models/<deployment>/current.json``: the model in service for a deployment."""
+class ServiceEntry(Record):
+    """One model's time in service: the run, its evaluation and checkpoint, and the decision."""
 
     run_id: str
     run_uri: str = Field(description="the published run (or its folder, without a store)")
     eval: EvalRecord = Field(description="its evaluation, the baseline of the next candidate")
+    checkpoint: FileRef | None = Field(
+        default=None, description="its `final.ckpt` (key in the store, or the local path)"
+    )
     flow_run_id: str = ""
     promoted_at: float | None = Field(default=None, description="Unix time")
+    decision: str = Field(default="promote", description="`promote`, `approve` or `rollback`")
+    decided_by: str = Field(default="rule", description="`rule`, or who approved or rolled back")
+    reason: str = Field(default="", description="the gate's sentence, or the person's comment")
+
+
+class ServiceRecord(ServiceEntry):
+    """``models/<deployment>/current.json``: the model in service, with every earlier one."""
+
+    history: list[ServiceEntry] = Field(
+        default_factory=list, description="the models in service before, newest first"
+    )
+
+    def change(self) -> ServiceEntry:
+        """This record as a history entry (its per-image outcomes left out: they are only the
+        baseline of the model in service)."""
+        entry = ServiceEntry.model_validate(self.model_dump(exclude={"history"}))
+        entry.eval = entry.eval.model_copy(update={"per_image": None})
+        return entry
+
+    def find(self, run_id: str) -> ServiceEntry | None:
+        """The newest history entry of *run_id*, if any."""
+        return next((e for e in self.history if e.run_id == run_id), None)
 
 
 class Promotion(Item):
     promoted: bool
-    reason: str = Field(description="one sentence: the rule's verdict")
+    outcome: str = Field(description="`promote`, `approve` or `reject`")
+    reason: str = Field(description="the gate's sentence, or the person's comment")
     deployment: str
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "EvalRecord",
     "ExportRecord",
     "Misclassified",
+    "PerImage",
     "PipelineFacts",
     "Record",
     "ReportRecord",
@@ -210,6 +211,20 @@ class Misclassified(Item):
     )
 
 
+class PerImage(Item):
+    """Each image's outcome, in the split's order: what a paired comparison of two models on the
+    same images needs. Arrays are base64 (bits packed with numpy's ``packbits``; labels int32)."""
+
+    split_key: str | None = Field(
+        description="identity of the images and their order (MindRecord fingerprint + split); "
+        "two evaluations compare only when it is the same"
+    )
+    count: int
+    labels: str = Field(description="true class per image (base64 int32)")
+    top1: str = Field(description="top-1 right per image (base64 packed bits)")
+    top5: str = Field(description="top-5 right per image (base64 packed bits)")
+
+
 class EvalRecord(Record):
     """What ``evaluate`` returns and writes to ``--out`` (the flow: ``RUN_DIR/eval.json``)."""
 
@@ -230,6 +245,9 @@ class EvalRecord(Record):
     )
     misclassified: list[Misclassified] = Field(
         default_factory=list, description="a few misclassified images, most confident first"
+    )
+    per_image: PerImage | None = Field(
+        default=None, description="each image's outcome (null in files of older releases)"
     )
 
 
@@ -330,6 +348,9 @@ class PipelineFacts(Record):
     )
     baseline_label: str | None = Field(
         default=None, description="what `baseline` is (e.g. its run id), shown in the report"
+    )
+    promotion: str | None = Field(
+        default=None, description="the promotion gate's verdict (Markdown), shown in the report"
     )
 
 

@@ -1,22 +1,43 @@
-"""Prefect task for the promotion gate: does the new model replace the one in service?
+"""Prefect tasks for the promotion gate: read the model in service, judge the candidate, ask a
+person when the gate cannot decide, and record the decision.
 
-The rule and the record live in ``irv2_core.promotion``; this task applies them for the flow's
-deployment and writes the new current-model record only when the candidate is promoted (with a
-conditional write, so a run that lost a race never overwrites a newer decision).
+The rules and the record live in ``irv2_core.promotion``. The approval is a pause of the flow run
+(``pause_flow_run`` with a typed input): the Prefect UI shows the comparison above a form
+(approve, comment, reviewer); the run resumes with what was entered, or is rejected when no one
+decides within the timeout. Every change to the model in service is a conditional write against
+the version the decision was made on, so two approvals racing give one decision.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
+from prefect.states import Running
 
-from irv2_core.promotion import Decision, decide, promote, read_current
+from irv2_core.lineage import ServiceRecord
+from irv2_core.promotion import GateRules, Verdict, decide, promote, read_current
+from irv2_core.promotion.render import verdict_markdown
 from irv2_core.records import EvalRecord
 from irv2_core.storage.publish import StoreRef, open_ref
 
-__all__ = ["deployment_name", "promote_task", "current_model"]
+__all__ = [
+    "Approval",
+    "current_model",
+    "deployment_name",
+    "gate_task",
+    "promote_task",
+    "request_approval",
+]
+
+_NOW = {"cache_policy": NO_CACHE, "persist_result": False}  # always the store as it is now
 
 
 def deployment_name() -> str:
@@ -24,29 +45,67 @@ def deployment_name() -> str:
     return deployment.name or "default"
 
 
-@task(name="current-model", retries=2, retry_delay_seconds=5)
-def current_model(models: StoreRef) -> dict[str, Any] | None:
-    """The record of the model in service for this deployment, or None (the report's baseline;
-    the promote task reads it again, conditionally)."""
-    return read_current(open_ref(models), deployment_name())[0]
+@task(name="current-model", retries=2, retry_delay_seconds=5, **_NOW)
+def current_model(models: StoreRef) -> tuple[ServiceRecord | None, str | None]:
+    """The model in service for this deployment and the record's version (None, None: none)."""
+    return read_current(open_ref(models), deployment_name())
 
 
-@task(name="promote")
-def promote_task(
-    models: StoreRef, run_id: str, evaluation: dict[str, Any], run_uri: str, max_top1_drop: float
-) -> dict[str, Any]:
-    """Promote the run *run_id* (its *evaluation*) unless it is worse than the current model by
-    more than *max_top1_drop* top-1 points; return ``{promoted, reason, deployment}``."""
+@task(name="gate", **_NOW)
+def gate_task(
+    candidate: EvalRecord, run_id: str, current: EvalRecord | None, current_run: str | None,
+    rules: GateRules,
+) -> Verdict:  # fmt: skip
+    """The gate's verdict on the candidate (see ``irv2_core.promotion.gate``)."""
+    verdict = decide(candidate, run_id, current, current_run, rules)
+    get_run_logger().info("gate: %s (%s)", verdict.outcome, verdict.reason)
+    return verdict
+
+
+class Approval(RunInput):
+    """What a person enters in the Prefect UI to decide a candidate."""
+
+    approve: bool = False
+    comment: str = ""
+    reviewer: str = ""
+
+
+def request_approval(verdict: Verdict, run_id: str, timeout_s: float) -> tuple[str, str, str]:
+    """Pause this flow run until a person approves or rejects *run_id* in the UI; returns
+    ``(outcome, decided_by, reason)``. Called from the flow (a pause is the flow's, not a
+    task's). No decision within *timeout_s*: rejected, and the run goes on to record that."""
     logger = get_run_logger()
-    store, name = open_ref(models), deployment_name()
-    current, version = read_current(store, name)
-    candidate = EvalRecord.model_validate(evaluation)
-    decision = decide(candidate, run_id, current, max_top1_drop)
-    is_new = current is None or current.get("run_id") != run_id
-    if decision.promoted and is_new:
-        record = {"run_id": run_id, "run_uri": run_uri, "eval": candidate.to_json(),
-                  "flow_run_id": str(flow_run.get_id() or "")}  # fmt: skip
-        if promote(store, name, record, version) is None:
-            decision = Decision(False, "not promoted: the current model changed during this run")
-    (logger.info if decision.promoted else logger.warning)("%s: %s", name, decision.reason)
-    return {"promoted": decision.promoted, "reason": decision.reason, "deployment": name}
+    form = Approval.with_initial_data(description=verdict_markdown(verdict, run_id))
+    logger.warning("promotion of %s needs a decision in the UI within %g s", run_id, timeout_s)
+    poll_s = min(10.0, max(1.0, timeout_s / 20))
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=math.ceil(timeout_s),
+                                poll_interval=poll_s)  # fmt: skip
+    except FlowPauseTimeout:
+        # the server would fail any later state of an expired pause ("... and never resumed"):
+        # the run is set running again, so it can record the rejection and end as it should
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run.get_id(), Running(message="no decision in time"),
+                                      force=True)  # fmt: skip
+        return "reject", "timeout", f"no decision within {timeout_s:g} s: not promoted"
+    who = answer.reviewer.strip() or "a person in the Prefect UI"
+    comment = answer.comment.strip() or "(no comment)"
+    return ("approve" if answer.approve else "reject"), who, comment
+
+
+@task(name="promote", retries=2, retry_delay_seconds=5, **_NOW)
+def promote_task(
+    models: StoreRef, record: ServiceRecord, version: str | None, outcome: str, reason: str
+) -> dict[str, Any]:
+    """Put *record* in service when *outcome* is promote or approve, only if the record is
+    still *version*; return ``{promoted, outcome, reason, deployment}``."""
+    logger, name = get_run_logger(), deployment_name()
+    promoted = outcome in ("promote", "approve")
+    current, _ = read_current(open_ref(models), name)
+    if promoted and not (current and current.run_id == record.run_id):
+        record = record.model_copy(update={"flow_run_id": str(flow_run.get_id() or "")})
+        if promote(open_ref(models), name, record, version) is None:
+            promoted, outcome = False, "reject"
+            reason = "not promoted: the model in service changed during this run"
+    (logger.info if promoted else logger.warning)("%s: %s: %s", name, outcome, reason)
+    return {"promoted": promoted, "outcome": outcome, "reason": reason, "deployment": name}

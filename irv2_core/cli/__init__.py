@@ -30,6 +30,7 @@ COMMANDS: dict[str, Command] = {
     "import-weights": ("irv2_core.cli.export", "add_import_weights", "timm weights -> ckpt"),
     "report": ("irv2_core.cli.report", "add_report", "the Markdown/HTML/CSV report of a run"),
     "pull": ("irv2_core.cli.store", "add_pull", "fetch a published run from the object store"),
+    "models": ("irv2_core.cli.models", "add_models", "the model in service: list/show/rollback"),
 }
 
 

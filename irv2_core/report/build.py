@@ -177,6 +177,7 @@ def _sections(f: _Facts, tables, compared: str, plots: dict[str, Any]) -> list[S
             "Final metrics",
             [tables["final_metrics"], reference_text(ev, f.num_classes, f.image_size)],
         ),
+        ("Promotion", [f.info.promotion or "(not decided: a report outside the flow)"]),
         (
             "Against the previous accepted model",
             [compared]

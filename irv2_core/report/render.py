@@ -89,6 +89,8 @@ def render_html(sections: list[Section]) -> str:
                 parts.append(
                     f"<p><img src='{png_data_uri(body)}' alt='{html.escape(body.stem)}'></p>"
                 )
+            elif isinstance(body, str) and "\n" in body:  # a Markdown block: kept as laid out
+                parts.append(f"<pre>{html.escape(body)}</pre>")
             elif isinstance(body, str):
                 parts.append(f"<p>{html.escape(body)}</p>")
             elif body.empty:

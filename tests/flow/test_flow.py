@@ -7,11 +7,8 @@ folder was deleted (convert runs again). 75 px, 3 classes, 6 training steps.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import threading
 import time
 from pathlib import Path
@@ -22,84 +19,27 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
-    FlowRunFilter,
-    FlowRunFilterId,
+)
+from support.flow_runs import (
+    KillTrainingAtCheckpoint,
+    flow_result,
+    flow_tables,
+    publish_like_the_flow,
+    resume_when_paused,
+    task_runs,
 )
 from support.images import write_image_tree
+from support.training import FLOW_SMOKE
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.hold import HELD, HOLD_ENV
+from irv2_core.runtime.hold import HOLD_ENV
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 BUCKET, PREFIX = "irv2-flow", "flowdata"
-# 3 epochs x 2 steps of 4 images; a checkpoint every epoch; evaluation only at the end.
-FLOW_SMOKE = dict(
-    batch_size=4,
-    epoch_size=3,
-    max_steps_per_epoch=2,
-    drop_rate=0.0,
-    keep_checkpoint_max=1,
-    eval_batch_size=4,
-    eval_every_epochs=0,
-    work_nums=2,
-)
 # One export format here: both (and their verification) are covered by test_export and test_demo
 HEAVY = ("stage", "convert", "train", "evaluate", "export-MINDIR")
 HOLD_STEP = 2  # the first run's training is held, then killed, after this step's checkpoint
-
-
-class KillTrainingAtCheckpoint(threading.Thread):
-    """SIGKILLs the training process group once its training holds after step HOLD_STEP, whose
-    checkpoint is then on disk (IRV2_TEST_HOLD, runtime/hold.py; set by the fixture). The step
-    of ``latest.json`` at the kill (``killed_at_step``) is the checkpoint a retry must resume
-    from."""
-
-    def __init__(self, runs_dir: Path, hold: Path) -> None:
-        super().__init__(daemon=True)
-        self.runs_dir, self.hold = runs_dir, hold
-        self.killed_at_step, self.done = None, threading.Event()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 900
-        while not self.done.is_set() and time.monotonic() < deadline:
-            leader = _training_leader(self.runs_dir)
-            if leader is None or not (self.hold / HELD).exists():
-                time.sleep(0.1)
-                continue
-            with contextlib.suppress(ProcessLookupError):  # else it ended: fail in the test
-                os.killpg(leader, signal.SIGKILL)  # the leader of its own session
-                _wait_gone(leader)
-                latest = next(self.runs_dir.glob("run-*/checkpoints/latest.json"))
-                self.killed_at_step = json.loads(latest.read_text())["step"]
-            return
-
-
-def _training_leader(runs_dir: Path) -> int | None:
-    """The pid of the training process group leader whose run folder is under *runs_dir*."""
-    under = f"{runs_dir}{os.sep}".encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            pid = int(proc.name)
-            ours = b"train" in argv and any(a.startswith(under) for a in argv)
-            if ours and b"irv2_core" in argv and os.getpgid(pid) == pid:
-                return pid
-        except OSError:
-            continue
-    return None
-
-
-def _wait_gone(pgid: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
 
 
 def _run_flow(workdir: Path, endpoint: str, **extra):
@@ -114,14 +54,6 @@ def _run_flow(workdir: Path, endpoint: str, **extra):
         **{"export_formats": ["MINDIR"], **extra},
     )
     return state, state.result()
-
-
-def _task_runs(flow_run_id) -> dict[str, object]:
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return {r.name.rsplit("-", 1)[0] if r.name.startswith("train-") else r.name: r for r in runs}
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +124,7 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
         HEAVY, "Completed"
     )
     # the UI's tables (README, "Running it with Prefect"): this run's metrics, exports, timings
-    tables = _tables(first_run["state"].state_details.flow_run_id)
+    tables = flow_tables(first_run["state"].state_details.flow_run_id)
     assert sorted(tables) == ["irv2-exports", "irv2-final-metrics", "irv2-timings"], tables
     metrics = {row["metric"]: row["this run"] for row in tables["irv2-final-metrics"]}
     assert metrics["top1 (%)"] == pytest.approx(summary["top1"] * 100, abs=0.01), metrics
@@ -200,19 +132,6 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
     assert exported == list(zip(["MINDIR"], summary["exports"], strict=True))
     timed = [(row["stage"], row["state"]) for row in tables["irv2-timings"]]
     assert timed == [(stage, "Completed") for stage in HEAVY], timed
-
-
-def _tables(flow_run_id) -> dict[str, list[dict]]:
-    """The report task's table artifacts of one flow run, by key (rows as dicts)."""
-    keys = ["irv2-final-metrics", "irv2-exports", "irv2-timings"]
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=keys),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-            )
-        )
-    return {a.key: json.loads(a.data) if isinstance(a.data, str) else a.data for a in found}
 
 
 def test_killed_training_is_resumed_by_the_retry(first_run):
@@ -226,7 +145,7 @@ def test_killed_training_is_resumed_by_the_retry(first_run):
     assert once == [1] * killed_at, f"training restarted from scratch: {steps}"
     assert set(steps) == {1, 2, 3, 4, 5, 6} and summary["global_step"] == 6
     flow_run_id = first_run["state"].state_details.flow_run_id
-    train_run = _task_runs(flow_run_id)["train"]
+    train_run = task_runs(flow_run_id)["train"]
     assert train_run.run_count == 2  # the killed attempt and the resuming retry
     # README: training retries itself twice, in the task and in what the flow ran
     from tasks.training import train_task
@@ -293,22 +212,33 @@ def test_invalid_parameters_fail_before_staging(prefect_harness, tmp_path):
     assert state.is_failed() and "batch_size" in state.message + str(
         state.result(raise_on_failure=False)
     )
-    assert _task_runs(state.state_details.flow_run_id) == {}
+    assert task_runs(state.state_details.flow_run_id) == {}
     assert not workdir.exists()
 
 
+def _perfect_in_service(first_run) -> dict:
+    """The first run's record of the model in service, as if another run, right on every image
+    the candidate was evaluated on: with one image per class counting, the candidate (wrong on
+    at least one) breaks a class, whatever its accuracy on this CPU."""
+    from irv2_core.runtime.arrays import pack_bools
+
+    assert first_run["summary"]["top1"] < 0.99, "the smoke run must leave room below perfect"
+    in_service = {**json.loads(json.dumps(first_run["current"])), "run_id": "run-in-service"}
+    per_image = in_service["eval"]["per_image"]
+    per_image["top1"] = pack_bools([True] * per_image["count"])
+    in_service["eval"]["top1"] = 1.0
+    return in_service
+
+
 def test_a_worse_model_is_not_promoted_and_the_current_one_stays(first_run, dataset):
-    workdir, summary = first_run["workdir"], first_run["summary"]
+    workdir = first_run["workdir"]
     path = workdir / "models" / "default" / "current.json"
     original = path.read_text()
-    in_service = json.loads(original)
-    assert summary["top1"] < 0.99, "the smoke run must leave room below a perfect model"
-    in_service.update(run_id="run-in-service")
-    in_service["eval"]["top1"] = 1.0  # a model in service that the new one cannot match
+    in_service = _perfect_in_service(first_run)
     path.write_text(json.dumps(in_service))
     try:
-        state, rerun = _run_flow(workdir, dataset)
-        assert state.name == "Not promoted" and "not promoted" in state.message, state
+        state, rerun = _run_flow(workdir, dataset, promote_min_class_support=1)
+        assert state.name == "Not promoted" and "broken" in state.message, state
         assert not rerun["promotion"]["promoted"]
         assert json.loads(path.read_text()) == in_service  # never overwritten
         report = Path(rerun["report"]).read_text()
@@ -320,20 +250,13 @@ def test_a_worse_model_is_not_promoted_and_the_current_one_stays(first_run, data
 # --- rerun one stage of the finished run (flows/rerun.py) ----------------------------------------
 
 
-def _flow_result(state) -> tuple[dict, set[str]]:
-    """The flow's result and the names of the tasks it ran (without Prefect's run suffix)."""
-    return state.result(), {
-        n.rsplit("-", 1)[0] for n in _task_runs(state.state_details.flow_run_id)
-    }
-
-
 def test_re_evaluate_on_another_split_trains_nothing_and_is_cached_again(first_run):
     from flows.rerun import re_evaluate
 
     run_dir = Path(first_run["summary"]["run_dir"])
     ckpt, own_eval = run_dir / "final.ckpt", (run_dir / "eval.json").read_bytes()
     before = ckpt.stat().st_mtime_ns
-    result, tasks = _flow_result(re_evaluate(run=str(run_dir), split="train",
+    result, tasks = flow_result(re_evaluate(run=str(run_dir), split="train",
                                              return_state=True))  # fmt: skip
     assert tasks == {"evaluate"}, tasks  # no stage, convert or train task ran
     assert result["timings"]["evaluate"]["state"] == "Completed"
@@ -356,7 +279,7 @@ def test_re_export_writes_a_verified_export_beside_the_run(first_run):
 
     run_dir, workdir = Path(first_run["summary"]["run_dir"]), first_run["workdir"]
     own = {p: p.stat().st_mtime_ns for p in (workdir / "exports").iterdir()}
-    result, tasks = _flow_result(re_export(run=str(run_dir), export_formats=["ONNX"],
+    result, tasks = flow_result(re_export(run=str(run_dir), export_formats=["ONNX"],
                                            return_state=True))  # fmt: skip
     assert tasks == {"export"}, tasks
     (export,) = result["exports"]
@@ -389,7 +312,7 @@ def test_a_rerun_of_no_finished_run_fails_before_any_task(prefect_harness, tmp_p
     text = str(state.result(raise_on_failure=False))
     assert state.is_failed() and "run: " in text and "is not a folder" in text
     assert "runs/run-<digest>" in text  # how to fix it
-    assert _task_runs(state.state_details.flow_run_id) == {}
+    assert task_runs(state.state_details.flow_run_id) == {}
     (tmp_path / "half").mkdir()
     with pytest.raises(Irv2Error, match="holds no final.ckpt") as exc:
         re_export(run=str(tmp_path / "half"), export_formats=["GIF"])
@@ -398,39 +321,13 @@ def test_a_rerun_of_no_finished_run_fails_before_any_task(prefect_harness, tmp_p
         re_evaluate(run="s3://bucket/prefix/run-x")
 
 
-def _publish_like_the_flow(run_dir: Path, mindrecord: Path, root: str, endpoint: str) -> str:
-    """Publish the finished run as the flow's tasks do with output_uri; return its URI."""
-    from irv2_core.runtime.io import sha256_file
-    from irv2_core.storage import open_store
-    from irv2_core.storage.layout import convert_prefix, eval_prefix, run_prefix
-    from irv2_core.storage.publish import folder_files, publish_files, run_files
-
-    st, run_id = open_store(root, endpoint), run_dir.name
-    conversion = json.loads((mindrecord / "conversion.json").read_text())
-    meta = {"digest": "test", "record": conversion}
-    publish_files(st, convert_prefix(conversion["fingerprint"]), folder_files(mindrecord), meta)
-    publish_files(st, run_prefix(run_id), run_files(run_dir), {"digest": "test"})
-    publish_files(st, eval_prefix(run_id), {"eval.json": run_dir / "eval.json"}, {"digest": "e"})
-    ckpt_sha = sha256_file(run_dir / "final.ckpt")
-    # a run.json as written before runs named their conversion by address: found by fingerprint
-    evaluation = json.loads((run_dir / "eval.json").read_text())
-    record = {"run_id": run_id, "source": "s3://b/p", "source_fingerprint": "listing",
-              "mindrecord_fingerprint": conversion["fingerprint"], "config": {},
-              "checkpoint": {"key": f"{run_prefix(run_id)}/final.ckpt", "sha256": ckpt_sha},
-              "exports": [], "metrics": {k: evaluation[k] for k in ("top1", "top5", "count")},
-              "code_version": "test", "published_at": 0.0,
-              "uri": f"{root}/{run_prefix(run_id)}"}  # fmt: skip
-    st.put_bytes(json.dumps(record).encode(), f"{run_prefix(run_id)}/run.json")
-    return f"{root}/{run_prefix(run_id)}"
-
-
 def test_reruns_of_a_published_run_are_published_beside_it(first_run, dataset, tmp_path):
     import boto3
 
     from flows.rerun import re_evaluate, re_report
 
     run_dir, workdir = Path(first_run["summary"]["run_dir"]), first_run["workdir"]
-    uri = _publish_like_the_flow(run_dir, workdir / "mindrecord", f"s3://{BUCKET}/out", dataset)
+    uri = publish_like_the_flow(run_dir, workdir / "mindrecord", f"s3://{BUCKET}/out", dataset)
     s3 = boto3.client("s3", endpoint_url=dataset, region_name="us-east-1")
     own_eval = s3.get_object(Bucket=BUCKET, Key=f"out/runs/{run_dir.name}/eval/_COMMITTED.json")
     away = dict(run=uri, endpoint_url=dataset, workdir=str(tmp_path / "other-machine"))
@@ -469,14 +366,13 @@ def test_re_evaluate_on_another_split_of_another_mindrecord_folder(first_run, tm
 def test_a_rejected_model_is_still_published_with_the_given_result_storage(
     first_run, dataset, tmp_path
 ):
-    """README: with output_uri, a model rejected by the promotion gate (promote_max_top1_drop) is
+    """README: with output_uri, a model rejected by the promotion gate (a class broken) is
     still reported and published, the run ends Not promoted and current.json is left as it was;
     task results and cache records go to the result_storage block given."""
     from prefect.filesystems import LocalFileSystem
 
     store, results = tmp_path / "store", tmp_path / "results"
-    in_service = {**first_run["current"], "run_id": "run-in-service"}
-    in_service["eval"] = {**in_service["eval"], "top1": 1.0}  # the new model is >= 1 point worse
+    in_service = _perfect_in_service(first_run)
     current = store / "models" / "default" / "current.json"
     current.parent.mkdir(parents=True)
     current.write_text(json.dumps(in_service))
@@ -487,7 +383,7 @@ def test_a_rejected_model_is_still_published_with_the_given_result_storage(
         output_uri=str(store),
         export_formats=["MINDIR"],
         result_storage="local-file-system/irv2-flow-test-results",
-        promote_max_top1_drop=0.5,
+        promote_min_class_support=1,
     )
     run_id = Path(rerun["run_dir"]).name
     markers = [f"runs/{run_id}/_COMMITTED.json", f"runs/{run_id}/run.json",
@@ -495,7 +391,7 @@ def test_a_rejected_model_is_still_published_with_the_given_result_storage(
                f"exports/{run_id}/mindir/_COMMITTED.json"]  # fmt: skip
     seen = {
         "state": state.name,
-        "allowed drop": "allowed drop 0.5" in (state.message or ""),
+        "a class broken": "broken" in (state.message or ""),
         "current": json.loads(current.read_text()),
         "published": [m for m in markers if (store / m).is_file()],
         "run_uri": rerun["run_uri"],
@@ -504,7 +400,7 @@ def test_a_rejected_model_is_still_published_with_the_given_result_storage(
     }
     assert seen == {
         "state": "Not promoted",
-        "allowed drop": True,
+        "a class broken": True,
         "current": in_service,
         "published": markers,
         "run_uri": f"{store}/runs/{run_id}",
@@ -512,3 +408,50 @@ def test_a_rejected_model_is_still_published_with_the_given_result_storage(
         "results under output_uri/prefect": False,
     }, state.message
     assert "current model (run-in-service)" in Path(rerun["report"]).read_text()
+
+
+# --- a person decides in the Prefect UI when the gate asks -----------------------------------
+
+
+def _asked(first_run, tmp_path) -> tuple[Path, dict]:
+    """A store whose model in service is the first run's, as another run: the same outcome on
+    every image, so the gate would promote; with promote_approval=always it asks."""
+    store = tmp_path / "store"
+    in_service = {**json.loads(json.dumps(first_run["current"])), "run_id": "run-in-service"}
+    current = store / "models" / "default" / "current.json"
+    current.parent.mkdir(parents=True)
+    current.write_text(json.dumps(in_service))
+    return store, in_service
+
+
+def test_a_run_that_asks_is_promoted_when_a_person_approves(first_run, dataset, tmp_path):
+    store, in_service = _asked(first_run, tmp_path)
+    done = threading.Event()
+    answer = {"approve": True, "comment": "checked the confusions", "reviewer": "ana"}
+    resumer = resume_when_paused(time.time() - 5, answer, done)
+    try:
+        state, rerun = _run_flow(first_run["workdir"], dataset, output_uri=str(store),
+                                 promote_approval="always", approval_timeout_s=120)  # fmt: skip
+    finally:
+        done.set()
+    resumer.join(timeout=30)
+    current = json.loads((store / "models" / "default" / "current.json").read_text())
+    run_id = Path(rerun["run_dir"]).name
+    assert state.is_completed() and state.name != "Not promoted", state
+    assert rerun["promotion"]["promoted"] and rerun["promotion"]["outcome"] == "approve"
+    assert (current["run_id"], current["decided_by"], current["reason"]) == (
+        run_id, "ana", "checked the confusions")  # fmt: skip
+    assert current["history"][0]["run_id"] == "run-in-service"
+    run_json = json.loads((store / "runs" / run_id / "run.json").read_text())
+    assert run_json["promotion"]["gate"]["outcome"] == "ask"
+    assert run_json["promotion"]["decided_by"] == "ana"
+
+
+def test_a_run_left_alone_past_its_approval_timeout_is_not_promoted(first_run, dataset, tmp_path):
+    store, in_service = _asked(first_run, tmp_path)
+    state, rerun = _run_flow(first_run["workdir"], dataset, output_uri=str(store),
+                             promote_approval="always", approval_timeout_s=3)  # fmt: skip
+    current = json.loads((store / "models" / "default" / "current.json").read_text())
+    assert state.name == "Not promoted" and "no decision within 3 s" in state.message, state
+    assert current == in_service  # never overwritten
+    assert rerun["promotion"]["outcome"] == "reject"

@@ -27,7 +27,7 @@ import boto3
 import pytest
 from support.images import write_image_tree
 from support.seaweedfs import OTHER_S3_CREDENTIALS
-from test_flow import FLOW_SMOKE
+from support.training import FLOW_SMOKE
 
 from irv2_core.runtime.hold import HELD, HOLD_ENV
 

@@ -21,7 +21,7 @@ from prefect.states import Cancelling
 from support.images import write_image_tree
 from support.prefect_server import client_env
 from support.processes import kill_process_group, start_serve, tail, wait_for
-from test_flow import FLOW_SMOKE
+from support.training import FLOW_SMOKE
 
 from irv2_core.runtime.hold import HELD, HOLD_ENV
 

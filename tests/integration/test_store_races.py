@@ -17,12 +17,20 @@ from pathlib import Path
 import pytest
 
 from irv2_core.errors import Irv2Error
+from irv2_core.lineage import ServiceRecord
 from irv2_core.promotion import promote, read_current
+from irv2_core.records import EvalRecord
 from irv2_core.storage import open_store
 from irv2_core.storage.lease import LeaseHeld, LeaseLost, StoreLease
 from irv2_core.storage.mirror import Mirror
 
 TRIALS, WORKERS = 20, 4
+
+
+def _in_service(run_id: str) -> ServiceRecord:
+    evaluation = EvalRecord(top1=0.5, top5=1.0, loss=1.0, count=4, protocol="zoo",
+                            checkpoint="final.ckpt", image_size=75)  # fmt: skip
+    return ServiceRecord(run_id=run_id, run_uri=f"runs/{run_id}", eval=evaluation)
 
 
 @pytest.fixture(params=["folder", "s3"])
@@ -47,7 +55,7 @@ def _take_stale_lease(store, trial: int, me: str, seen: list) -> bool:
 def _promote(store, trial: int, me: str, seen: list) -> bool:
     """Promote over the current model every worker saw before the start (a later reader that
     finds the winner's record and promotes over it is no race: each has its own gate)."""
-    return promote(store, f"t{trial}", {"run_id": me}, seen[trial]) is not None
+    return promote(store, f"t{trial}", _in_service(me), seen[trial]) is not None
 
 
 def _racer(uri, endpoint, what, me, seen, barrier, results) -> None:
@@ -93,11 +101,12 @@ def test_of_workers_taking_over_one_stale_lease_exactly_one_wins(store_uri):
 def test_of_concurrent_promotions_exactly_one_wins(store_uri):
     uri, endpoint = store_uri
     store = open_store(uri, endpoint)
-    seen = [promote(store, f"t{t}", {"run_id": "old"}, None).version for t in range(TRIALS)]
+    seen = [promote(store, f"t{t}", _in_service("old"), None).version for t in range(TRIALS)]
     winners = _race(uri, endpoint, "promote", seen)
     assert all(len(w) == 1 for w in winners.values()), winners
     for trial, (winner,) in winners.items():
-        assert read_current(store, f"t{trial}")[0]["run_id"] == winner
+        in_service = read_current(store, f"t{trial}")[0]
+        assert in_service.run_id == winner and in_service.history[0].run_id == "old"
 
 
 def test_a_folder_keys_versions_never_repeat(tmp_path):

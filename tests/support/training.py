@@ -37,6 +37,20 @@ SMOKE = dict(
 )
 
 
+# The flow tests' recipe: 3 epochs x 2 steps of 4 images; a checkpoint every epoch; evaluation
+# only at the end.
+FLOW_SMOKE = dict(
+    batch_size=4,
+    epoch_size=3,
+    max_steps_per_epoch=2,
+    drop_rate=0.0,
+    keep_checkpoint_max=1,
+    eval_batch_size=4,
+    eval_every_epochs=0,
+    work_nums=2,
+)
+
+
 def smoke_args() -> list[str]:
     """The same settings as ``irv2`` command-line options."""
     sets = [f"{k}={v}" for k, v in SMOKE.items()]

@@ -1,61 +1,204 @@
-"""The promotion gate: when a new model replaces the one in service, and that it never overwrites
-a model it should not."""
+"""The promotion gate: a paired comparison on the same images (McNemar's exact test, a paired
+bootstrap interval, per-class recall), its three outcomes, and the record of the model in
+service with its history and rollback, changed only through a conditional write."""
 
 from __future__ import annotations
 
-from irv2_core.promotion import decide, promote, read_current
-from irv2_core.records import EvalRecord
+import json
+import math
+
+import numpy as np
+import pytest
+
+from irv2_core.errors import Irv2Error
+from irv2_core.lineage import ServiceRecord
+from irv2_core.promotion import GateRules, decide, promote, read_current, rollback
+from irv2_core.promotion.stats import Paired, mcnemar_exact, paired_bootstrap
+from irv2_core.records import EvalRecord, PerImage
+from irv2_core.runtime.arrays import pack_bools, pack_ints
 from irv2_core.storage.store import LocalStore
 
-
-def _eval(top1: float) -> EvalRecord:
-    return EvalRecord(
-        top1=top1, top5=1.0, loss=0.5, count=400, protocol="zoo", checkpoint="c", image_size=75
-    )
+RULES = GateRules()
 
 
-def _current(top1: float, run_id: str = "run-old") -> dict:
-    return {"run_id": run_id, "eval": _eval(top1).to_json()}
+def _eval(right: np.ndarray, labels: np.ndarray, split_key: str | None = "mr:val") -> EvalRecord:
+    n = len(labels)
+    per_image = PerImage(split_key=split_key, count=n, labels=pack_ints(labels),
+                         top1=pack_bools(right), top5=pack_bools(np.ones(n)))  # fmt: skip
+    return EvalRecord(top1=float(np.mean(right)), top5=1.0, loss=0.5, count=n, protocol="zoo",
+                      checkpoint="c", image_size=75,
+                      classes=[f"c{i}" for i in range(int(labels.max()) + 1)],
+                      per_image=per_image)  # fmt: skip
 
 
-def test_the_first_model_and_the_same_run_are_promoted():
-    assert decide(_eval(0.5), "run-a", None, 0.2).promoted
-    assert decide(_eval(0.5), "run-old", _current(0.9), 0.2).promoted  # already current
+def _pair(n: int, base_acc: float, flips_up: int, flips_down: int, classes: int = 10, seed=0):
+    """Baseline right on ~base_acc of n images; the candidate fixes *flips_up* of its errors and
+    breaks *flips_down* of its right answers."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    base = rng.random(n) < base_acc
+    cand = base.copy()
+    cand[rng.choice(np.flatnonzero(~base), flips_up, replace=False)] = True
+    cand[rng.choice(np.flatnonzero(base), flips_down, replace=False)] = False
+    return _eval(cand, labels), _eval(base, labels)
 
 
-def test_a_drop_within_the_allowance_is_promoted_and_beyond_it_is_not():
-    assert decide(_eval(0.9185), "run-new", _current(0.92), 0.2).promoted  # -0.15 points
-    rejected = decide(_eval(0.9175), "run-new", _current(0.92), 0.2)  # -0.25 points
-    assert not rejected.promoted
-    assert "not promoted" in rejected.reason and "run-old stays current" in rejected.reason
-    assert "-0.25 points" in rejected.reason
+def _decide(pair: tuple[EvalRecord, EvalRecord], rules: GateRules = RULES):
+    candidate, baseline = pair
+    return decide(candidate, "new", baseline, "old", rules)
 
 
-def test_promotion_is_a_conditional_write(tmp_path):
+def _binom_two_sided(b: int, c: int) -> float:
+    n, k = b + c, min(b, c)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+@pytest.mark.parametrize("b,c", [(0, 6), (3, 3), (10, 0), (7, 19), (40, 61), (0, 0)])
+def test_mcnemar_exact_is_the_two_sided_binomial_tail(b, c):
+    expected = 1.0 if b + c == 0 else _binom_two_sided(b, c)
+    assert mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9)
+    assert mcnemar_exact(c, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_mcnemar_holds_for_an_imagenet_sized_split():
+    assert 0 < mcnemar_exact(2400, 2600) < 0.01 < mcnemar_exact(2480, 2520) <= 1
+
+
+def test_the_bootstrap_interval_is_reproducible_and_covers_the_difference():
+    cand, base = _pair(2000, 0.8, 60, 20)
+    from irv2_core.promotion.gate import _paired
+
+    paired = _paired(cand, base)
+    low, high = paired_bootstrap(paired, 1000)
+    assert (low, high) == paired_bootstrap(paired, 1000)  # a fixed seed
+    assert low < paired.delta_top1 < high and high - low < 0.03
+    narrow = Paired(np.tile(paired.candidate, 4), np.tile(paired.baseline, 4),
+                    np.tile(paired.labels, 4))  # fmt: skip
+    n_low, n_high = paired_bootstrap(narrow, 1000)
+    assert n_high - n_low < (high - low) * 0.7  # four times the images: about half the width
+
+
+def test_significantly_better_is_promoted():
+    verdict = _decide(_pair(2000, 0.8, 60, 10), RULES)
+    assert verdict.outcome == "promote" and "significantly better" in verdict.reason
+    assert verdict.comparison.candidate_only == 60 and verdict.comparison.baseline_only == 10
+
+
+def test_significantly_worse_is_rejected_and_a_small_drop_on_many_images_passes():
+    worse = _decide(_pair(2000, 0.8, 10, 60), RULES)
+    assert worse.outcome == "reject" and "significantly worse" in worse.reason
+    # 0.1 point down on 20,000 images: the interval stays above -0.5 points
+    near = _decide(_pair(20000, 0.8, 180, 200, seed=1), RULES)
+    assert near.outcome == "promote" and "within 0.5 points" in near.reason
+
+
+def test_too_few_images_to_tell_asks_a_person():
+    verdict = _decide(_pair(200, 0.8, 3, 5), RULES)
+    assert verdict.outcome == "ask" and "inconclusive" in verdict.reason
+
+
+def test_a_broken_class_is_rejected_even_when_top1_improves():
+    n, rng = 4000, np.random.default_rng(3)
+    labels = rng.integers(0, 10, n)
+    base = rng.random(n) < 0.8
+    cand = base | (rng.random(n) < 0.5)  # much better overall...
+    cand[labels == 7] = False  # ...but class 7 is gone
+    verdict = decide(_eval(cand, labels), "new", _eval(base, labels), "old", RULES)
+    assert verdict.outcome == "reject" and "class 'c7' broken" in verdict.reason
+    assert verdict.comparison.broken_classes[0].name == "c7"
+
+
+def test_approval_always_asks_but_never_for_a_reject():
+    always = RULES.model_copy(update={"approval": "always"})
+    assert _decide(_pair(2000, 0.8, 60, 10), always).outcome == "ask"
+    assert _decide(_pair(2000, 0.8, 10, 60), always).outcome == "reject"
+
+
+def test_no_model_the_same_model_and_other_images():
+    cand, base = _pair(500, 0.8, 5, 5)
+    assert decide(cand, "new", None, None, RULES).outcome == "promote"
+    assert decide(cand, "new", None, "new", RULES).outcome == "promote"
+    other = base.model_copy(update={"per_image": base.per_image.model_copy(
+        update={"split_key": "another:val"})})  # fmt: skip
+    assert decide(cand, "new", other, "old", RULES).outcome == "ask"  # never across splits
+
+
+def test_out_of_range_rules_are_refused():
+    with pytest.raises(ValueError, match="alpha"):
+        GateRules(alpha=0.9)
+    with pytest.raises(ValueError, match="min_class_support"):
+        GateRules(min_class_support=0)
+
+
+def _in_service(run_id: str, top1: float = 0.9) -> ServiceRecord:
+    right = np.arange(100) < top1 * 100
+    return ServiceRecord(run_id=run_id, run_uri=f"u/{run_id}",
+                         eval=_eval(right, np.arange(100) % 4))  # fmt: skip
+
+
+def test_promotion_is_a_conditional_write_that_keeps_the_history(tmp_path):
     store = LocalStore(tmp_path)
     assert read_current(store, "nightly") == (None, None)
-    assert promote(store, "nightly", _current(0.9, "run-1"), None) is not None
+    assert promote(store, "nightly", _in_service("run-1"), None) is not None
     record, version = read_current(store, "nightly")
-    assert record["run_id"] == "run-1"
-    assert promote(store, "nightly", _current(0.8, "run-2"), None) is None  # it exists now
-    assert promote(store, "nightly", _current(0.95, "run-3"), version) is not None
-    stale = promote(store, "nightly", _current(0.99, "run-4"), version)  # another run won
-    assert stale is None and read_current(store, "nightly")[0]["run_id"] == "run-3"
+    assert record.run_id == "run-1" and record.history == []
+    assert promote(store, "nightly", _in_service("run-2"), None) is None  # it exists now
+    assert promote(store, "nightly", _in_service("run-3"), version) is not None
+    stale = promote(store, "nightly", _in_service("run-4"), version)  # another run won
+    current = read_current(store, "nightly")[0]
+    assert stale is None and current.run_id == "run-3"
+    assert [e.run_id for e in current.history] == ["run-1"]
+    assert current.history[0].eval.per_image is None  # only the model in service keeps them
 
 
-def test_the_promote_task_leaves_current_json_alone_when_the_gate_rejects(tmp_path):
+def test_rollback_puts_an_earlier_model_back(tmp_path):
+    store = LocalStore(tmp_path)
+    with pytest.raises(Irv2Error, match="no earlier model"):
+        rollback(store, "d")
+    version = None
+    for run in ("run-1", "run-2", "run-3"):
+        promote(store, "d", _in_service(run), version)
+        version = read_current(store, "d")[1]
+    back = rollback(store, "d", by="ana")
+    assert back.run_id == "run-2" and back.decision == "rollback" and back.decided_by == "ana"
+    assert [e.run_id for e in back.history] == ["run-3", "run-2", "run-1"]
+    assert rollback(store, "d", "run-1").run_id == "run-1"
+    with pytest.raises(Irv2Error, match="run-9 is not in the history"):
+        rollback(store, "d", "run-9")
+
+
+def test_the_promote_task_leaves_current_json_alone_when_not_promoted(tmp_path):
     """The task writes ``current.json`` only for a promoted candidate: a rejected one leaves the
-    record byte for byte as it was, and a better one replaces it."""
+    record byte for byte as it was, and an approved one replaces it."""
     from prefect.logging import disable_run_logger
 
     from tasks.promotion import promote_task
 
     store, models = LocalStore(tmp_path), {"uri": str(tmp_path)}
-    promote(store, "default", _current(0.92, "run-old"), None)  # outside a deployment: "default"
-    before = (tmp_path / "models" / "default" / "current.json").read_bytes()
+    promote(store, "default", _in_service("run-old"), None)  # outside a deployment: "default"
+    path = tmp_path / "models" / "default" / "current.json"
+    before, version = path.read_bytes(), read_current(store, "default")[1]
     with disable_run_logger():
-        worse = promote_task.fn(models, "run-new", _eval(0.9175).to_json(), "u", 0.2)
-        assert not worse["promoted"] and "run-old stays current" in worse["reason"]
-        assert (tmp_path / "models" / "default" / "current.json").read_bytes() == before
-        better = promote_task.fn(models, "run-best", _eval(0.95).to_json(), "u", 0.2)
-    assert better["promoted"] and read_current(store, "default")[0]["run_id"] == "run-best"
+        worse = promote_task.fn(models, _in_service("run-new"), version, "reject", "worse")
+        assert not worse["promoted"] and path.read_bytes() == before
+        ok = promote_task.fn(models, _in_service("run-best"), version, "approve", "looks good")
+        again = promote_task.fn(models, _in_service("run-other"), version, "approve", "late")
+    assert ok["promoted"] and read_current(store, "default")[0].run_id == "run-best"
+    assert not again["promoted"] and "changed during this run" in again["reason"]
+
+
+def test_the_models_command_lists_shows_and_rolls_back(tmp_path, capsys):
+    from irv2_core.cli import main
+
+    store = LocalStore(tmp_path)
+    promote(store, "nightly", _in_service("run-1"), None)
+    promote(store, "nightly", _in_service("run-2"), read_current(store, "nightly")[1])
+    assert main(["models", "--store", str(tmp_path), "list"]) == 0
+    assert "nightly\trun-2\ttop-1 0.9000\tpromote by rule" in capsys.readouterr().out
+    assert main(["models", "--store", str(tmp_path), "rollback", "nightly", "--by", "ana"]) == 0
+    assert "run-1 is in service again" in capsys.readouterr().out
+    assert main(["models", "--store", str(tmp_path), "show", "nightly"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["run_id"], shown["decided_by"], shown["decision"]) == ("run-1", "ana", "rollback")
+    assert "per_image" not in shown["eval"]
+    assert main(["models", "--store", str(tmp_path), "show", "nope"]) == 2
