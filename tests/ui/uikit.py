@@ -29,10 +29,12 @@ FLOW_NAME = "train-eval-export"
 DEPLOYMENT = "ui"
 
 
-def run_deployment(env: dict[str, str]) -> str:
-    """``prefect deployment run train-eval-export/ui``; the flow-run id it prints."""
+def run_deployment(env: dict[str, str], **params: Any) -> str:
+    """``prefect deployment run train-eval-export/ui [-p key=value ...]``; the flow-run id it
+    prints."""
+    given = [arg for key, value in params.items() for arg in ("-p", f"{key}={value}")]
     done = subprocess.run(
-        [venv_tool("prefect"), "deployment", "run", f"{FLOW_NAME}/{DEPLOYMENT}"],
+        [venv_tool("prefect"), "deployment", "run", f"{FLOW_NAME}/{DEPLOYMENT}", *given],
         env=env,
         capture_output=True,
         text=True,
