@@ -14,6 +14,7 @@ COMMANDS: dict[str, core_cli.Command] = {
     **core_cli.COMMANDS,
     "demo": ("flows.demo", "add_demo", "run the whole flow locally on a small real image set"),
     "serve": ("flows.serve", "add_serve", "serve the Prefect deployments from this process"),
+    "notify": ("flows.notify", "add_notify", "tell a webhook when a run needs a person"),
 }
 
 

@@ -17,6 +17,7 @@ from prefect.schedules import Cron
 
 from deployments import PREFECT_YAML, load_deployment_specs
 from flows.rerun import re_evaluate, re_export, re_report
+from flows.rollback import rollback_model
 from flows.train_eval_export import train_eval_export
 from flows.train_node import train_node
 
@@ -37,6 +38,7 @@ FLOWS = {
     "rerun.py:re_evaluate": re_evaluate,
     "rerun.py:re_export": re_export,
     "rerun.py:re_report": re_report,
+    "rollback.py:rollback_model": rollback_model,
 }
 
 

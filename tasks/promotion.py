@@ -23,7 +23,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Running
 
 from irv2_core.lineage import ServiceRecord
-from irv2_core.promotion import GateRules, Verdict, decide, promote, read_current
+from irv2_core.promotion import GateRules, Verdict, decide, promote, read_current, rollback
 from irv2_core.promotion.render import verdict_markdown
 from irv2_core.records import EvalRecord
 from irv2_core.storage.publish import StoreRef, open_ref
@@ -35,6 +35,7 @@ __all__ = [
     "gate_task",
     "promote_task",
     "request_approval",
+    "rollback_task",
 ]
 
 _NOW = {"cache_policy": NO_CACHE, "persist_result": False}  # always the store as it is now
@@ -109,3 +110,11 @@ def promote_task(
             reason = "not promoted: the model in service changed during this run"
     (logger.info if promoted else logger.warning)("%s: %s: %s", name, outcome, reason)
     return {"promoted": promoted, "outcome": outcome, "reason": reason, "deployment": name}
+
+
+@task(name="rollback", retries=2, retry_delay_seconds=5, **_NOW)
+def rollback_task(models: StoreRef, name: str, to_run: str | None, by: str) -> dict[str, Any]:
+    """Put an earlier model of deployment *name* back in service; its new record as JSON."""
+    record = rollback(open_ref(models), name, to_run, by=by)
+    get_run_logger().warning("%s: %s is in service again (%s)", name, record.run_id, record.reason)
+    return record.model_dump(mode="json", exclude={"eval": {"per_image"}})

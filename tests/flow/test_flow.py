@@ -8,6 +8,7 @@ folder was deleted (convert runs again). 75 px, 3 classes, 6 training steps.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -27,8 +28,10 @@ from support.flow_runs import (
     publish_like_the_flow,
     resume_when_paused,
     task_runs,
+    webhook_receiver,
 )
 from support.images import write_image_tree
+from support.processes import wait_for
 from support.training import FLOW_SMOKE
 
 from irv2_core.errors import Irv2Error
@@ -448,9 +451,24 @@ def test_a_run_that_asks_is_promoted_when_a_person_approves(first_run, dataset, 
 
 
 def test_a_run_left_alone_past_its_approval_timeout_is_not_promoted(first_run, dataset, tmp_path):
+    """...and the shipped notifications (deployments/promotion-notifications.yaml, installed as
+    `irv2 notify URL` does) tell a webhook that it asked, and that it was not promoted."""
+    from flows.notify import install_notifications
+
     store, in_service = _asked(first_run, tmp_path)
-    state, rerun = _run_flow(first_run["workdir"], dataset, output_uri=str(store),
-                             promote_approval="always", approval_timeout_s=3)  # fmt: skip
+    with webhook_receiver() as (url, received):
+        automation = install_notifications(url, name=f"irv2-test-{os.getpid()}")
+        try:
+            state, rerun = _run_flow(first_run["workdir"], dataset, output_uri=str(store),
+                                     promote_approval="always", approval_timeout_s=3)  # fmt: skip
+            wait_for("two notifications", lambda: len(received) >= 2, 120, every_s=0.5)
+        finally:
+            with get_client(sync_client=True) as client:
+                client.delete_automation(automation)
+    subjects = sorted(r["subject"] for r in received)
+    assert any(s.endswith("is Paused") for s in subjects), received
+    assert any(s.endswith("is Not promoted") for s in subjects), received
+    assert any("no decision within 3 s" in r["body"] for r in received), received
     current = json.loads((store / "models" / "default" / "current.json").read_text())
     assert state.name == "Not promoted" and "no decision within 3 s" in state.message, state
     assert current == in_service  # never overwritten

@@ -11,6 +11,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
@@ -35,6 +37,7 @@ __all__ = [
     "task_runs",
     "training_leader",
     "wait_gone",
+    "webhook_receiver",
 ]
 
 
@@ -166,3 +169,26 @@ def resume_when_paused(after: float, answer: dict, done: threading.Event) -> thr
     thread = threading.Thread(target=contextvars.copy_context().run, args=(resume,), daemon=True)
     thread.start()
     return thread
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict]]]:
+    """A local HTTP endpoint that records the JSON of every POST: ``(url, received)``."""
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(json.loads(body or b"{}"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", received
+    finally:
+        server.shutdown()

@@ -33,9 +33,11 @@ def test_invalid_parameters_name_the_field(tmp_path):
 def test_deployments_file_defines_the_deployments():
     specs = load_deployment_specs()
     names = ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "evaluate", "export",
-             "report", "process"]  # fmt: skip
+             "report", "rollback", "process"]  # fmt: skip
     assert [s["name"] for s in specs] == names
     node_spec = specs.pop()  # train-node/process: one node of a multi-node job
+    rollback = specs.pop()  # rollback: an earlier model back in service
+    assert rollback in served(load_deployment_specs(), named=False)
     assert node_spec["entrypoint"] == "flows/train_node.py:train_node"
     assert node_spec not in served(load_deployment_specs(), named=False)
     reruns = specs[-3:]  # re-evaluate/evaluate, re-export/export, re-report/report
@@ -45,6 +47,7 @@ def test_deployments_file_defines_the_deployments():
     deployments = {d.name: d for d in build_deployments(specs)}
     assert {n: deployments[n].flow_name for n in ("evaluate", "export", "report")} == {
         "evaluate": "re-evaluate", "export": "re-export", "report": "re-report"}  # fmt: skip
+    assert build_deployments([rollback])[0].flow_name == "rollback"
     assert deployments["nightly-retrain"].schedules[0].schedule.cron == "0 2 * * *"
     # one run of a deployment at a time: a second (schedule or manual) queues
     assert all(d.concurrency_limit == 1 for d in deployments.values())

@@ -202,3 +202,16 @@ def test_the_models_command_lists_shows_and_rolls_back(tmp_path, capsys):
     assert (shown["run_id"], shown["decided_by"], shown["decision"]) == ("run-1", "ana", "rollback")
     assert "per_image" not in shown["eval"]
     assert main(["models", "--store", str(tmp_path), "show", "nope"]) == 2
+
+
+def test_the_rollback_flow_puts_the_previous_model_back(tmp_path, prefect_harness):
+    from flows.rollback import rollback_model
+
+    store = LocalStore(tmp_path)
+    promote(store, "nightly", _in_service("run-1"), None)
+    promote(store, "nightly", _in_service("run-2"), read_current(store, "nightly")[1])
+    result = rollback_model(deployment="nightly", workdir=str(tmp_path), by="on call")
+    assert (result["run_id"], result["decided_by"]) == ("run-1", "on call")
+    assert read_current(store, "nightly")[0].run_id == "run-1"
+    with pytest.raises(Irv2Error, match="run-9 is not in the history"):
+        rollback_model(deployment="nightly", to_run="run-9", workdir=str(tmp_path))
