@@ -250,6 +250,25 @@ def test_a_worse_model_is_not_promoted_and_the_current_one_stays(first_run, data
         path.write_text(original)  # the module's workdir again holds the first run's model
 
 
+def test_a_model_in_service_without_per_image_results_is_evaluated_again(first_run, dataset):
+    """A record of the model in service from an older release (no per-image outcomes) is never
+    guessed at: its checkpoint is evaluated on the candidate's images first, then compared."""
+    workdir = first_run["workdir"]
+    path = workdir / "models" / "default" / "current.json"
+    original = path.read_text()
+    older = {**json.loads(original), "run_id": "run-older-release"}
+    del older["eval"]["per_image"]
+    path.write_text(json.dumps(older))
+    try:
+        state, rerun = _run_flow(workdir, dataset)
+        assert rerun["timings"]["evaluate-in-service"]["state"] == "Completed"
+        # the same weights under another name: no image differs, so it is not worse
+        assert rerun["promotion"]["outcome"] == "promote", rerun["promotion"]
+        assert "within 0.5 points" in rerun["promotion"]["reason"]
+    finally:
+        path.write_text(original)
+
+
 # --- rerun one stage of the finished run (flows/rerun.py) ----------------------------------------
 
 
