@@ -64,3 +64,15 @@ def test_demo_settings_pass_the_flow_validation(tmp_path):
     params = validate_params(source=str(tmp_path), preset=DEMO_PRESET, device_target="CPU")
     cfg = params.resolve_config()
     assert cfg.image_size == 75 and cfg.device_target == "CPU" and cfg.amp_level == "O0"
+
+
+def test_promotion_thresholds_out_of_range_fail_naming_the_parameter(tmp_path):
+    with pytest.raises(Irv2Error) as exc:
+        validate_params(source="s3://b/p", promote_alpha=0.7, promote_min_class_support=0)
+    text = str(exc.value)
+    assert "promote_alpha: Input should be less than 0.5" in text
+    assert "promote_min_class_support:" in text
+    with pytest.raises(Irv2Error, match="promote_approval"):
+        validate_params(source="s3://b/p", promote_approval="sometimes")
+    ok = validate_params(source="s3://b/p", promote_margin_points=1.0, promote_approval="always")
+    assert ok.gate_rules().margin_points == 1.0 and ok.gate_rules().approval == "always"
