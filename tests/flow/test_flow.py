@@ -450,7 +450,7 @@ def test_a_run_that_asks_is_promoted_when_a_person_approves(first_run, dataset, 
     store, in_service = _asked(first_run, tmp_path)
     done = threading.Event()
     answer = {"approve": True, "comment": "checked the confusions", "reviewer": "ana"}
-    resumer = resume_when_paused(time.time() - 5, answer, done)
+    resumer = resume_when_paused(str(store), answer, done)
     try:
         state, rerun = _run_flow(first_run["workdir"], dataset, output_uri=str(store),
                                  promote_approval="always", approval_timeout_s=120)  # fmt: skip

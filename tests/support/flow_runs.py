@@ -146,9 +146,10 @@ def publish_like_the_flow(run_dir: Path, mindrecord: Path, root: str, endpoint: 
     return f"{root}/{run_prefix(run_id)}"
 
 
-def resume_when_paused(after: float, answer: dict, done: threading.Event) -> threading.Thread:
-    """A thread that resumes the first train-eval-export run paused after *after* with *answer*
-    (what the UI's Resume form posts)."""
+def resume_when_paused(output_uri: str, answer: dict, done: threading.Event) -> threading.Thread:
+    """A thread that resumes the paused train-eval-export run whose ``output_uri`` parameter is
+    *output_uri* (one test's own: other tests may pause runs on the same server) with *answer*,
+    what the UI's Resume form posts."""
     from prefect.flow_runs import resume_flow_run
 
     def resume() -> None:
@@ -158,7 +159,7 @@ def resume_when_paused(after: float, answer: dict, done: threading.Event) -> thr
         while not done.is_set():
             with get_client(sync_client=True) as client:
                 runs = [r for r in client.read_flow_runs(flow_run_filter=paused)
-                        if r.created and r.created.timestamp() >= after]  # fmt: skip
+                        if (r.parameters or {}).get("output_uri") == output_uri]  # fmt: skip
             if runs:
                 resume_flow_run(runs[0].id, run_input=answer)
                 return
