@@ -17,6 +17,7 @@ from typing import Any
 
 from flows.rerun_params import RerunParams
 from irv2_core.config import load_config
+from irv2_core.data.local_copy import conversion_fingerprint
 from irv2_core.errors import Irv2Error
 from irv2_core.lineage import RunRecord
 from irv2_core.report import PIPELINE_FILE
@@ -87,7 +88,7 @@ def eval_data(run: FinishedRun, data: str | None, workdir: str) -> tuple[str, st
     when given, else the conversion the run trained on."""
     if data is not None:
         folder = Path(data).expanduser().resolve()
-        return str(folder), read_json(folder / "conversion.json")["fingerprint"], None
+        return str(folder), conversion_fingerprint(folder), None
     if run.record is not None:  # published: the store's conversion with the run's fingerprint
         fingerprint = run.record.mindrecord_fingerprint
         prefix = conversion_prefix_task(run.store, run.record)
@@ -97,11 +98,14 @@ def eval_data(run: FinishedRun, data: str | None, workdir: str) -> tuple[str, st
                 f"(the data {run.run_id} trained on); pass data=<a MindRecord folder>"
             )
         folder = Path(workdir).expanduser().resolve() / "mindrecord"
-        if _fingerprint(folder) not in (None, fingerprint):  # another conversion lives there
+        if conversion_fingerprint(folder) not in (
+            None,
+            fingerprint,
+        ):  # another conversion lives there
             folder = folder.with_name(f"mindrecord-{fingerprint[:12]}")
         return str(folder), fingerprint, prefix
     folder = run.run_dir.parent.parent / "mindrecord"  # the flow's <workdir>/mindrecord
-    found = _fingerprint(folder)
+    found = conversion_fingerprint(folder)
     trained_on = _pipeline(run.run_dir).get("mindrecord_fingerprint")
     if found is None or (trained_on and found != trained_on):
         state = "does not exist" if found is None else "holds another conversion than the run's"
@@ -149,8 +153,3 @@ def _published_facts(run: FinishedRun) -> dict[str, Any]:
 def _pipeline(run_dir: Path) -> dict[str, Any]:
     path = run_dir / PIPELINE_FILE
     return read_json(path) if path.is_file() else {}
-
-
-def _fingerprint(folder: Path) -> str | None:
-    path = folder / "conversion.json"
-    return read_json(path).get("fingerprint") if path.is_file() else None

@@ -24,6 +24,7 @@ import numpy as np
 
 from irv2_core.config import Config, resolve_config
 from irv2_core.data.datasets import create_dataset, dataset_size, mindrecord_files, read_classes
+from irv2_core.data.local_copy import conversion_fingerprint
 from irv2_core.errors import Irv2Error
 from irv2_core.models.ckpt_io import read_checkpoint
 from irv2_core.models.factory import create_model
@@ -32,7 +33,7 @@ from irv2_core.models.weights import load_into
 from irv2_core.records import EvalMetrics, EvalRecord, Misclassified, PerImage
 from irv2_core.runtime.arrays import pack_bools, pack_ints
 from irv2_core.runtime.context import setup_context
-from irv2_core.runtime.io import atomic_write_json, read_json
+from irv2_core.runtime.io import atomic_write_json
 
 __all__ = [
     "MAX_MISCLASSIFIED",
@@ -158,10 +159,7 @@ def per_image(predictions: Predictions, split_key: str | None) -> PerImage:
 def split_key(data_dir: str | Path, split: str) -> str | None:
     """The identity of *split*'s images and their order: its MindRecord conversion's fingerprint
     with the split's name (None for a folder without ``conversion.json``)."""
-    path = Path(data_dir) / "conversion.json"
-    if not path.is_file():
-        return None
-    fingerprint = read_json(path).get("fingerprint")
+    fingerprint = conversion_fingerprint(data_dir)
     return f"{fingerprint}:{split}" if fingerprint else None
 
 

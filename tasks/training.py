@@ -70,15 +70,15 @@ def _train_content(params: dict[str, Any]) -> dict[str, Any]:
 
 def run_dir_for(runs_dir: str | os.PathLike[str], params: dict[str, Any]) -> Path:
     """The run folder of these training inputs: ``RUNS_DIR/run-<12 hex of the content digest>``."""
-    return Path(runs_dir) / f"run-{sha256_json(_train_content(params))[:12]}"
+    return declare_train({**params, "runs_dir": runs_dir}).anchor
 
 
 def declare_train(params: dict[str, Any]) -> StageOutput:
-    """The run folder: keyed on the MindRecord data, the resolved config, the training code and
-    the launch; published under ``runs/<run-id>``. The folder's name is the digest, so it is
-    not part of the local key."""
+    """The run folder ``RUNS_DIR/run-<12 hex of the content digest>``: keyed on the MindRecord
+    data, the resolved config, the training code and the launch; published under
+    ``runs/<run-id>``."""
     content = _train_content(params)
-    run_dir = run_dir_for(params["runs_dir"], params)
+    run_dir = Path(params["runs_dir"]) / f"run-{sha256_json(content)[:12]}"
     return StageOutput("train", content, run_dir, run_prefix(run_dir.name), TrainSummary)
 
 

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from irv2_core.data.convert import RECORD_NAME
 from irv2_core.data.stage import stage
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import read_json
 from irv2_core.storage.publish import ensure_local
 from irv2_core.storage.store import ObjectStore
 
-__all__ = ["ensure_conversion", "ensure_staged"]
+__all__ = ["conversion_fingerprint", "ensure_conversion", "ensure_staged"]
 
 
 def _fingerprint(path: Path) -> str | None:
     return read_json(path).get("fingerprint") if path.is_file() else None
+
+
+def conversion_fingerprint(folder: str | Path) -> str | None:
+    """The fingerprint of the MindRecord conversion in *folder* (None: no conversion.json)."""
+    return _fingerprint(Path(folder) / RECORD_NAME)
 
 
 def ensure_staged(
@@ -40,7 +46,7 @@ def ensure_conversion(
 ) -> Path:
     """*folder* holding the MindRecord conversion *fingerprint*: as it is when its
     conversion.json says so, else fetched (verified) from the store's *prefix*."""
-    if _fingerprint(folder / "conversion.json") == fingerprint:
+    if conversion_fingerprint(folder) == fingerprint:
         return folder
     if store is None or prefix is None:
         raise Irv2Error(f"{folder} does not hold the MindRecord conversion {fingerprint[:12]}")
