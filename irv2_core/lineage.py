@@ -14,6 +14,7 @@ from irv2_core.records import Address, EvalRecord, Item, Record, StageTiming
 
 __all__ = [
     "LINEAGE_RECORDS",
+    "AliasBook",
     "ExportCheck",
     "ExportRef",
     "FileRef",
@@ -79,7 +80,10 @@ class ServiceEntry(Record):
     )
     flow_run_id: str = ""
     promoted_at: float | None = Field(default=None, description="Unix time")
-    decision: str = Field(default="promote", description="`promote`, `approve` or `rollback`")
+    decision: str = Field(
+        default="promote",
+        description="`promote`, `approve`, `rollback`, `manual` (by hand); `reject` (a challenger)",
+    )
     decided_by: str = Field(default="rule", description="`rule`, or who approved or rolled back")
     reason: str = Field(default="", description="the gate's sentence, or the person's comment")
 
@@ -101,6 +105,15 @@ class ServiceRecord(ServiceEntry):
     def find(self, run_id: str) -> ServiceEntry | None:
         """The newest history entry of *run_id*, if any."""
         return next((e for e in self.history if e.run_id == run_id), None)
+
+
+class AliasBook(Record):
+    """``models/<deployment>/aliases.json``: named models of a deployment besides the one in
+    service (which is always ``champion``, the record in ``current.json``)."""
+
+    aliases: dict[str, ServiceEntry] = Field(
+        default_factory=dict, description="alias -> the model it names (`challenger`, ...)"
+    )
 
 
 class Promotion(Item):
@@ -137,4 +150,4 @@ class FlowSummary(Item):
     promotion: Promotion
 
 
-LINEAGE_RECORDS = (RunRecord, ServiceRecord, FlowSummary)
+LINEAGE_RECORDS = (RunRecord, ServiceRecord, AliasBook, FlowSummary)

@@ -1,5 +1,6 @@
-"""``irv2 models list|show|rollback``: the model in service of each deployment, its history, and
-putting an earlier one back (the same conditional write a promotion makes)."""
+"""``irv2 models list|show|alias|serve|rollback``: the model in service of each deployment
+(``champion``), its history and aliases, and putting a named or earlier model in service (the
+same conditional write a promotion makes)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,42 @@ def _run_list(args: argparse.Namespace) -> int:
 
 def _run_show(args: argparse.Namespace) -> int:
     from irv2_core.errors import Irv2Error
-    from irv2_core.promotion import read_current
+    from irv2_core.promotion import CHAMPION, read_current, resolve
 
-    record, _ = read_current(_store(args), args.deployment)
+    store = _store(args)
+    if args.alias == CHAMPION:
+        record = read_current(store, args.deployment)[0]
+    else:
+        record = resolve(store, args.deployment, args.alias)
     if record is None:
-        raise Irv2Error(f"{args.deployment}: no model in service in {args.store}")
+        raise Irv2Error(f"{args.deployment}: {args.alias} names no model in {args.store}")
     shown = record.model_dump(mode="json", exclude={"eval": {"per_image", "misclassified"}})
     print(json.dumps(shown, indent=2))
+    return 0
+
+
+def _run_alias(args: argparse.Namespace) -> int:
+    from irv2_core.errors import Irv2Error
+    from irv2_core.promotion import CHAMPION, read_aliases, read_current, resolve, set_alias
+
+    store, name = _store(args), args.deployment
+    if args.alias is None:
+        current = read_current(store, name)[0]
+        named = {CHAMPION: current} if current else {}
+        for alias, entry in {**named, **read_aliases(store, name)[0].aliases}.items():
+            print(f"{alias}\t{entry.run_id}\t{entry.decision} by {entry.decided_by}")
+        return 0
+    if args.delete:
+        gone = set_alias(store, name, args.alias, None)
+        print(f"{name}: {args.alias} removed" if gone else f"{name}: no alias {args.alias}")
+        return 0
+    if args.target is None:
+        raise Irv2Error("give the run id or alias the alias should name, or --delete")
+    entry = resolve(store, name, args.target)
+    if entry is None:
+        raise Irv2Error(f"{name}: {args.target} is neither an alias nor a run that was in service")
+    set_alias(store, name, args.alias, entry)
+    print(f"{name}: {args.alias} -> {entry.run_id}")
     return 0
 
 
@@ -55,11 +85,19 @@ def _run_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    from irv2_core.promotion import serve
+
+    record = serve(_store(args), args.deployment, args.name, by=args.by)
+    print(f"{args.deployment}: {record.run_id} is in service ({record.reason})")
+    return 0
+
+
 def add_models(subparsers) -> None:
-    """Register ``irv2 models {list,show,rollback}``."""
+    """Register ``irv2 models {list,show,alias,serve,rollback}``."""
     p = subparsers.add_parser(
         "models",
-        help="the model in service per deployment: list, show, rollback",
+        help="the model in service per deployment: list, show, alias, serve, rollback",
         description="Read or change models/<deployment>/current.json in the flow's output_uri "
         "(or its workdir, without one). Rollback puts an earlier model back in service, only if "
         "nothing changed it meanwhile.",
@@ -70,7 +108,23 @@ def add_models(subparsers) -> None:
     verbs.add_parser("list", help="each deployment's model in service").set_defaults(func=_run_list)
     show = verbs.add_parser("show", help="one deployment's record, with its history")
     show.add_argument("deployment")
+    show.add_argument("--alias", default="champion", help="the model it names (default: champion)")
     show.set_defaults(func=_run_show)
+    alias = verbs.add_parser(
+        "alias", help="list a deployment's aliases, or set or remove one",
+        description="champion is the model in service; the flow names its newest candidate not "
+        "put in service challenger; set others (e.g. canary) to any run that was in service.",
+    )  # fmt: skip
+    alias.add_argument("deployment")
+    alias.add_argument("alias", nargs="?", help="the alias to set or remove (none: list them)")
+    alias.add_argument("target", nargs="?", help="the run id or alias it should name")
+    alias.add_argument("--delete", action="store_true", help="remove the alias")
+    alias.set_defaults(func=_run_alias)
+    serve = verbs.add_parser("serve", help="put an alias's model (or an earlier run) in service")
+    serve.add_argument("deployment")
+    serve.add_argument("name", help="an alias (e.g. challenger) or a run of the history")
+    serve.add_argument("--by", default="irv2 models serve", help="who decides (recorded)")
+    serve.set_defaults(func=_run_serve)
     back = verbs.add_parser("rollback", help="put an earlier model back in service")
     back.add_argument("deployment")
     back.add_argument("--to", metavar="RUN_ID", help="a run of the history (default: the last)")

@@ -2,16 +2,29 @@
 
 - ``stats``: McNemar's exact test, the paired bootstrap, per-class recall;
 - ``gate``: the rules (deployment parameters) and the verdict: promote, reject or ask;
-- ``service``: ``models/<deployment>/current.json`` with its history, promotion and rollback
-  through one conditional write.
+- ``service``: ``models/<deployment>/current.json`` with its history, changed through one
+  conditional write;
+- ``aliases``: ``champion``, ``challenger`` and other names for a deployment's models; putting
+  a named or earlier model in service (rollback).
 """
 
 from __future__ import annotations
 
+from irv2_core.promotion.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    read_aliases,
+    resolve,
+    rollback,
+    serve,
+    set_alias,
+)
 from irv2_core.promotion.gate import GateRules, Verdict, comparable, compare, decide, judge
-from irv2_core.promotion.service import current_key, promote, read_current, rollback
+from irv2_core.promotion.service import current_key, promote, read_current
 
 __all__ = [
+    "CHALLENGER",
+    "CHAMPION",
     "GateRules",
     "Verdict",
     "comparable",
@@ -20,6 +33,10 @@ __all__ = [
     "decide",
     "judge",
     "promote",
+    "read_aliases",
     "read_current",
+    "resolve",
     "rollback",
+    "serve",
+    "set_alias",
 ]

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from irv2_core.errors import Irv2Error
-from irv2_core.lineage import ServiceRecord
+from irv2_core.lineage import FileRef, ServiceEntry, ServiceRecord
+from irv2_core.storage.layout import run_prefix
+from irv2_core.storage.pull import read_run_record
+from irv2_core.storage.stamps import file_digest
 from irv2_core.storage.store import ObjectStore, StoredObject
 
-__all__ = ["current_key", "promote", "read_current", "rollback"]
+__all__ = ["checkpoint_of", "current_key", "promote", "read_current"]
 
 
 def current_key(deployment: str) -> str:
@@ -51,27 +55,15 @@ def promote(
     return store.create(data, current_key(deployment), replace=version)
 
 
-def rollback(
-    store: ObjectStore, deployment: str, run_id: str | None = None, by: str = "person"
-) -> ServiceRecord:
-    """Put an earlier model back in service (the previous one, or *run_id* from the history),
-    through the same conditional write; return the new record. Raises Irv2Error when there is
-    nothing to roll back to, or another change came first."""
-    current, version = read_current(store, deployment)
-    if current is None or not current.history:
-        raise Irv2Error(f"{deployment}: no earlier model in the history to roll back to")
-    earlier = current.history[0] if run_id is None else current.find(run_id)
-    if earlier is None:
-        known = ", ".join(c.run_id for c in current.history)
-        raise Irv2Error(f"{deployment}: {run_id} is not in the history (it holds: {known})")
-    record = ServiceRecord.model_validate(
-        {
-            **earlier.model_dump(),
-            "decided_by": by,
-            "decision": "rollback",
-            "reason": f"rolled back from {current.run_id}",
-        }  # fmt: skip
-    )
-    if promote(store, deployment, record, version) is None:
-        raise Irv2Error(f"{deployment}: the model in service changed meanwhile; try again")
-    return read_current(store, deployment)[0]
+def checkpoint_of(store: ObjectStore, entry: ServiceEntry) -> FileRef | None:
+    """The checkpoint of a model in service: the one its record names, or for a record from an
+    older release that names none, the ``final.ckpt`` of its run (as its ``run.json`` in the
+    store names it, or in its run folder without a store); None when that run is gone."""
+    if entry.checkpoint is not None:
+        return entry.checkpoint
+    try:
+        return read_run_record(store, run_prefix(entry.run_id))[0].checkpoint
+    except Irv2Error:
+        pass  # not published there: a run folder of a flow without output_uri
+    path = Path(entry.run_uri) / "final.ckpt"
+    return FileRef(key=str(path), sha256=file_digest(path)) if path.is_file() else None

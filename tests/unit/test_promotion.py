@@ -12,7 +12,17 @@ import pytest
 
 from irv2_core.errors import Irv2Error
 from irv2_core.lineage import ServiceRecord
-from irv2_core.promotion import GateRules, decide, promote, read_current, rollback
+from irv2_core.promotion import (
+    GateRules,
+    decide,
+    promote,
+    read_aliases,
+    read_current,
+    resolve,
+    rollback,
+    serve,
+    set_alias,
+)
 from irv2_core.promotion.stats import Paired, mcnemar_exact, paired_bootstrap
 from irv2_core.records import EvalRecord, PerImage
 from irv2_core.runtime.arrays import pack_bools, pack_ints
@@ -163,7 +173,7 @@ def test_rollback_puts_an_earlier_model_back(tmp_path):
     assert back.run_id == "run-2" and back.decision == "rollback" and back.decided_by == "ana"
     assert [e.run_id for e in back.history] == ["run-3", "run-2", "run-1"]
     assert rollback(store, "d", "run-1").run_id == "run-1"
-    with pytest.raises(Irv2Error, match="run-9 is not in the history"):
+    with pytest.raises(Irv2Error, match="run-9 is neither an alias nor a run"):
         rollback(store, "d", "run-9")
 
 
@@ -181,10 +191,15 @@ def test_the_promote_task_leaves_current_json_alone_when_not_promoted(tmp_path):
     with disable_run_logger():
         worse = promote_task.fn(models, _in_service("run-new"), version, "reject", "worse")
         assert not worse["promoted"] and path.read_bytes() == before
+        challenger = resolve(store, "default", "challenger")
+        assert (challenger.run_id, challenger.decision, challenger.reason) == (
+            "run-new", "reject", "worse")  # fmt: skip
         ok = promote_task.fn(models, _in_service("run-best"), version, "approve", "looks good")
+        assert resolve(store, "default", "challenger") is None  # the newest is in service
         again = promote_task.fn(models, _in_service("run-other"), version, "approve", "late")
     assert ok["promoted"] and read_current(store, "default")[0].run_id == "run-best"
     assert not again["promoted"] and "changed during this run" in again["reason"]
+    assert resolve(store, "default", "challenger").run_id == "run-other"
 
 
 def test_the_models_command_lists_shows_and_rolls_back(tmp_path, capsys):
@@ -202,6 +217,17 @@ def test_the_models_command_lists_shows_and_rolls_back(tmp_path, capsys):
     assert (shown["run_id"], shown["decided_by"], shown["decision"]) == ("run-1", "ana", "rollback")
     assert "per_image" not in shown["eval"]
     assert main(["models", "--store", str(tmp_path), "show", "nope"]) == 2
+    models = ["models", "--store", str(tmp_path)]
+    assert main([*models, "alias", "nightly", "canary", "run-2"]) == 0
+    assert main([*models, "alias", "nightly"]) == 0
+    listed = capsys.readouterr().out
+    assert "champion\trun-1\trollback by ana" in listed and "canary\trun-2" in listed
+    assert main([*models, "show", "nightly", "--alias", "canary"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == "run-2"
+    assert main([*models, "serve", "nightly", "canary", "--by", "bo"]) == 0
+    assert "run-2 is in service" in capsys.readouterr().out
+    assert main([*models, "alias", "nightly", "canary", "--delete"]) == 0
+    assert main([*models, "alias", "nightly", "champion", "run-1"]) == 2  # reserved
 
 
 def test_the_rollback_flow_puts_the_previous_model_back(tmp_path, prefect_harness):
@@ -213,5 +239,74 @@ def test_the_rollback_flow_puts_the_previous_model_back(tmp_path, prefect_harnes
     result = rollback_model(deployment="nightly", workdir=str(tmp_path), by="on call")
     assert (result["run_id"], result["decided_by"]) == ("run-1", "on call")
     assert read_current(store, "nightly")[0].run_id == "run-1"
-    with pytest.raises(Irv2Error, match="run-9 is not in the history"):
+    with pytest.raises(Irv2Error, match="run-9 is neither an alias nor a run"):
         rollback_model(deployment="nightly", to_run="run-9", workdir=str(tmp_path))
+
+
+def test_aliases_name_models_and_champion_is_the_one_in_service(tmp_path):
+    store = LocalStore(tmp_path)
+    promote(store, "d", _in_service("run-1"), None)
+    promote(store, "d", _in_service("run-2"), read_current(store, "d")[1])
+    assert resolve(store, "d", "champion").run_id == "run-2"
+    assert resolve(store, "d", "run-1").run_id == "run-1"  # a run that was in service
+    assert resolve(store, "d", "canary") is None
+    assert set_alias(store, "d", "canary", resolve(store, "d", "run-1")) is None
+    assert resolve(store, "d", "canary").run_id == "run-1"
+    assert resolve(store, "d", "canary").eval.per_image is None  # only the gate's baseline
+    assert set_alias(store, "d", "canary", None).run_id == "run-1"
+    assert set_alias(store, "d", "canary", None) is None
+    assert read_aliases(store, "d")[0].aliases == {}
+    with pytest.raises(Irv2Error, match="always names the model in service"):
+        set_alias(store, "d", "champion", resolve(store, "d", "run-1"))
+    with pytest.raises(Irv2Error, match="lower-case letters"):
+        set_alias(store, "d", "Bad Name", None)
+
+
+def test_concurrent_alias_changes_are_all_kept(tmp_path):
+    """Eight writers set eight aliases at once, ten times over: every one is kept (each change
+    is a conditional write of aliases.json, retried when another came first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = LocalStore(tmp_path)
+    promote(store, "d", _in_service("run-1"), None)
+    entry = resolve(store, "d", "champion")
+    for trial in range(10):
+        names = [f"t{trial}-a{i}" for i in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: set_alias(store, "d", n, entry), names))
+        assert set(names) <= set(read_aliases(store, "d")[0].aliases), trial
+
+
+def test_serve_puts_the_challenger_in_service_and_rollback_an_earlier_model(tmp_path):
+    store = LocalStore(tmp_path)
+    for run in ("run-1", "run-2"):
+        promote(store, "d", _in_service(run), read_current(store, "d")[1])
+    set_alias(store, "d", "challenger", _in_service("run-3"))
+    served = serve(store, "d", "challenger", by="ana")
+    assert (served.run_id, served.decision, served.decided_by) == ("run-3", "manual", "ana")
+    assert "challenger put in service by hand, replacing run-2" in served.reason
+    assert [e.run_id for e in served.history] == ["run-2", "run-1"]
+    with pytest.raises(Irv2Error, match="is already in service"):
+        serve(store, "d", "champion")
+    back = rollback(store, "d", "run-1")
+    assert (back.run_id, back.decision) == ("run-1", "rollback")
+    with pytest.raises(Irv2Error, match=r"known: champion, challenger, run-3, run-2, run-1"):
+        serve(store, "d", "nightly-7")
+
+
+def test_the_checkpoint_of_a_record_from_an_older_release_is_found_through_its_run(tmp_path):
+    """current.json written before records named their checkpoint: the run's final.ckpt (a run
+    folder without a store) is what gets re-evaluated; a run that is gone gives None."""
+    from irv2_core.promotion.service import checkpoint_of
+    from irv2_core.runtime.io import sha256_file
+
+    store = LocalStore(tmp_path / "store")
+    run_dir = tmp_path / "runs" / "run-old"
+    run_dir.mkdir(parents=True)
+    (run_dir / "final.ckpt").write_bytes(b"weights")
+    old = ServiceRecord(run_id="run-old", run_uri=str(run_dir), eval=_in_service("x").eval)
+    found = checkpoint_of(store, old)
+    ckpt = run_dir / "final.ckpt"
+    assert (found.key, found.sha256) == (str(ckpt), sha256_file(ckpt))
+    gone = old.model_copy(update={"run_uri": str(tmp_path / "runs" / "deleted")})
+    assert checkpoint_of(store, gone) is None
