@@ -17,7 +17,13 @@ from irv2_core.promotion.render import verdict_markdown
 from irv2_core.records import ConversionRecord, EvalRecord, TrainSummary
 from irv2_core.storage.layout import rerun_prefix, run_prefix
 from tasks import evaluate_task
-from tasks.promotion import current_model, gate_task, promote_task, request_approval
+from tasks.promotion import (
+    current_model,
+    gate_task,
+    in_service_checkpoint,
+    promote_task,
+    request_approval,
+)
 
 __all__ = ["Decision", "PromotionSteps"]
 
@@ -51,11 +57,14 @@ class PromotionSteps:
         current = self.current
         if current is None or current.run_id == self.run_id:
             return None
-        if comparable(candidate, current.eval) or current.checkpoint is None:
+        if comparable(candidate, current.eval):
+            return current.eval
+        checkpoint = current.checkpoint or in_service_checkpoint(self.models, current)
+        if checkpoint is None:  # its run is gone: the gate asks a person
             return current.eval
         pipe, fingerprint = self.pipe, self.converted.fingerprint
         name = f"evaluate-{pipe.cfg['eval_protocol']}-val-{fingerprint[:8]}"
-        where = {"checkpoint": current.checkpoint.key, "run_prefix": None, "publish_prefix": None}
+        where = {"checkpoint": checkpoint.key, "run_prefix": None, "publish_prefix": None}
         if pipe.store is not None:  # a published run: fetched into <workdir>/runs/<run-id>
             local = pipe.work / "runs" / current.run_id
             where = {"checkpoint": str(local / "final.ckpt"),
@@ -63,7 +72,7 @@ class PromotionSteps:
                      "publish_prefix": rerun_prefix(current.run_id, name)}  # fmt: skip
         return pipe.run("evaluate-in-service", evaluate_task, EvalRecord, config=pipe.cfg,
                         out=str(pipe.work / "in-service" / current.run_id / name / "eval.json"),
-                        checkpoint_sha256=current.checkpoint.sha256, store=pipe.store,
+                        checkpoint_sha256=checkpoint.sha256, store=pipe.store,
                         **pipe.mindrecord(self.converted), **where)  # fmt: skip
 
     def judge(self, candidate: EvalRecord, baseline: EvalRecord | None) -> Verdict:

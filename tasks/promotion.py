@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.exceptions import FlowPauseTimeout
@@ -22,9 +23,19 @@ from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 from prefect.states import Running
 
-from irv2_core.lineage import ServiceRecord
-from irv2_core.promotion import GateRules, Verdict, decide, promote, read_current, rollback
+from irv2_core.lineage import FileRef, ServiceRecord
+from irv2_core.promotion import (
+    CHALLENGER,
+    GateRules,
+    Verdict,
+    decide,
+    promote,
+    read_current,
+    rollback,
+    set_alias,
+)
 from irv2_core.promotion.render import verdict_markdown
+from irv2_core.promotion.service import checkpoint_of
 from irv2_core.records import EvalRecord
 from irv2_core.storage.publish import StoreRef, open_ref
 
@@ -33,6 +44,7 @@ __all__ = [
     "current_model",
     "deployment_name",
     "gate_task",
+    "in_service_checkpoint",
     "promote_task",
     "request_approval",
     "rollback_task",
@@ -52,14 +64,24 @@ def current_model(models: StoreRef) -> tuple[ServiceRecord | None, str | None]:
     return read_current(open_ref(models), deployment_name())
 
 
+@task(name="in-service-checkpoint", retries=2, retry_delay_seconds=5, **_NOW)
+def in_service_checkpoint(models: StoreRef, current: ServiceRecord) -> FileRef | None:
+    """The checkpoint of the model in service, found through its run when its record is from a
+    release that did not name it (None: that run is gone)."""
+    return checkpoint_of(open_ref(models), current)
+
+
 @task(name="gate", **_NOW)
 def gate_task(
     candidate: EvalRecord, run_id: str, current: EvalRecord | None, current_run: str | None,
     rules: GateRules,
 ) -> Verdict:  # fmt: skip
-    """The gate's verdict on the candidate (see ``irv2_core.promotion.gate``)."""
+    """The gate's verdict on the candidate (see ``irv2_core.promotion.gate``), also shown as the
+    run's ``irv2-promotion`` Markdown artifact (the comparison a person decides on)."""
     verdict = decide(candidate, run_id, current, current_run, rules)
     get_run_logger().info("gate: %s (%s)", verdict.outcome, verdict.reason)
+    create_markdown_artifact(key="irv2-promotion", markdown=verdict_markdown(verdict, run_id),
+                             description=f"promotion of {run_id}: {verdict.outcome}")  # fmt: skip
     return verdict
 
 
@@ -99,15 +121,19 @@ def promote_task(
     models: StoreRef, record: ServiceRecord, version: str | None, outcome: str, reason: str
 ) -> dict[str, Any]:
     """Put *record* in service when *outcome* is promote or approve, only if the record is
-    still *version*; return ``{promoted, outcome, reason, deployment}``."""
+    still *version*; else name it the deployment's ``challenger``. Returns ``{promoted,
+    outcome, reason, deployment}``."""
     logger, name = get_run_logger(), deployment_name()
     promoted = outcome in ("promote", "approve")
     current, _ = read_current(open_ref(models), name)
-    if promoted and not (current and current.run_id == record.run_id):
-        record = record.model_copy(update={"flow_run_id": str(flow_run.get_id() or "")})
-        if promote(open_ref(models), name, record, version) is None:
-            promoted, outcome = False, "reject"
-            reason = "not promoted: the model in service changed during this run"
+    record = record.model_copy(update={"flow_run_id": str(flow_run.get_id() or "")})
+    in_service = current is not None and current.run_id == record.run_id
+    if promoted and not in_service and promote(open_ref(models), name, record, version) is None:
+        promoted, outcome = False, "reject"
+        reason = "not promoted: the model in service changed during this run"
+    # the newest candidate not put in service is the challenger; once one is, none is
+    decided = record.model_copy(update={"decision": outcome, "reason": reason})
+    set_alias(open_ref(models), name, CHALLENGER, None if promoted else decided)
     (logger.info if promoted else logger.warning)("%s: %s: %s", name, outcome, reason)
     return {"promoted": promoted, "outcome": outcome, "reason": reason, "deployment": name}
 

@@ -246,18 +246,31 @@ def test_a_worse_model_is_not_promoted_and_the_current_one_stays(first_run, data
         assert json.loads(path.read_text()) == in_service  # never overwritten
         report = Path(rerun["report"]).read_text()
         assert "current model (run-in-service)" in report  # the comparison names the baseline
+        aliases = json.loads((workdir / "models" / "default" / "aliases.json").read_text())
+        challenger = aliases["aliases"]["challenger"]  # the newest candidate not in service
+        assert challenger["run_id"] == Path(rerun["run_dir"]).name, challenger
+        assert challenger["decision"] == "reject" and "broken" in challenger["reason"]
+        with get_client(sync_client=True) as client:
+            (comparison,) = client.read_artifacts(  # the comparison a person would decide on
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["irv2-promotion"]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                )
+            )
+        assert "McNemar exact p" in comparison.data and "| recall in service |" in comparison.data
     finally:
         path.write_text(original)  # the module's workdir again holds the first run's model
 
 
 def test_a_model_in_service_without_per_image_results_is_evaluated_again(first_run, dataset):
-    """A record of the model in service from an older release (no per-image outcomes) is never
-    guessed at: its checkpoint is evaluated on the candidate's images first, then compared."""
+    """A record of the model in service from an older release (no per-image outcomes, no
+    checkpoint named) is never guessed at: its run's checkpoint is evaluated on the candidate's
+    images first, then compared."""
     workdir = first_run["workdir"]
     path = workdir / "models" / "default" / "current.json"
     original = path.read_text()
     older = {**json.loads(original), "run_id": "run-older-release"}
-    del older["eval"]["per_image"]
+    del older["eval"]["per_image"], older["checkpoint"]
     path.write_text(json.dumps(older))
     try:
         state, rerun = _run_flow(workdir, dataset)
@@ -473,6 +486,7 @@ def test_a_run_left_alone_past_its_approval_timeout_is_not_promoted(first_run, d
     """...and the shipped notifications (deployments/promotion-notifications.yaml, installed as
     `irv2 notify URL` does) tell a webhook that it asked, and that it was not promoted."""
     from flows.notify import install_notifications
+    from flows.train_eval_export import train_eval_export
 
     store, in_service = _asked(first_run, tmp_path)
     with webhook_receiver() as (url, received):
@@ -481,6 +495,12 @@ def test_a_run_left_alone_past_its_approval_timeout_is_not_promoted(first_run, d
             state, rerun = _run_flow(first_run["workdir"], dataset, output_uri=str(store),
                                      promote_approval="always", approval_timeout_s=3)  # fmt: skip
             wait_for("two notifications", lambda: len(received) >= 2, 120, every_s=0.5)
+            failed = train_eval_export(source=f"s3://{BUCKET}/{PREFIX}", promote_alpha=2.0,
+                                       workdir=str(tmp_path / "never"),
+                                       return_state=True)  # fmt: skip
+            failed_id = str(failed.state_details.flow_run_id)
+            wait_for("the failure's notification", lambda: any(
+                failed_id in r["body"] for r in received), 120, every_s=0.5)  # fmt: skip
         finally:
             with get_client(sync_client=True) as client:
                 client.delete_automation(automation)
@@ -488,6 +508,9 @@ def test_a_run_left_alone_past_its_approval_timeout_is_not_promoted(first_run, d
     assert any(s.endswith("is Paused") for s in subjects), received
     assert any(s.endswith("is Not promoted") for s in subjects), received
     assert any("no decision within 3 s" in r["body"] for r in received), received
+    assert failed.is_failed() and any(
+        r["subject"].endswith("is Failed") and failed_id in r["body"] for r in received
+    ), received
     current = json.loads((store / "models" / "default" / "current.json").read_text())
     assert state.name == "Not promoted" and "no decision within 3 s" in state.message, state
     assert current == in_service  # never overwritten
