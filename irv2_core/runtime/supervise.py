@@ -148,6 +148,7 @@ def run_supervised(
     timeout_s: float | None = None,
     poll_s: float = 1.0,
     check: Callable[[], None] | None = None,
+    stop_grace_s: float = 10.0,
 ) -> int:
     """Run *command* in a new process group until it exits; return 0 or raise.
 
@@ -155,8 +156,9 @@ def run_supervised(
     each rank's output to its own file); each new ``progress.json`` content goes to *on_progress*.
     *check* is called once per poll (e.g. to watch the other nodes of a multi-node job); like
     exceeding *timeout_s*, an exception in a callback, or a termination signal in this process, an
-    exception it raises kills the whole group. A non-zero exit raises TrainingProcessError with
-    the last output lines.
+    exception it raises kills the whole group: SIGTERM, then SIGKILL what is left after
+    *stop_grace_s* (training uses the time to save the step it was on). A non-zero exit raises
+    TrainingProcessError with the last output lines.
     """
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -207,7 +209,7 @@ def run_supervised(
         rc = proc.wait()
     finally:
         if proc.poll() is None or _group_alive_safe(proc):
-            kill_group(proc)
+            kill_group(proc, grace_s=stop_grace_s)
         reader.join(timeout=5.0)
         if not reader.is_alive():  # else the pipe is still being read; leave it to the GC
             proc.stdout.close()  # an unclosed pipe is a ResourceWarning under -W default

@@ -37,6 +37,17 @@ class RunLog:
         if self.enabled:
             print(f"{PREFIX} {message}", flush=True)
 
+    def preempted(self, step: int, saved_s: float) -> None:
+        """Record that training stopped on SIGTERM after *step*, saved in *saved_s* seconds."""
+        if self.enabled:
+            self._append({"kind": "preempt", "step": step, "saved_s": round(saved_s, 3),
+                          "time": time.time()})  # fmt: skip
+
+    def row(self, row: dict[str, Any]) -> None:
+        """Append one row of another kind (``util`` samples) to ``metrics.jsonl``."""
+        if self.enabled:
+            self._append(row)
+
     def _append(self, row: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with self.metrics.open("a", encoding="utf-8") as fh:

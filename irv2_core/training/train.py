@@ -28,6 +28,7 @@ from irv2_core.runtime.context import setup_context
 from irv2_core.runtime.dirlock import folder_lock
 from irv2_core.runtime.hold import hold_at
 from irv2_core.runtime.io import atomic_write_json, sha256_file
+from irv2_core.runtime.stack import software_stack
 from irv2_core.storage import open_store
 from irv2_core.storage.lease import StoreLease
 from irv2_core.storage.mirror import Mirror
@@ -39,6 +40,7 @@ from irv2_core.training.distributed import (
     is_scheduler,
     run_scheduler,
 )
+from irv2_core.training.preempt import Preempted, StopSignal
 from irv2_core.training.recipe import (
     build_train_cell,
     check_amp_supported,
@@ -46,8 +48,9 @@ from irv2_core.training.recipe import (
     lr_schedule,
 )
 from irv2_core.training.runlog import RunLog, record_first_batch
+from irv2_core.training.utilisation import start_sampler
 
-__all__ = ["LEASE_KEY", "pretrained_protocol", "resolve_num_classes", "train"]
+__all__ = ["LEASE_KEY", "epoch_batches", "pretrained_protocol", "resolve_num_classes", "train"]
 
 LEASE_KEY = "lease.json"  # under the run's prefix in the store
 
@@ -109,7 +112,9 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, data_dir: Path, resume: bool, w
         atomic_write_json(run_dir / "classes.json", read_classes(data_dir))
 
 
-def _epoch_batches(cfg: Config, data_dir: Path, world: DistInfo, epoch: int, skip: int):
+def epoch_batches(cfg: Config, data_dir: Path, world: DistInfo, epoch: int, skip: int):
+    """The training batches of epoch index *epoch* for this rank, from batch *skip* on: the
+    same images in the same order in any process (a resume continues the stream exactly)."""
     ds.config.set_seed(cfg.seed + epoch)  # same order on a resumed run as on a straight one
     data = create_dataset(data_dir, "train", cfg, True, world.rank, world.size)
     if skip:
@@ -133,6 +138,7 @@ def train(
     mirror_uri: str | None = None,
     endpoint_url: str | None = None,
     lock_wait_s: float = 0.0,
+    accept_stack_change: bool = False,
 ) -> TrainSummary | None:
     """Train on *data_dir* (train split; val for evals) into *run_dir*; return the summary.
 
@@ -146,6 +152,10 @@ def train(
     with no local checkpoint starts from the newest complete one there, and a lease there keeps
     a second worker out. Locally a lock on the run folder does the same; both wait up to
     *lock_wait_s* seconds for a live holder, then fail naming it.
+
+    Every checkpoint records the software stack (``runtime.stack``); a resume from one written
+    on another stack fails, naming what differs, unless *accept_stack_change*. SIGTERM stops
+    training after the step in flight with a checkpoint of it (``training.preempt``).
     """
     if is_scheduler():  # msrun runs our command line as its scheduler too: it must not train
         run_scheduler()
@@ -159,8 +169,13 @@ def train(
             if store is not None:
                 lease = StoreLease(store, LEASE_KEY, what="training run").acquire(lock_wait_s)
                 guard.callback(lease.release)
-        run = _Run(cfg, data_dir, run_dir, resume, store, lease)
+        run = _Run(cfg, data_dir, run_dir, (resume, accept_stack_change), store, lease)
         guard.callback(run.checkpoints.close)  # every checkpoint written reaches the store
+        guard.callback(run.stop.install().uninstall)
+        if run.world.is_master:  # device utilisation beside img/s in the report
+            sampler = start_sampler(cfg.device_target, lambda: run.step, run.log.row, run.log.line)
+            if sampler is not None:
+                guard.callback(sampler.stopped.set)
         summary = run.train(stop_after_steps)
         run.checkpoints.close()
         if lease is not None:  # ...and came from the run's one writer (LeaseLost otherwise)
@@ -172,8 +187,9 @@ class _Run:
     """One training process: the recipe's parts built from the config, then the loop."""
 
     def __init__(
-        self, cfg: Config, data_dir: Path, run_dir: Path, resume: bool, store, lease=None
-    ) -> None:
+        self, cfg: Config, data_dir: Path, run_dir: Path, resume: tuple[bool, bool], store,
+        lease=None,
+    ) -> None:  # fmt: skip
         self.started = time.perf_counter()
         self.lease: StoreLease | None = lease  # fencing: a lost lease stops every write
         self.data_dir, self.run_dir = data_dir, run_dir
@@ -184,6 +200,7 @@ class _Run:
         setup_context(cfg, cache_scope=f"train|{self.spe}|{eval_size}")
         self.cfg, self.world = cfg, init_distributed()
         self.log = RunLog(run_dir, enabled=self.world.is_master)
+        resume, accept_stack = resume
         _prepare_run_dir(cfg, run_dir, data_dir, resume, self.world)
         self.epochs = cfg.epoch_size - cfg.start_epoch + 1
         self.total = self.spe * self.epochs
@@ -191,9 +208,12 @@ class _Run:
         self.net, _, self.cell = _build(cfg, self.lr)
         fence = lease.confirm if lease is not None else None  # checked before every upload
         mirror = Mirror(store, "", self.log.line, fence) if store is not None else None
-        self.checkpoints = ckpts.CheckpointStore(run_dir, cfg, self.world, mirror)
+        self.stack = software_stack(cfg.device_target)
+        self.checkpoints = ckpts.CheckpointStore(run_dir, cfg, self.world, mirror, self.stack)
+        self.checkpoints.accept_stack = accept_stack
         self.step = self._restore(store) if resume else 0
         self.resumed_from = self.step
+        self.stop = StopSignal(self.world)  # SIGTERM: a checkpoint of the step, then exit
         self.speeds: list[float] = []
         self.last_loss: float | None = None
         self.last_eval: EvalMetrics | None = None
@@ -207,6 +227,8 @@ class _Run:
         step = self.checkpoints.restore(self.cell)
         for path, reason in self.checkpoints.skipped:
             self.log.line(f"resume: skipped {path.name}: {reason}")
+        for change in self.checkpoints.stack_changes:  # accepted by the run (else it raised)
+            self.log.line(f"resume: software stack changed, accepted: {change}")
         if step == 0:
             self.log.line("resume: no checkpoint in the run folder yet, starting from step 0")
         else:
@@ -219,7 +241,7 @@ class _Run:
         """Run the remaining epochs; checkpoint, evaluate and summarise as the config says."""
         cfg = self.cfg
         for epoch in range(self.step // self.spe, self.epochs):
-            batches = _epoch_batches(cfg, self.data_dir, self.world, epoch, self.step % self.spe)
+            batches = epoch_batches(cfg, self.data_dir, self.world, epoch, self.step % self.spe)
             self._run_epoch(batches, epoch, stop_after_steps)
             del batches
             stopped = stop_after_steps is not None and self.total > self.step >= stop_after_steps
@@ -281,6 +303,21 @@ class _Run:
                 self.checkpoints.save(self.cell, cfg.start_epoch + epoch, self.step, recovery=True)
             if self.step < end:
                 self._hold()
+            if self.stop.agreed():
+                self._last_words(epoch)
+
+    def _last_words(self, epoch: int) -> None:
+        """SIGTERM: this step's checkpoint (weights, optimizer, data position) saved and in the
+        store, then Preempted. Every rank comes here after the same step."""
+        began = time.monotonic()
+        self.log.line(f"preempt: SIGTERM; saving step {self.step} before exiting")
+        self._fence()
+        self.checkpoints.save(self.cell, self.cfg.start_epoch + epoch, self.step, recovery=True)
+        self.checkpoints.flush()
+        saved_s = time.monotonic() - began
+        self.log.line(f"preempt: step {self.step} saved and uploaded in {saved_s:.1f} s")
+        self.log.preempted(self.step, saved_s)
+        raise Preempted(self.step, saved_s)
 
     def _hold(self) -> None:
         """The test-only hold after this step (runtime/hold.py): rank 0, checkpoint in the store."""
@@ -309,6 +346,7 @@ class _Run:
             last_loss=self.last_loss,
             rank_size=self.world.size,
             resumed_from_step=self.resumed_from,
+            stack=self.stack,
             run_dir=str(self.run_dir),
             stopped=self.step < self.total,
         )

@@ -26,10 +26,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 
-from irv2_core.runtime.hold import HELD
+from irv2_core.runtime.hold import HELD, RELEASE
 
 __all__ = [
-    "KillTrainingAtCheckpoint",
+    "SignalTrainingAtHold",
     "flow_result",
     "flow_tables",
     "publish_like_the_flow",
@@ -41,16 +41,17 @@ __all__ = [
 ]
 
 
-class KillTrainingAtCheckpoint(threading.Thread):
-    """SIGKILLs the training process group once its training holds after step HOLD_STEP, whose
-    checkpoint is then on disk (IRV2_TEST_HOLD, runtime/hold.py; set by the fixture). The step
-    of ``latest.json`` at the kill (``killed_at_step``) is the checkpoint a retry must resume
-    from."""
+class SignalTrainingAtHold(threading.Thread):
+    """Sends *sig* to the training process group once its training holds after a step
+    (IRV2_TEST_HOLD, runtime/hold.py; set by the fixture), then releases the hold and waits for
+    the group to end. SIGKILL is a crash: the retry resumes from the checkpoint on disk.
+    SIGTERM is a preemption: training saves the held step and exits. ``stopped_at_step`` is the
+    step of ``latest.json`` once the group is gone: the checkpoint a retry must resume from."""
 
-    def __init__(self, runs_dir: Path, hold: Path) -> None:
+    def __init__(self, runs_dir: Path, hold: Path, sig: int = signal.SIGTERM) -> None:
         super().__init__(daemon=True)
-        self.runs_dir, self.hold = runs_dir, hold
-        self.killed_at_step, self.done = None, threading.Event()
+        self.runs_dir, self.hold, self.sig = runs_dir, hold, sig
+        self.stopped_at_step, self.done = None, threading.Event()
 
     def run(self) -> None:
         deadline = time.monotonic() + 900
@@ -60,10 +61,11 @@ class KillTrainingAtCheckpoint(threading.Thread):
                 time.sleep(0.1)
                 continue
             with contextlib.suppress(ProcessLookupError):  # else it ended: fail in the test
-                os.killpg(leader, signal.SIGKILL)  # the leader of its own session
-                wait_gone(leader)
+                os.killpg(leader, self.sig)  # the leader of its own session
+                (self.hold / RELEASE).touch()  # a held SIGTERMed process goes on to save
+                wait_gone(leader, 120)
                 latest = next(self.runs_dir.glob("run-*/checkpoints/latest.json"))
-                self.killed_at_step = json.loads(latest.read_text())["step"]
+                self.stopped_at_step = json.loads(latest.read_text())["step"]
             return
 
 
@@ -84,8 +86,8 @@ def training_leader(runs_dir: Path) -> int | None:
     return None
 
 
-def wait_gone(pgid: int) -> None:
-    deadline = time.monotonic() + 30
+def wait_gone(pgid: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
