@@ -40,6 +40,7 @@ def _run_train(args: argparse.Namespace) -> int:
         mirror_uri=args.mirror_uri,
         endpoint_url=args.endpoint_url,
         lock_wait_s=args.wait_for_lock,
+        accept_stack_change=args.accept_stack_change,
     )
     return 0
 
@@ -53,6 +54,12 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="config preset")
     p.add_argument("--config", help="YAML config file (applied after the preset)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument(
+        "--accept-stack-change",
+        action="store_true",
+        help="resume even from a checkpoint written on another software stack (MindSpore, "
+        "CANN, driver, packages, image); without it such a resume fails naming what differs",
+    )
     p.add_argument(
         "--resume",
         action="store_true",

@@ -11,16 +11,22 @@ node that died mid-write no longer stops every retry).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 
 from irv2_core.config import Config
 from irv2_core.errors import Irv2Error
-from irv2_core.models.ckpt_io import read_checkpoint, save_checkpoint_atomic
+from irv2_core.models.ckpt_io import (
+    read_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint_atomic,
+)
 from irv2_core.models.protocol import protocol_metadata
 from irv2_core.models.weights import load_into
 from irv2_core.runtime.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from irv2_core.runtime.stack import stack_differences
 from irv2_core.storage.mirror import (
     HELD_SUFFIX,
     Mirror,
@@ -59,9 +65,16 @@ class CheckpointStore:
     """
 
     def __init__(
-        self, run_dir: str | Path, cfg: Config, world: DistInfo, mirror: Mirror | None = None
+        self,
+        run_dir: str | Path,
+        cfg: Config,
+        world: DistInfo,
+        mirror: Mirror | None = None,
+        stack: dict[str, str | None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.stack = stack  # recorded in every checkpoint; a resume checks it (accept_stack)
+        self.accept_stack = False
         self.keep = cfg.keep_checkpoint_max
         self.world = world
         self.cfg = cfg
@@ -107,7 +120,9 @@ class CheckpointStore:
         if not self.writes:
             return None
         folder = self.dir / RECOVERY if recovery else self.dir
-        target = save_checkpoint_atomic(cell, folder / f"irv2-e{epoch}-s{step}.ckpt")
+        target = save_checkpoint_atomic(
+            cell, folder / f"irv2-e{epoch}-s{step}.ckpt", metadata=self._stack_metadata()
+        )
         atomic_write_text(_digest_path(target), sha256_file(target) + "\n")
         rel = target.relative_to(self.run_dir).as_posix()
         atomic_write_json(self.dir / "latest.json", {"path": rel, "epoch": epoch, "step": step})
@@ -167,6 +182,7 @@ class CheckpointStore:
         ``skipped`` (``[(path, reason)]``) say what happened."""
         self.restored_from: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
+        self.stack_changes: list[str] = []
         candidates = self.checkpoints()
         if not candidates and self.newest_step is None and self.latest_path() is not None:
             raise Irv2Error(
@@ -183,6 +199,7 @@ class CheckpointStore:
             if reason is not None:
                 self.skipped.append((path, reason))
                 continue
+            self._check_stack(path)
             self._load(cell, params, path)
             self.restored_from = path
             return int(params["global_step"].asnumpy().reshape(-1)[0])
@@ -193,6 +210,24 @@ class CheckpointStore:
                 "the run again from step 0, or restore a good copy"
             )
         return 0
+
+    def _stack_metadata(self) -> dict[str, str]:
+        return {"stack": json.dumps(self.stack, sort_keys=True)} if self.stack else {}
+
+    def _check_stack(self, path: Path) -> None:
+        """Refuse to resume from *path* when it was written on another software stack, unless
+        the run accepts that (``accept_stack``: then the change is only logged by the caller)."""
+        saved = read_checkpoint_metadata(path).get("stack")
+        if not saved or not self.stack:
+            return  # written before checkpoints recorded it
+        self.stack_changes = stack_differences(json.loads(saved), self.stack)
+        if self.stack_changes and not self.accept_stack:
+            raise Irv2Error(
+                f"{path.name} was written on another software stack ("
+                + "; ".join(self.stack_changes)
+                + "): resume on the stack it was trained on, or accept the change "
+                "(flow parameter accept_stack_change, irv2 train --accept-stack-change)"
+            )
 
     def _load(self, cell, params: dict, path: Path) -> None:
         fix = "resume with the run's own config.yaml or start a new run folder"
@@ -209,7 +244,7 @@ class CheckpointStore:
         it (a copy outside the run folder keeps it); return its path."""
         if not self.world.is_master:
             return None
-        meta = protocol_metadata(self.cfg.eval_protocol)
+        meta = {**protocol_metadata(self.cfg.eval_protocol), **self._stack_metadata()}
         return save_checkpoint_atomic(net, self.run_dir / "final.ckpt", metadata=meta)
 
 

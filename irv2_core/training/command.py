@@ -36,6 +36,7 @@ def train_command(
     launch: dict[str, Any],
     store: StoreRef | None = None,
     join_timeout_s: float = 600.0,
+    accept_stack_change: bool = False,
 ) -> tuple[list[str], Path | None]:
     """argv of the training process, and rank 0's log file when msrun writes one.
 
@@ -45,6 +46,8 @@ def train_command(
     """
     args = ["train", "--data", str(data_dir), "--out", str(run_dir)]
     args += ["--config", str(config_file), "--resume"]
+    if accept_stack_change:  # a checkpoint from another software stack may be resumed
+        args += ["--accept-stack-change"]
     if store:  # checkpoints mirrored as written; a fresh worker resumes from them
         mirror = f"{store['uri'].rstrip('/')}/{run_prefix(run_dir.name)}"
         args += ["--mirror-uri", mirror]

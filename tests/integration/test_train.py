@@ -12,6 +12,7 @@ from support.training import first_batches, run_cli, smoke_args, smoke_config
 
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import read_json, sha256_file
+from irv2_core.runtime.stack import IMAGE_ENV
 from irv2_core.training.recipe import lr_schedule
 from irv2_core.training.train import train
 
@@ -100,9 +101,18 @@ def test_two_steps_then_resume_equals_four_straight(straight, data, tmp_path):
     bad = good.with_name("irv2-e2-s3.ckpt")
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     bad.with_name(bad.name + ".sha256").write_text(sha256_file(good) + "\n")
+    # a worker on another software stack (here another container image) is refused, naming
+    # the change; nothing in the run folder changes
+    image = {IMAGE_ENV: "registry.example.com/irv2/irv2-ascend:0.2"}
+    refused = run_cli(*base, "--resume", env=image)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "another software stack (image: None -> registry.example.com" in refused.stderr
+    assert read_json(run / "checkpoints/latest.json")["step"] == 2
     # the retry: a fresh process, the run folder's own config.yaml, the same command + --resume
-    done = run_cli(*base, "--resume")
+    # (accepting the new image: it changes no number, so the weights still match exactly)
+    done = run_cli(*base, "--resume", "--accept-stack-change", env=image)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "software stack changed, accepted: image: None -> registry.example.com" in done.stdout
     assert "resume: skipped irv2-e2-s3.ckpt: sha256 does not match" in done.stdout
     assert "resume: restored step 2/4" in done.stdout and "step 4/4" in done.stdout
     assert [r["step"] for r in _rows(run, "train")] == [1, 2, 3, 4]

@@ -4,6 +4,7 @@ tests share, so that every test compiles the same few graphs (cached across proc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,15 +58,30 @@ def smoke_args() -> list[str]:
     return ["--preset", "cpu-smoke", *[a for s in sets for a in ("--set", s)]]
 
 
-def run_cli(*args: str, timeout: int = 600):
-    """``python -m irv2_core ARGS`` in a fresh process (as the Prefect task runs it)."""
+def run_cli(*args: str, timeout: int = 600, env: dict[str, str] | None = None):
+    """``python -m irv2_core ARGS`` in a fresh process (as the Prefect task runs it), with *env*
+    added to this process's environment."""
     cmd = [sys.executable, "-m", "irv2_core", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    full = {**os.environ, **env} if env else None
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full)
 
 
 def smoke_config(**overrides) -> Config:
     """The cpu-smoke preset with the shared test settings (plus *overrides*)."""
     return load_config("cpu-smoke", overrides={**SMOKE, **overrides})
+
+
+def epoch_batch_digests(run: Path, data_dir: Path, epoch: int) -> list[str]:
+    """sha256 of each batch's images of *epoch* (1-based) as one process trains that epoch from
+    its start, with the run's config: the stream a resumed run must continue exactly."""
+    import hashlib
+
+    from irv2_core.training.distributed import DistInfo
+    from irv2_core.training.train import epoch_batches
+
+    cfg = load_config(path=run / "config.yaml")
+    batches = epoch_batches(cfg, data_dir, DistInfo(), epoch - cfg.start_epoch, 0)
+    return [hashlib.sha256(images.asnumpy().tobytes()).hexdigest() for images, _ in batches]
 
 
 def first_batches(run: Path, rank: int) -> list[dict]:

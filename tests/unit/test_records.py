@@ -39,6 +39,7 @@ TRAIN_SUMMARY_FILE = {
     "rank_size": 1,
     "resumed_from_step": 0,
     "eval": {"top1": 0.5, "top5": 1.0, "loss": 1.25, "count": 9},
+    "stack": {"mindspore": "2.10.0", "device_target": "CPU", "cann": None, "image": None},
 }
 
 
