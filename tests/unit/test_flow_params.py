@@ -76,3 +76,32 @@ def test_promotion_thresholds_out_of_range_fail_naming_the_parameter(tmp_path):
         validate_params(source="s3://b/p", promote_approval="sometimes")
     ok = validate_params(source="s3://b/p", promote_margin_points=1.0, promote_approval="always")
     assert ok.gate_rules().margin_points == 1.0 and ok.gate_rules().approval == "always"
+
+
+def test_a_rate_card_or_budget_out_of_range_fails_naming_the_parameter(tmp_path):
+    with pytest.raises(Irv2Error) as exc:
+        validate_params(source=str(tmp_path), rate_card={"prices": {"tpu": 1.0, "cpu": -0.1}},
+                        budget_device_hours=0)  # fmt: skip
+    text = str(exc.value)
+    assert "rate_card.prices: unknown device kinds ['tpu']" in text
+    assert "budget_device_hours:" in text
+    with pytest.raises(Irv2Error, match=r"negative prices for \['cpu'\]"):
+        validate_params(source=str(tmp_path), rate_card={"prices": {"cpu": -0.1}})
+    card = validate_params(source=str(tmp_path), rate_card={"prices": {"npu": 1.5}}).rate_card
+    assert card.prices == {"npu": 1.5} and card.currency == "USD"
+
+
+def test_the_meter_adds_device_hours_prices_them_and_keeps_the_budget():
+    from irv2_core.runtime.cost import BudgetExceeded, Meter, RateCard, devices_held
+
+    assert devices_held("Ascend", 8, nodes=2) == ("npu", 16)
+    assert devices_held("CPU", 8)[0] == "cpu"
+    meter = Meter(RateCard(prices={"npu": 2.0}), budget_device_hours=1.0)
+    assert meter.record(1800, "npu", 1) == {"devices": "1 npu", "device_hours": 0.5, "cost": 1.0}
+    assert meter.remaining_s(8) == pytest.approx(225.0)  # 0.5 h left over 8 devices
+    meter.check("train")
+    assert meter.record(3600, "cpu", 1)["cost"] == 0.0  # no price for cpu: free
+    with pytest.raises(BudgetExceeded, match="1.5 device-hours spent, over the budget of 1"):
+        meter.check("export-ONNX")
+    assert meter.remaining_s(1) == 0.0
+    assert Meter().totals() == {"device_hours": 0.0, "cost": None, "currency": None}
