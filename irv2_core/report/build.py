@@ -24,6 +24,7 @@ from irv2_core.report.inputs import (
     count_classes,
     load_extra,
     load_metrics,
+    load_utilisation,
     read_config,
     validate_inputs,
 )
@@ -32,6 +33,7 @@ from irv2_core.report.plots import (
     plot_confusion,
     plot_loss_lr,
     plot_misclassified,
+    plot_utilisation,
 )
 from irv2_core.report.render import Section, render_html, render_markdown
 from irv2_core.report.tables import (
@@ -61,6 +63,7 @@ class _Facts:
     train: pd.DataFrame
     evals: pd.DataFrame
     summary: dict[str, Any]
+    util: pd.DataFrame
 
 
 def build_report(
@@ -98,6 +101,7 @@ def build_report(
         "confusion": plot_confusion(ev.confusion, names, out) if ev.confusion else None,
         "strip": plot_misclassified(ev, names, out),
         "loss_lr": plot_loss_lr(facts.train, out),
+        "utilisation": plot_utilisation(facts.util, facts.train, out),
     }
     sections = _sections(facts, tables, compared, plots)
     md_path = atomic_write_text(out / "report.md", render_markdown(sections))
@@ -134,6 +138,7 @@ def _gather(run_dir: Path, extra, baseline, baseline_label) -> _Facts:
         with_reference=reference_applies(num_classes, image_size),
         train=train,
         evals=evals,
+        util=load_utilisation(run_dir),
         summary=read_json(summary_file) if summary_file.exists() else {},
     )
 
@@ -145,7 +150,8 @@ def _tables(f: _Facts) -> tuple[dict[str, pd.DataFrame], str]:
     pairs = confused_pairs(ev.confusion, names) if ev.confusion else pd.DataFrame()
     deltas, changes, compared = comparison_rows(ev, info.baseline, info.baseline_label)
     # the summary's eval dict duplicates the evaluations table
-    training = {k: v for k, v in f.summary.items() if k != "eval"}
+    training = {k: v for k, v in f.summary.items() if k not in ("eval", "stack")}
+    stack = f.summary.get("stack") or {}
     tables = {
         "final_metrics": metrics_table(ev, f.with_reference),
         "comparison": deltas,
@@ -156,6 +162,7 @@ def _tables(f: _Facts) -> tuple[dict[str, pd.DataFrame], str]:
         "exports": exports_table(info.exports),
         "timings": timings_table(info.timings),
         "training": pd.DataFrame([training]) if f.summary else pd.DataFrame(),
+        "stack": pd.DataFrame({"part": list(stack), "version": [str(v) for v in stack.values()]}),
         "evaluations": f.evals.round(4),
         "steps": f.train,
         "config": config_table(f.run_dir),
@@ -163,6 +170,7 @@ def _tables(f: _Facts) -> tuple[dict[str, pd.DataFrame], str]:
     return tables, compared
 
 
+_NO_STACK = "(not recorded: trained by an older release)"
 _NO_MATRIX = "The evaluation holds no confusion matrix (an older eval.json): re-run evaluate."
 
 
@@ -193,10 +201,15 @@ def _sections(f: _Facts, tables, compared: str, plots: dict[str, Any]) -> list[S
             ([strip] if strip else []) + [tables["misclassified"]],
         ),
         ("Training loss and learning rate", [loss_lr] if loss_lr else ["(no training steps)"]),
+        (
+            "Device utilisation and throughput",
+            [plots["utilisation"] or "(no samples: training ran under 10 s, or no tool)"],
+        ),
         ("Exports", [tables["exports"]]),
         ("Data fingerprint", [f.info.data_fingerprint or "(unknown)"]),
         ("Per-stage timings", [tables["timings"]]),
         ("Training summary", [tables["training"]]),
+        ("Software stack", [tables["stack"] if len(tables["stack"]) else _NO_STACK]),
         ("Evaluations", [tables["evaluations"]]),
         ("Resolved config", [tables["config"]]),
     ]

@@ -25,6 +25,27 @@ def load_metrics(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Data
     A line that is not a JSON object raises Irv2Error naming the file and line number, because a
     silently dropped line would make the plots lie.
     """
+    frame = _metric_rows(run_dir)
+    if frame.empty or "kind" not in frame:
+        return pd.DataFrame(), pd.DataFrame()
+    train = frame[frame["kind"] == "train"].dropna(axis=1, how="all")
+    evals = frame[frame["kind"] == "eval"].dropna(axis=1, how="all")
+    # A resumed run may log a step twice (before and after the interruption): keep the last.
+    train = train.drop_duplicates("step", keep="last").sort_values("step") if len(train) else train
+    evals = evals.drop_duplicates("step", keep="last").sort_values("step") if len(evals) else evals
+    return train.reset_index(drop=True), evals.reset_index(drop=True)
+
+
+def load_utilisation(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The device-utilisation samples of ``metrics.jsonl`` (``kind: util``), oldest first."""
+    frame = _metric_rows(run_dir)
+    if frame.empty or "kind" not in frame:
+        return pd.DataFrame()
+    util = frame[frame["kind"] == "util"].dropna(axis=1, how="all")
+    return util.sort_values("time").reset_index(drop=True) if len(util) else pd.DataFrame()
+
+
+def _metric_rows(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(run_dir) / "metrics.jsonl"
     rows: list[dict[str, Any]] = []
     if path.exists():
@@ -40,15 +61,7 @@ def load_metrics(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Data
             if not isinstance(row, dict):
                 raise Irv2Error(f"{path}, line {n}: expected a JSON object, got {row!r}")
             rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty or "kind" not in frame:
-        return pd.DataFrame(), pd.DataFrame()
-    train = frame[frame["kind"] == "train"].dropna(axis=1, how="all")
-    evals = frame[frame["kind"] == "eval"].dropna(axis=1, how="all")
-    # A resumed run may log a step twice (before and after the interruption): keep the last.
-    train = train.drop_duplicates("step", keep="last").sort_values("step") if len(train) else train
-    evals = evals.drop_duplicates("step", keep="last").sort_values("step") if len(evals) else evals
-    return train.reset_index(drop=True), evals.reset_index(drop=True)
+    return pd.DataFrame(rows)
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The report's PNG plots (matplotlib, headless): accuracy per evaluation, confusion matrix,
-misclassified thumbnails, loss and learning rate."""
+misclassified thumbnails, loss and learning rate, utilisation beside img/s."""
 
 from __future__ import annotations
 
@@ -39,6 +39,25 @@ def plot_loss_lr(train: pd.DataFrame, out_dir: Path) -> Path | None:
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("global step")
     return _save(fig, out_dir / "loss_lr.png")
+
+
+def plot_utilisation(util: pd.DataFrame, train: pd.DataFrame, out_dir: Path) -> Path | None:
+    """Device utilisation (%) and training throughput (img/s) against the global step."""
+    if not len(util) or not {"util_pct", "step"} <= set(util.columns):
+        return None
+    plt = _pyplot()
+    fig, ax_util = plt.subplots(figsize=(7, 4))
+    device = str(util["device"].iloc[-1]) if "device" in util.columns else "device"
+    ax_util.plot(util["step"], util["util_pct"], marker=".", color="tab:red", label=device)
+    ax_util.set_ylabel(f"{device} utilisation (%)")
+    ax_util.set_ylim(0, 105)
+    ax_util.set_xlabel("global step")
+    if len(train) and "img_per_s" in train.columns:
+        ax_speed = ax_util.twinx()
+        ax_speed.plot(train["step"], train["img_per_s"], marker=".", color="tab:blue")
+        ax_speed.set_ylabel("img/s", color="tab:blue")
+    ax_util.set_title("device utilisation and throughput during training")
+    return _save(fig, out_dir / "utilisation.png")
 
 
 def plot_accuracy(evals: pd.DataFrame, with_reference: bool, out_dir: Path) -> Path | None:

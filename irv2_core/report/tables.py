@@ -160,9 +160,24 @@ def _stage_rank(name: str) -> int:
 
 def timings_table(timings: dict[str, StageTiming]) -> pd.DataFrame:
     """One row per stage in pipeline order (stage, convert, train, evaluate, export-*, report);
-    several exports, and stages the pipeline does not know, keep the order they were given."""
+    several exports, and stages the pipeline does not know, keep the order they were given.
+    With device-hours (a flow run's), their columns and a total row (cost with a rate card)."""
     ordered = sorted(timings.items(), key=lambda item: _stage_rank(item[0]))
     rows = [
-        {"stage": stage, "seconds": round(t.seconds, 2), "state": t.state} for stage, t in ordered
-    ]
-    return pd.DataFrame(rows, columns=["stage", "seconds", "state"])
+        {"stage": stage, "seconds": round(t.seconds, 2), "state": t.state, "devices": t.devices,
+         "device_hours": t.device_hours, "cost": t.cost}
+        for stage, t in ordered
+    ]  # fmt: skip
+    columns = ["stage", "seconds", "state"]
+    if any(t.device_hours is not None for t in timings.values()):  # a flow run's (metered)
+        columns += ["devices", "device_hours"]
+        total = {
+            "stage": "total",
+            "seconds": round(sum(t.seconds for t in timings.values()), 2),
+            "device_hours": round(sum(t.device_hours or 0 for t in timings.values()), 6),
+        }
+        if any(t.cost is not None for t in timings.values()):
+            columns.append("cost")
+            total["cost"] = round(sum(t.cost or 0 for t in timings.values()), 6)
+        rows.append(total)  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
