@@ -17,6 +17,7 @@ from irv2_core.config import PRESETS, Config, ConfigError, load_config
 from irv2_core.errors import Irv2Error
 from irv2_core.export import FORMATS, air_needs_ascend
 from irv2_core.promotion.gate import GateRules
+from irv2_core.runtime.cost import RateCard
 from irv2_core.storage.s3client import check_endpoint_url
 from tasks.nodes import NODE_DEPLOYMENT
 
@@ -83,6 +84,20 @@ class FlowParams(BaseModel):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     shards: int = Field(1, ge=1, le=1000)
     train_timeout_s: float | None = Field(None, gt=0)
+    rate_card: RateCard | None = Field(
+        None,
+        description="price of a device-hour by kind (npu, gpu, cpu) for the report's cost; "
+        "default: the Prefect Variable irv2-rate-card, else device-hours only",
+    )
+    budget_device_hours: float | None = Field(
+        None, gt=0, description="stop the run (Cancelled) once it would spend more device-hours"
+    )
+    accept_stack_change: bool = Field(
+        False, description="resume a checkpoint written on another software stack"
+    )
+    stop_grace_s: float = Field(
+        60.0, gt=0, le=3600, description="seconds training gets to save its step when stopped"
+    )
     # the promotion gate's rules: declared (defaults, ranges, descriptions) in GateRules
     promote_alpha: float = _gate_field("alpha")
     promote_margin_points: float = _gate_field("margin_points")

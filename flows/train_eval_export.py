@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed, State
+from prefect.states import Cancelled, Completed, State
 
 from flows.params import FlowParams, flow_signature, validate_params, with_signature
 from flows.promoting import PromotionSteps
@@ -30,6 +30,7 @@ from irv2_core.records import (
     StageRecord,
     TrainSummary,
 )
+from irv2_core.runtime.cost import BudgetExceeded, Meter, devices_held
 from irv2_core.storage.layout import export_prefix, run_prefix
 from irv2_core.storage.publish import StoreRef
 from tasks import (
@@ -41,6 +42,7 @@ from tasks import (
     stage_task,
     train_task,
 )
+from tasks.costs import rate_card_variable
 from tasks.publishing import check_writable_task, publish_run_task
 from tasks.results import result_storage
 
@@ -62,10 +64,21 @@ def run_stages(params: FlowParams) -> dict[str, Any] | State:
     if store is not None:  # preflight: an unwritable output_uri fails before any stage
         check_writable_task(store)
     storage = params.result_storage or (result_storage(store) if store else None)
-    pipe = _Pipeline(params, params.resolve_config().to_dict(), work, store, Stages(storage))
-    converted = pipe.data()
-    trained = pipe.train(converted)
-    metrics, exports = pipe.model_stages(converted, trained)
+    cfg = params.resolve_config().to_dict()
+    meter = Meter(params.rate_card or rate_card_variable(), params.budget_device_hours)
+
+    def held(stage: str) -> tuple[str, int]:  # the pod's devices; training: every node's
+        nodes = params.num_nodes if stage == "train" else 1
+        return devices_held(cfg["device_target"], params.device_num, nodes)
+
+    pipe = _Pipeline(params, cfg, work, store, Stages(storage, meter, held))
+    try:
+        converted = pipe.data()
+        trained = pipe.train(converted)
+        metrics, exports = pipe.model_stages(converted, trained)
+    except BudgetExceeded as exc:  # the run stops as a person cancelling it would
+        get_run_logger().warning("%s", exc)
+        return Cancelled(message=str(exc), data={"timings": pipe.run.timings, **meter.totals()})
     return pipe.finish(converted, trained, metrics, exports)
 
 
@@ -121,6 +134,9 @@ class _Pipeline:
             runs_dir=str(self.work / "runs"),
             launch=params.launch(),
             timeout_s=params.train_timeout_s,
+            budget_s=self.run.budget_s("train"),
+            stop_grace_s=params.stop_grace_s,
+            accept_stack_change=params.accept_stack_change,
             store=self.store,
             node_deployment=params.node_deployment,
             join_timeout_s=params.node_join_timeout_s,
@@ -217,6 +233,7 @@ def _summary(pipe, converted, trained, metrics, exports, reported, run_uri, prom
             "resumed_from_step": trained.resumed_from_step,
             "run_uri": run_uri,
             "timings": pipe.run.timings,
+            **pipe.run.meter.totals(),
             "promotion": promotion,
         }
     )
@@ -251,6 +268,9 @@ def _lineage(pipe, converted, trained, metrics, exports) -> dict[str, Any]:
         ],
         "metrics": {"top1": metrics.top1, "top5": metrics.top5, "count": metrics.count},
         "resumed_from_step": trained.resumed_from_step,
+        "stack": trained.stack,
+        "timings": pipe.run.timings,
+        **pipe.run.meter.totals(),
     }
 
 

@@ -60,6 +60,15 @@ class RunRecord(Record):
     exports: list[ExportRef] = Field(default_factory=list)
     metrics: RunMetrics
     resumed_from_step: int = 0
+    stack: dict[str, str | None] | None = Field(
+        default=None, description="the software stack it trained on (`runtime.stack`)"
+    )
+    timings: dict[str, StageTiming] = Field(
+        default_factory=dict, description="each stage's seconds, state and device-hours"
+    )
+    device_hours: float | None = Field(default=None, description="the stages' total so far")
+    cost: float | None = Field(default=None, description="from the rate card; null without one")
+    currency: str | None = None
     promotion: dict[str, Any] | None = Field(
         default=None, description="the decision: outcome, decided_by, reason and the gate's numbers"
     )
@@ -138,6 +147,9 @@ class FlowSummary(Item):
     exports: list[str] = Field(description="the export files")
     report: str = Field(description="report.md")
     report_html: str
+    device_hours: float | None = Field(default=None, description="every stage's, in total")
+    cost: float | None = Field(default=None, description="from the rate card; null without one")
+    currency: str | None = None
     data_fingerprint: str
     mindrecord_fingerprint: str
     export_checks: list[ExportCheck]

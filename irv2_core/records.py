@@ -186,6 +186,9 @@ class TrainSummary(Record):
         default=0, description="global step the last process resumed from (0: a fresh start)"
     )
     eval: EvalMetrics | None = Field(default=None, description="the last evaluation, if any")
+    stack: dict[str, str | None] | None = Field(
+        default=None, description="the software stack it trained on (`runtime.stack`)"
+    )
     run_dir: str | None = Field(default=None, description="the run folder")
     stopped: bool = Field(
         default=False,
@@ -317,6 +320,9 @@ class StageTiming(Item):
 
     seconds: float
     state: str = ""
+    devices: str | None = Field(default=None, description="what it held, e.g. `8 npu`")
+    device_hours: float | None = Field(default=None, description="seconds x devices / 3600")
+    cost: float | None = Field(default=None, description="device-hours x the rate card's price")
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.records import TrainSummary
+from irv2_core.runtime.cost import BudgetExceeded
 from irv2_core.runtime.fingerprint import training_code_version
 from irv2_core.runtime.io import read_json, sha256_json
 from irv2_core.runtime.supervise import TrainingProcessError, run_supervised
@@ -108,10 +110,13 @@ def _fmt(value: Any) -> str:
 class _Job:
     """One training job of the train task: its process (and node runs) under supervision."""
 
-    def __init__(self, run_dir, data_dir, config, launch, store, timeout_s, join_timeout_s):
+    def __init__(self, run_dir, data_dir, config, launch, store, limits: dict[str, Any]):
         self.run_dir, self.data_dir, self.config = run_dir, data_dir, config
         self.launch, self.store = launch, store
-        self.timeout_s, self.join_timeout_s = timeout_s, join_timeout_s
+        self.timeout_s, self.join_timeout_s = limits["timeout_s"], limits["join_timeout_s"]
+        self.stop_grace_s = limits["stop_grace_s"]
+        self.accept_stack_change = limits["accept_stack_change"]
+        self.budget_s = limits["budget_s"]
 
     def run(self, logger: Any, node_deployment: str, fingerprint: str, data_prefix) -> None:
         """Train into the run folder (resuming from its last checkpoint)."""
@@ -122,7 +127,8 @@ class _Job:
         run_dir.mkdir(parents=True, exist_ok=True)
         config_file = write_requested_config(run_dir, self.config)
         command, rank0_log = train_command(self.data_dir, run_dir, config_file, self.launch,
-                                           self.store, self.join_timeout_s)  # fmt: skip
+                                           self.store, self.join_timeout_s,
+                                           self.accept_stack_change)  # fmt: skip
         nodes = None
         if int(self.launch.get("num_nodes", 1)) > 1:
             common = {  # the paths for nodes sharing this folder; the rest for nodes that fetch
@@ -141,6 +147,22 @@ class _Job:
         logger.info("launching: %s", " ".join(command))
         self._supervise(command, rank0_log, nodes, logger)
 
+    def _checks(self, nodes: NodeRuns | None):
+        """What supervision checks each poll: the other nodes, and the device-hour budget."""
+        deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
+        budget_s = self.budget_s
+
+        def check() -> None:
+            if nodes is not None:
+                nodes.check()
+            if deadline is not None and time.monotonic() > deadline:
+                raise BudgetExceeded(
+                    f"training stopped after {budget_s:.0f} s: the run's device-hour budget is "
+                    "spent (parameter budget_device_hours); its last step is saved"
+                )
+
+        return check
+
     def _supervise(self, command, rank0_log, nodes: NodeRuns | None, logger: Any) -> None:
         from irv2_core.training.distributed import launch_env
 
@@ -157,7 +179,8 @@ class _Job:
                 rank0_log=rank0_log,
                 env=env,
                 timeout_s=self.timeout_s,
-                check=nodes.check if nodes else None,
+                check=self._checks(nodes),
+                stop_grace_s=self.stop_grace_s,
             )
             if nodes is not None:
                 nodes.wait(timeout_s=self.join_timeout_s)
@@ -203,6 +226,9 @@ def train_task(
     data_prefix: str | None = None,
     node_deployment: str = NODE_DEPLOYMENT,
     join_timeout_s: float = 600.0,
+    stop_grace_s: float = 60.0,
+    accept_stack_change: bool = False,
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Train on the MindRecord folder *data_dir* with the resolved *config*; return its
     TrainSummary (with ``run_dir``; with a store, its ``address``).
@@ -213,7 +239,11 @@ def train_task(
     ``master_addr``) and starts nodes 1..N-1 as runs of the *node_deployment* (``train-node``),
     on the same run folder (a shared volume) or, with a *store*, on their own copies fetched from
     it; a node that fails, or has not started within *join_timeout_s*, cancels the others and
-    fails the task with its log tail.
+    fails the task with its log tail. When this task is stopped (cancelled, its pod evicted),
+    training gets SIGTERM and *stop_grace_s* seconds to save the step it is on before SIGKILL.
+    A resume from a checkpoint of another software stack fails unless *accept_stack_change*.
+    Past *budget_s* seconds (what the run's device-hour budget leaves), training is stopped like
+    a preempted one (its step saved) and the task fails with BudgetExceeded, not retried.
     """
     logger = get_run_logger()
     launch = launch or {}
@@ -226,7 +256,10 @@ def train_task(
         if stamped_key(run_dir, out.digest):  # intact outputs: Prefect's record was lost, or
             logger.info("%s: intact outputs found, not training again", run_dir)  # (with a
         else:  # store) they were trained before output_uri was set
-            job = _Job(run_dir, data_dir, config, launch, store, timeout_s, join_timeout_s)
+            limits = {"timeout_s": timeout_s, "join_timeout_s": join_timeout_s,
+                      "stop_grace_s": stop_grace_s, "budget_s": budget_s,
+                      "accept_stack_change": accept_stack_change}  # fmt: skip
+            job = _Job(run_dir, data_dir, config, launch, store, limits)
             job.run(logger, node_deployment, mindrecord_fingerprint, data_prefix)
         stamped = tuple(run_dir / n for n in _OUTPUTS)
         return Made(_local(run_dir), run_files(run_dir) if st else {}, stamped)

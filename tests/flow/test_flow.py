@@ -1,8 +1,9 @@
 """The train-eval-export flow on a real Prefect engine, with a tiny image set in a localhost S3.
 
-One first run (whose training process is killed once it has saved a checkpoint, so the task's
-retry must resume it), then an unchanged second run (all Cached), then a run after the MindRecord
-folder was deleted (convert runs again). 75 px, 3 classes, 6 training steps.
+One first run (whose training process gets SIGTERM mid-epoch, as a preempted pod's does: it
+saves that step and exits, so the task's retry must resume there), then an unchanged second run
+(all Cached), then a run after the MindRecord folder was deleted (convert runs again). 75 px,
+3 classes, 6 training steps.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -22,7 +27,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 from support.flow_runs import (
-    KillTrainingAtCheckpoint,
+    SignalTrainingAtHold,
     flow_result,
     flow_tables,
     publish_like_the_flow,
@@ -32,30 +37,36 @@ from support.flow_runs import (
 )
 from support.images import write_image_tree
 from support.processes import wait_for
-from support.training import FLOW_SMOKE
+from support.training import FLOW_SMOKE, epoch_batch_digests, first_batches
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.hold import HOLD_ENV
+from irv2_core.runtime.hold import HELD, HOLD_ENV, RELEASE
+from irv2_core.training.utilisation import EVERY_ENV as UTIL_EVERY_ENV
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[2]
 BUCKET, PREFIX = "irv2-flow", "flowdata"
 # One export format here: both (and their verification) are covered by test_export and test_demo
 HEAVY = ("stage", "convert", "train", "evaluate", "export-MINDIR")
-HOLD_STEP = 2  # the first run's training is held, then killed, after this step's checkpoint
+HOLD_STEP = 3  # the first run's training is held after this step (mid-epoch 2), then SIGTERMed
 
 
-def _run_flow(workdir: Path, endpoint: str, **extra):
+def train_eval_export_state(workdir: Path, endpoint: str, **extra):
+    """The final state of a flow run on the test bucket (the smoke settings unless *extra*)."""
     from flows.train_eval_export import train_eval_export
 
-    state = train_eval_export(
+    return train_eval_export(
         source=f"s3://{BUCKET}/{PREFIX}",
         workdir=str(workdir),
         endpoint_url=endpoint,
-        overrides=FLOW_SMOKE,
         return_state=True,
-        **{"export_formats": ["MINDIR"], **extra},
+        **{"overrides": FLOW_SMOKE, "export_formats": ["MINDIR"], **extra},
     )
+
+
+def _run_flow(workdir: Path, endpoint: str, **extra):
+    state = train_eval_export_state(workdir, endpoint, **extra)
     return state, state.result()
 
 
@@ -77,12 +88,13 @@ def dataset(s3_server, tmp_path_factory):
 def first_run(prefect_harness, dataset, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("flow-work")
     hold = tmp_path_factory.mktemp("flow-hold")
-    killer = KillTrainingAtCheckpoint(workdir / "runs", hold)
+    killer = SignalTrainingAtHold(workdir / "runs", hold)
     killer.start()
     started = time.perf_counter()
     try:
         with pytest.MonkeyPatch.context() as env:
             env.setenv(HOLD_ENV, f"{HOLD_STEP}:{hold}")
+            env.setenv(UTIL_EVERY_ENV, "1")  # smoke training lasts seconds: sample every one
             state, summary = _run_flow(workdir, dataset)
     finally:
         killer.done.set()
@@ -93,7 +105,7 @@ def first_run(prefect_harness, dataset, tmp_path_factory):
         "state": state,
         "summary": summary,
         "seconds": time.perf_counter() - started,
-        "killed_at_step": killer.killed_at_step,
+        "stopped_at_step": killer.stopped_at_step,
         "current": json.loads((workdir / "models" / "default" / "current.json").read_text()),
         "report": Path(summary["report"]).read_text(),
     }
@@ -134,19 +146,51 @@ def test_flow_produces_metrics_exports_and_report(first_run, dataset):
     exported = [(row["format"], row["path"]) for row in tables["irv2-exports"]]
     assert exported == list(zip(["MINDIR"], summary["exports"], strict=True))
     timed = [(row["stage"], row["state"]) for row in tables["irv2-timings"]]
-    assert timed == [(stage, "Completed") for stage in HEAVY], timed
+    assert timed[:-1] == [(stage, "Completed") for stage in HEAVY], timed
+    # device-hours: each stage's wall time x the CPU cores the run holds, and their total
+    cores, total = len(os.sched_getaffinity(0)), tables["irv2-timings"][-1]
+    train = summary["timings"]["train"]
+    assert train["devices"] == f"{cores} cpu" and summary["cost"] is None  # no rate card
+    assert train["device_hours"] == pytest.approx(train["seconds"] * cores / 3600, rel=0.01)
+    rows_above = sum(row["device_hours"] for row in tables["irv2-timings"][:-1])
+    assert total["stage"] == "total" and total["device_hours"] == pytest.approx(rows_above)
+    assert summary["device_hours"] >= total["device_hours"]  # + the report and what came after
+    # the report shows the software stack the model was trained on
+    import mindspore as ms
+
+    stack = report.split("Software stack", 1)[1][:600]
+    assert "mindspore" in stack and ms.__version__ in stack, stack
+    # ...and the CPU utilisation sampled while it trained, plotted beside img/s
+    run_dir = Path(summary["run_dir"])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    util = [r for r in rows if r["kind"] == "util"]
+    assert util and all(r["device"] == "cpu" and 0 <= r["util_pct"] <= 100 for r in util), util
+    assert (
+        max(r["util_pct"] for r in util) > 0 and (run_dir / "report" / "utilisation.png").is_file()
+    )
 
 
-def test_killed_training_is_resumed_by_the_retry(first_run):
-    summary, killed_at = first_run["summary"], first_run["killed_at_step"]
-    assert killed_at == HOLD_STEP, "the training process ended before it was held and killed"
-    assert summary["resumed_from_step"] == killed_at  # the checkpoint on disk at the kill
+def test_preempted_training_saves_its_step_and_the_retry_resumes_there(first_run):
+    """SIGTERM mid-epoch (to the training process group, as Kubernetes stops a pod): training
+    saves the step it was on and exits; the task's retry resumes at that step, not at the
+    epoch's checkpoint, with the data stream where it was (no image twice, none skipped)."""
+    summary, stopped_at = first_run["summary"], first_run["stopped_at_step"]
+    assert stopped_at == HOLD_STEP, "training ended before it was held and signalled"
+    assert HOLD_STEP % FLOW_SMOKE["max_steps_per_epoch"], "the signal must come mid-epoch"
+    assert summary["resumed_from_step"] == HOLD_STEP  # the last words, not epoch 1's checkpoint
     run_dir = Path(summary["run_dir"])
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "train"]
-    once = [steps.count(s) for s in range(1, killed_at + 1)]
-    assert once == [1] * killed_at, f"training restarted from scratch: {steps}"
+    once = [steps.count(s) for s in range(1, stopped_at + 1)]
+    assert once == [1] * stopped_at, f"training restarted from an earlier step: {steps}"
     assert set(steps) == {1, 2, 3, 4, 5, 6} and summary["global_step"] == 6
+    (preempted,) = [r for r in rows if r["kind"] == "preempt"]
+    assert preempted["step"] == HOLD_STEP and preempted["saved_s"] > 0, preempted
+    # epoch 2 as one process would have trained it: the signalled attempt's first batch
+    # (step 3), then the retry's (step 4)
+    firsts = {(r["epoch"], r["step"]): r for r in first_batches(run_dir, 0)}
+    straight = epoch_batch_digests(run_dir, first_run["workdir"] / "mindrecord", epoch=2)
+    assert [firsts[(2, 3)]["images_sha256"], firsts[(2, 4)]["images_sha256"]] == straight[:2]
     flow_run_id = first_run["state"].state_details.flow_run_id
     train_run = task_runs(flow_run_id)["train"]
     assert train_run.run_count == 2  # the killed attempt and the resuming retry
@@ -191,6 +235,62 @@ def test_deleted_mindrecord_folder_is_converted_again(first_run, dataset):
     # the rebuilt folder has the same content fingerprint, so training stays cached
     assert summary["mindrecord_fingerprint"] == first_run["summary"]["mindrecord_fingerprint"]
     assert states["train"] == "Cached"
+
+
+def test_a_run_past_its_device_hour_budget_is_cancelled_while_training(first_run, dataset):
+    """A budget that the (cached) data stages fit in but training does not: training is
+    stopped once it would spend past it, not retried, and the run ends Cancelled, saying why;
+    the rate card prices what was spent."""
+    cores = len(os.sched_getaffinity(0))
+    budget = cores * 20 / 3600  # 20 s of this machine's cores: training takes minutes here
+    state = train_eval_export_state(first_run["workdir"], dataset, budget_device_hours=budget,
+                                    rate_card={"prices": {"cpu": 0.5}, "currency": "EUR"},
+                                    overrides={**FLOW_SMOKE, "epoch_size": 5})  # fmt: skip
+    assert state.is_cancelled() and "device-hour budget is spent" in state.message, state
+    train = task_runs(state.state_details.flow_run_id)["train"]
+    assert train.state.is_failed() and train.run_count == 1  # not retried
+    spent = state.result(raise_on_failure=False)
+    assert {"stage", "convert", "train"} <= set(spent["timings"]) and spent["currency"] == "EUR"
+    assert spent["cost"] == pytest.approx(spent["device_hours"] * 0.5, rel=0.01)
+    assert budget < spent["device_hours"] < 3 * budget, spent  # stopped soon after the limit
+
+
+def test_sigterm_to_the_flow_run_lets_training_save_the_step_it_is_on(
+    first_run, dataset, prefect_server, tmp_path
+):
+    """The flow run's own process gets SIGTERM (a worker cancelling it, Kubernetes stopping
+    its pod): Prefect raises in the flow, the train task's supervision passes SIGTERM on to the
+    training process group and gives it stop_grace_s, and training saves the step it is on:
+    what the rescheduled run resumes from. Nothing is left running."""
+    hold, workdir = tmp_path / "hold", first_run["workdir"]
+    call = (f"train_eval_export(source='s3://{BUCKET}/{PREFIX}', workdir={str(workdir)!r}, "
+            f"endpoint_url={dataset!r}, export_formats=['MINDIR'], "
+            f"overrides={ {**FLOW_SMOKE, 'epoch_size': 4}!r})")  # fmt: skip
+    script = f"from flows.train_eval_export import train_eval_export\n{call}\n"
+    env = {**os.environ, "PREFECT_API_URL": prefect_server["api_url"],
+           "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+           HOLD_ENV: f"1:{hold}", "PYTHONPATH": str(REPO)}  # fmt: skip
+    log = tmp_path / "flow.log"
+    with log.open("w") as out:
+        flow_process = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO,
+                                        stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for("training held after step 1", lambda: (hold / HELD).exists(), 600, every_s=0.2)
+        flow_process.send_signal(signal.SIGTERM)
+        (hold / RELEASE).touch()
+        rc = flow_process.wait(timeout=180)
+    finally:
+        if flow_process.poll() is None:
+            flow_process.kill()
+    held_pid = json.loads((hold / HELD).read_text())["pid"]
+    assert not psutil.pid_exists(held_pid), "training outlived the flow run"
+    (run,) = [p.parent for p in (workdir / "runs").glob("run-*/config.yaml")
+              if "epoch_size: 4" in p.read_text()]  # fmt: skip
+    output = log.read_text()
+    assert rc != 0 and "aborted by a termination signal" in output, output[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "preempt"] == [1], output[-3000:]
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 1
 
 
 def test_invalid_parameters_fail_before_staging(prefect_harness, tmp_path):
