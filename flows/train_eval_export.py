@@ -61,11 +61,12 @@ def run_stages(params: FlowParams) -> dict[str, Any] | State:
     work = Path(params.workdir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     store = params.store()
+    # a rate card from the workspace's Variable is checked like a parameter: before any stage
+    meter = Meter(params.rate_card or rate_card_variable(), params.budget_device_hours)
     if store is not None:  # preflight: an unwritable output_uri fails before any stage
         check_writable_task(store)
     storage = params.result_storage or (result_storage(store) if store else None)
     cfg = params.resolve_config().to_dict()
-    meter = Meter(params.rate_card or rate_card_variable(), params.budget_device_hours)
 
     def held(stage: str) -> tuple[str, int]:  # the pod's devices; training: every node's
         nodes = params.num_nodes if stage == "train" else 1

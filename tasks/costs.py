@@ -13,12 +13,12 @@ __all__ = ["RATE_CARD_VARIABLE", "rate_card_variable"]
 RATE_CARD_VARIABLE = "irv2-rate-card"
 
 
-def rate_card_variable() -> RateCard | None:
-    """The workspace's rate card, or None when the Variable is not set. Irv2Error, naming the
-    Variable, when it is set but is not a valid rate card."""
+def rate_card_variable(name: str = RATE_CARD_VARIABLE) -> RateCard | None:
+    """The workspace's rate card (the Variable *name*), or None when it is not set. Irv2Error,
+    naming the Variable, when it is set but is not a valid rate card."""
     from prefect.variables import Variable
 
-    value = Variable.get(RATE_CARD_VARIABLE, default=None)
+    value = Variable.get(name, default=None)
     if value is None:
         return None
     try:
@@ -26,6 +26,6 @@ def rate_card_variable() -> RateCard | None:
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise Irv2Error(
-            f"Prefect Variable {RATE_CARD_VARIABLE} is not a rate card ({problems}); set it to "
+            f"Prefect Variable {name} is not a rate card ({problems}); set it to "
             '{"prices": {"npu": 1.2, "cpu": 0.01}, "currency": "USD"} or delete it'
         ) from None

@@ -105,3 +105,24 @@ def test_the_meter_adds_device_hours_prices_them_and_keeps_the_budget():
         meter.check("export-ONNX")
     assert meter.remaining_s(1) == 0.0
     assert Meter().totals() == {"device_hours": 0.0, "cost": None, "currency": None}
+
+
+def test_the_rate_card_variable_is_read_and_checked(prefect_harness):
+    """A workspace-wide rate card in a Prefect Variable (here under a name of this test's own:
+    the session's server is shared with flow runs that must see none)."""
+    import os
+
+    from prefect.variables import Variable
+
+    from tasks.costs import rate_card_variable
+
+    name = f"irv2-rate-card-test-{os.getpid()}"
+    assert rate_card_variable(name) is None
+    Variable.set(name, {"prices": {"gpu": 2.5}, "currency": "CNY"})
+    try:
+        assert rate_card_variable(name).prices == {"gpu": 2.5}
+        Variable.set(name, {"prices": {"tpu": 1}}, overwrite=True)
+        with pytest.raises(Irv2Error, match=rf"Variable {name} is not a rate card.*tpu"):
+            rate_card_variable(name)
+    finally:
+        Variable.unset(name)
