@@ -56,6 +56,17 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
         echo "tests: no PostgreSQL and no root apt-get; the Prefect server tests will be skipped"
     fi
 fi
+# tests/k8s_real talk to a real Kubernetes API server built from Debian's kubernetes source
+# package (scripts/build_k8s.sh; cached outside the clone, keyed by version). With CI set a missing
+# build is built here (~14 min cold on one core), never skipped; elsewhere the tier skips, naming
+# the command.
+if in_ci; then
+    k8s_bin="$(JOBS="${JOBS:-2}" bash scripts/build_k8s.sh | tail -1)" || {
+        echo "tests/k8s_real: building the Kubernetes control plane failed and CI is set" >&2
+        exit 1
+    }
+    echo "tests/k8s_real: the Kubernetes control plane in $k8s_bin"
+fi
 work="$(mktemp -d)"
 cd "$work"
 # Two pytest-xdist workers, whole test files each (--dist loadfile keeps a module's fixtures in

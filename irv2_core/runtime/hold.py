@@ -38,10 +38,16 @@ def parse_hold(value: str | None) -> tuple[int, Path] | None:
     return int(step), Path(folder)
 
 
-def hold_at(step: int, before: Callable[[], None] | None = None, log=None) -> bool:
+def hold_at(
+    step: int,
+    before: Callable[[], None] | None = None,
+    log=None,
+    interrupted: Callable[[], bool] | None = None,
+) -> bool:
     """Hold here when ``IRV2_TEST_HOLD`` names *step* and its folder has not held yet; return
     whether this call held. *before* runs first (the mirror's flush: the checkpoint is in the
-    store when the test sees ``held.json``); *log* gets one line before and one after."""
+    store when the test sees ``held.json``); *log* gets one line before and one after. The hold
+    also ends once *interrupted()* is true (a SIGTERM: a held process stops as any other)."""
     hold = parse_hold(os.environ.get(HOLD_ENV))
     if hold is None or hold[0] != step:
         return False
@@ -58,6 +64,8 @@ def hold_at(step: int, before: Callable[[], None] | None = None, log=None) -> bo
     if log is not None:
         log(f"hold: {HOLD_ENV} holds training after step {step} until {folder / RELEASE} exists")
     while not (folder / RELEASE).exists():
+        if interrupted is not None and interrupted():
+            break
         time.sleep(POLL_S)
     if log is not None:
         log(f"hold: released after step {step}")

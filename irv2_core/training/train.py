@@ -322,7 +322,8 @@ class _Run:
     def _hold(self) -> None:
         """The test-only hold after this step (runtime/hold.py): rank 0, checkpoint in the store."""
         if self.world.is_master:
-            hold_at(self.step, self.checkpoints.flush, self.log.line)
+            hold_at(self.step, self.checkpoints.flush, self.log.line,
+                    interrupted=lambda: self.stop.at is not None)  # fmt: skip
 
     def _fence(self, fresh: bool = False) -> None:
         """Raise LeaseLost (naming the new holder) once this worker is no longer the run's writer;

@@ -50,3 +50,14 @@ def test_it_holds_after_the_flush_until_released_and_only_once(monkeypatch, tmp_
     holder.join(timeout=10)
     assert result == [True] and "released" in lines[-1]
     assert hold_at(2) is False  # the folder has held: a retry trains on
+
+
+def test_a_held_process_that_is_told_to_stop_stops_holding(monkeypatch, tmp_path):
+    """A SIGTERM while held (the cancel and preemption tests): the hold ends without a release,
+    so training goes on to save its step instead of waiting for SIGKILL."""
+    monkeypatch.setenv(HOLD_ENV, f"1:{tmp_path}")
+    told = threading.Event()
+    timer = threading.Timer(0.3, told.set)
+    timer.start()
+    assert hold_at(1, interrupted=told.is_set) is True
+    assert told.is_set() and not (tmp_path / RELEASE).exists()

@@ -130,6 +130,18 @@ def test_template_keeps_prefect_kubernetes_defaults(template):
     assert set(default["variables"]["properties"]) <= set(template["variables"]["properties"])
 
 
+def test_the_worker_waits_for_a_large_image_longer_than_the_never_started_automation(template):
+    """A CANN image takes minutes to pull: the worker's pod watch (60 s in prefect-kubernetes)
+    outlasts the automation that cancels a pod that never starts, which acts first, saying why."""
+    import yaml
+
+    shipped = REPO / "deployments" / "k8s" / "pod-never-started.yaml"
+    within = yaml.safe_load(shipped.read_text())["automations"][0]["trigger"]["within"]
+    variables = template["variables"]["properties"]
+    assert variables["pod_watch_timeout_seconds"]["default"] > within >= 600
+    assert variables["termination_grace_period_seconds"]["default"] >= 120
+
+
 # --- the rendered Job ------------------------------------------------------------------------
 
 
