@@ -40,7 +40,7 @@ from support.processes import wait_for
 from support.training import FLOW_SMOKE, epoch_batch_digests, first_batches
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.hold import HELD, HOLD_ENV, RELEASE
+from irv2_core.runtime.hold import HELD, HOLD_ENV
 from irv2_core.training.utilisation import EVERY_ENV as UTIL_EVERY_ENV
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
@@ -281,8 +281,7 @@ def test_sigterm_to_the_flow_run_lets_training_save_the_step_it_is_on(
                                         stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         wait_for("training held after step 1", lambda: (hold / HELD).exists(), 600, every_s=0.2)
-        flow_process.send_signal(signal.SIGTERM)
-        (hold / RELEASE).touch()
+        flow_process.send_signal(signal.SIGTERM)  # no release: the SIGTERM ends the hold
         rc = flow_process.wait(timeout=180)
     finally:
         if flow_process.poll() is None:

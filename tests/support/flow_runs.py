@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 
-from irv2_core.runtime.hold import HELD, RELEASE
+from irv2_core.runtime.hold import HELD
 
 __all__ = [
     "SignalTrainingAtHold",
@@ -43,10 +43,11 @@ __all__ = [
 
 class SignalTrainingAtHold(threading.Thread):
     """Sends *sig* to the training process group once its training holds after a step
-    (IRV2_TEST_HOLD, runtime/hold.py; set by the fixture), then releases the hold and waits for
-    the group to end. SIGKILL is a crash: the retry resumes from the checkpoint on disk.
-    SIGTERM is a preemption: training saves the held step and exits. ``stopped_at_step`` is the
-    step of ``latest.json`` once the group is gone: the checkpoint a retry must resume from."""
+    (IRV2_TEST_HOLD, runtime/hold.py; set by the fixture) and waits for the group to end.
+    SIGKILL is a crash: the retry resumes from the checkpoint on disk. SIGTERM is a
+    preemption: it ends the hold (nothing releases it) and training saves the held step.
+    ``stopped_at_step`` is the step of ``latest.json`` once the group is gone: the checkpoint
+    a retry must resume from."""
 
     def __init__(self, runs_dir: Path, hold: Path, sig: int = signal.SIGTERM) -> None:
         super().__init__(daemon=True)
@@ -61,9 +62,8 @@ class SignalTrainingAtHold(threading.Thread):
                 time.sleep(0.1)
                 continue
             with contextlib.suppress(ProcessLookupError):  # else it ended: fail in the test
-                os.killpg(leader, self.sig)  # the leader of its own session
-                (self.hold / RELEASE).touch()  # a held SIGTERMed process goes on to save
-                wait_gone(leader, 120)
+                os.killpg(leader, self.sig)  # the leader of its own session; SIGTERM ends
+                wait_gone(leader, 120)  # its hold (no release), so it saves the held step
                 latest = next(self.runs_dir.glob("run-*/checkpoints/latest.json"))
                 self.stopped_at_step = json.loads(latest.read_text())["step"]
             return
