@@ -1,5 +1,5 @@
 """The Volcano gang's manifest (irv2_core/training/gang.py); against an API server:
-tests/k8s_real/test_gang.py."""
+tests/k8s_real/test_volcano_gang.py."""
 
 from __future__ import annotations
 
