@@ -96,6 +96,13 @@ class ServiceEntry(Record):
     decided_by: str = Field(default="rule", description="`rule`, or who approved or rolled back")
     reason: str = Field(default="", description="the gate's sentence, or the person's comment")
 
+    def entry(self) -> ServiceEntry:
+        """A plain entry of this model, without per-image outcomes (only the gate's baseline,
+        the model in service, keeps them) or a record's history."""
+        entry = ServiceEntry.model_validate(self.model_dump(exclude={"history"}))
+        entry.eval = entry.eval.model_copy(update={"per_image": None})
+        return entry
+
 
 class ServiceRecord(ServiceEntry):
     """``models/<deployment>/current.json``: the model in service, with every earlier one."""
@@ -107,9 +114,7 @@ class ServiceRecord(ServiceEntry):
     def change(self) -> ServiceEntry:
         """This record as a history entry (its per-image outcomes left out: they are only the
         baseline of the model in service)."""
-        entry = ServiceEntry.model_validate(self.model_dump(exclude={"history"}))
-        entry.eval = entry.eval.model_copy(update={"per_image": None})
-        return entry
+        return self.entry()
 
     def find(self, run_id: str) -> ServiceEntry | None:
         """The newest history entry of *run_id*, if any."""

@@ -82,9 +82,8 @@ def set_alias(
     """Point *name* at *entry* (None: remove it); returns what it named before. Conditional
     writes, retried on a concurrent change: no writer's change is lost."""
     check_alias(name)
-    if entry is not None:  # the per-image outcomes only serve the model in service's gate
-        entry = ServiceEntry.model_validate(entry.model_dump(exclude={"history"}))
-        entry.eval = entry.eval.model_copy(update={"per_image": None})
+    if entry is not None:
+        entry = entry.entry()
     deadline, pause = time.monotonic() + _PATIENCE_S, 0.01
     while True:
         book, version = read_aliases(store, deployment)
