@@ -19,6 +19,7 @@ from irv2_core.export import FORMATS, air_needs_ascend
 from irv2_core.promotion.gate import GateRules
 from irv2_core.runtime.cost import RateCard
 from irv2_core.storage.s3client import check_endpoint_url
+from irv2_core.training.gang import GangOptions
 from tasks.nodes import NODE_DEPLOYMENT
 
 __all__ = [
@@ -74,6 +75,11 @@ class FlowParams(BaseModel):
     node_deployment: str = Field(
         NODE_DEPLOYMENT,
         description="the train-node deployment that runs nodes 1..num_nodes-1 (num_nodes > 1)",
+    )
+    gang: GangOptions | None = Field(
+        None,
+        description="num_nodes > 1: train as one Volcano gang of pods (image, namespace, queue, "
+        "...) instead of train-node runs; needs output_uri",
     )
     node_join_timeout_s: float = Field(
         600.0,
@@ -172,6 +178,9 @@ class FlowParams(BaseModel):
     def _consistent(self) -> FlowParams:
         if self.node_rank >= self.num_nodes:
             raise ValueError(f"node_rank ({self.node_rank}) must be < num_nodes ({self.num_nodes})")
+        if self.gang is not None and (self.num_nodes < 2 or self.output_uri is None):
+            raise ValueError("gang: a gang trains num_nodes >= 2 pods that share nothing but "
+                             "the object store: set num_nodes and output_uri")  # fmt: skip
         cfg = self.resolve_config()
         try:
             self.gate_rules()

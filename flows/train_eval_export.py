@@ -141,6 +141,7 @@ class _Pipeline:
             store=self.store,
             node_deployment=params.node_deployment,
             join_timeout_s=params.node_join_timeout_s,
+            gang=params.gang.model_dump() if params.gang else None,
             **self.mindrecord(converted),
         )
         if trained.run_dir is None or trained.final_checkpoint is None:

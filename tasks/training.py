@@ -19,6 +19,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from irv2_core.data.local_copy import ensure_conversion
+from irv2_core.errors import Irv2Error
 from irv2_core.records import TrainSummary
 from irv2_core.runtime.cost import BudgetExceeded
 from irv2_core.runtime.fingerprint import training_code_version
@@ -29,6 +30,9 @@ from irv2_core.storage.outputs import Made, StageOutput, produce_once
 from irv2_core.storage.publish import SMALL_RUN_FILES, StoreRef, ensure_local, open_ref, run_files
 from irv2_core.storage.stamps import stamped_key
 from irv2_core.training.command import train_command, write_requested_config
+from irv2_core.training.gang import GangOptions, VolcanoGang, kube_api
+from irv2_core.training.gang_pod import collect_outputs, gang_spec
+from irv2_core.training.gang_watch import GangLimits, run_gang
 from tasks.caching import StagePolicy, current_cache_key
 from tasks.common import PERSIST, retry_unless_user_error
 from tasks.nodes import NODE_DEPLOYMENT, NodeRuns, check_node_deployment
@@ -112,7 +116,7 @@ class _Job:
 
     def __init__(self, run_dir, data_dir, config, launch, store, limits: dict[str, Any]):
         self.run_dir, self.data_dir, self.config = run_dir, data_dir, config
-        self.launch, self.store = launch, store
+        self.launch, self.store, self.limits = launch, store, limits
         self.timeout_s, self.join_timeout_s = limits["timeout_s"], limits["join_timeout_s"]
         self.stop_grace_s = limits["stop_grace_s"]
         self.accept_stack_change = limits["accept_stack_change"]
@@ -146,6 +150,19 @@ class _Job:
             logger.info("started training nodes %s", {r: str(i) for r, i in nodes.ids.items()})
         logger.info("launching: %s", " ".join(command))
         self._supervise(command, rank0_log, nodes, logger)
+
+    def run_gang(self, options: GangOptions, logger: Any, fingerprint: str, data_prefix) -> None:
+        """Train on one Volcano gang of pods that fetch everything from the store
+        (training/gang_pod.py), following rank 0's log; then take the gang's outputs."""
+        if self.store is None or data_prefix is None:
+            raise Irv2Error("a gang trains from the object store: set output_uri")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_requested_config(self.run_dir, self.config)
+        spec = gang_spec(self.run_dir.name, self.config, self.launch, self.store,
+                         (data_prefix, fingerprint), options, self.limits)  # fmt: skip
+        limits = GangLimits(options.start_timeout_s, self.timeout_s, options.poll_s)
+        run_gang(VolcanoGang(spec, kube_api()), limits, logger.info, check=self._checks(None))
+        collect_outputs(open_ref(self.store), self.run_dir.name, self.run_dir)
 
     def _checks(self, nodes: NodeRuns | None):
         """What supervision checks each poll: the other nodes, and the device-hour budget."""
@@ -229,6 +246,7 @@ def train_task(
     stop_grace_s: float = 60.0,
     accept_stack_change: bool = False,
     budget_s: float | None = None,
+    gang: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on the MindRecord folder *data_dir* with the resolved *config*; return its
     TrainSummary (with ``run_dir``; with a store, its ``address``).
@@ -244,6 +262,8 @@ def train_task(
     A resume from a checkpoint of another software stack fails unless *accept_stack_change*.
     Past *budget_s* seconds (what the run's device-hour budget leaves), training is stopped like
     a preempted one (its step saved) and the task fails with BudgetExceeded, not retried.
+    With *gang* (GangOptions), the N nodes run as one Volcano gang of pods instead, which
+    share nothing but the *store*; the Job is deleted when the task ends, however it ends.
     """
     logger = get_run_logger()
     launch = launch or {}
@@ -260,7 +280,11 @@ def train_task(
                       "stop_grace_s": stop_grace_s, "budget_s": budget_s,
                       "accept_stack_change": accept_stack_change}  # fmt: skip
             job = _Job(run_dir, data_dir, config, launch, store, limits)
-            job.run(logger, node_deployment, mindrecord_fingerprint, data_prefix)
+            if gang:
+                options = GangOptions.model_validate(gang)
+                job.run_gang(options, logger, mindrecord_fingerprint, data_prefix)
+            else:
+                job.run(logger, node_deployment, mindrecord_fingerprint, data_prefix)
         stamped = tuple(run_dir / n for n in _OUTPUTS)
         return Made(_local(run_dir), run_files(run_dir) if st else {}, stamped)
 

@@ -31,6 +31,7 @@ COMMANDS: dict[str, Command] = {
     "report": ("irv2_core.cli.report", "add_report", "the Markdown/HTML/CSV report of a run"),
     "pull": ("irv2_core.cli.store", "add_pull", "fetch a published run from the object store"),
     "models": ("irv2_core.cli.models", "add_models", "the model in service: list/show/rollback"),
+    "gang-pod": ("irv2_core.cli.gang", "add_gang_pod", "one pod of a multi-node gang job"),
 }
 
 

@@ -11,6 +11,8 @@
     runs/<run-id>/reruns/<name>/   one stage rerun on the finished run (re-evaluate, re-export,
                                    re-report), beside the run's own outputs, never over them
     exports/<run-id>/<format>/     irv2.mindir, irv2.onnx ...
+    gang/<run-id>/                 a gang job's outputs, from its pod 0 to the train task, which
+                                   publishes them under runs/<run-id> and removes these
     prefect/                       Prefect's persisted results and cache records
 
 Each prefix is trusted only through its commit marker (``storage.publish``).
@@ -25,6 +27,7 @@ __all__ = [
     "convert_prefix",
     "eval_prefix",
     "export_prefix",
+    "gang_prefix",
     "report_prefix",
     "rerun_prefix",
     "run_prefix",
@@ -63,3 +66,8 @@ def export_prefix(run_id: str, fmt: str) -> str:
 def rerun_prefix(run_id: str, name: str) -> str:
     """One stage rerun of a finished run (``evaluate-<protocol>-<split>-<data>``, ...)."""
     return f"{run_prefix(run_id)}/reruns/{name}"
+
+
+def gang_prefix(run_id: str) -> str:
+    """A gang job's outputs on their way from its pod 0 to the train task."""
+    return f"gang/{run_id}"

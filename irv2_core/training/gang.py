@@ -1,29 +1,29 @@
 """Multi-node training as one gang: a Volcano Job (``batch.volcano.sh/v1alpha1``) whose N pods
-are scheduled together or not at all, each running the multi-node ``msrun`` with its rank.
+are scheduled together or not at all, each running ``irv2 gang-pod`` (training/gang_pod.py).
 
 Node runs as separate Kubernetes Jobs can start some nodes and leave the others Pending forever;
 Volcano binds no pod of a Job until ``minAvailable`` of them fit. Here ``minAvailable`` = N, one
 task (``worker``) of N replicas; Volcano's ``env`` plugin gives each pod ``VC_TASK_INDEX`` (its
 node rank) and the ``svc`` plugin a headless Service, so pod 0 is
-``<job>-worker-0.<job>.<namespace>.svc.<domain>`` (msrun's master address; the other pods wait
-until it resolves). A pod evicted or failed restarts the whole gang (``RestartJob``), which
-resumes from the store. :class:`VolcanoGang` submits it, watches it and deletes it through the
-Kubernetes API (the ``k8s`` extra's client, imported only there).
+``<job>-worker-0.<job>.<namespace>.svc.<domain>`` (msrun's master address). The pods share
+nothing but the object store. A pod evicted or failed restarts the whole gang (``RestartJob``),
+which resumes from the store. :class:`VolcanoGang` submits, reads and deletes it through the
+Kubernetes API (the ``k8s`` extra's client, imported only there); training/gang_watch.py drives it.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from irv2_core.errors import Irv2Error
 
-__all__ = ["CRD_NAME", "GROUP", "PLURAL", "TASK", "VERSION", "GangSpec", "VolcanoGang",
-           "master_addr", "pod_script", "volcano_job"]  # fmt: skip
+__all__ = ["CRD_NAME", "GROUP", "PLURAL", "TASK", "VERSION", "GangOptions", "GangSpec",
+           "VolcanoGang", "kube_api", "master_addr", "pod_command", "volcano_job"]  # fmt: skip
 
 GROUP, VERSION, PLURAL = "batch.volcano.sh", "v1alpha1", "jobs"
 CRD_NAME = f"{PLURAL}.{GROUP}"
@@ -32,24 +32,41 @@ NPU = "huawei.com/Ascend910"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
+class GangOptions(BaseModel):
+    """How a deployment trains on several nodes as one Volcano gang (flow parameter ``gang``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, description="the image of the gang's pods")
+    namespace: str = "default"
+    queue: str = Field("default", description="the Volcano queue")
+    object_store_secret: str | None = Field(
+        "irv2-object-store", description="Secret with the store's keys, passed to every pod"
+    )
+    start_timeout_s: float = Field(
+        1800.0, gt=0, description="seconds the gang may wait for room for all its pods"
+    )
+    poll_s: float = Field(5.0, gt=0, description="seconds between reads of the gang's state")
+
+
 @dataclass
 class GangSpec:
-    """One multi-node training job: *nodes* pods of *npus_per_node* NPUs running *train_args*
-    (``irv2 train ...``) in *image*."""
+    """One multi-node training job: *nodes* pods of *npus_per_node* NPUs in *image*, each
+    running ``irv2 gang-pod`` with *pod_args* (what to train, from which store) and *env*."""
 
     name: str
     image: str
     nodes: int
     npus_per_node: int
-    train_args: list[str]
+    pod_args: list[str]
     namespace: str = "default"
     queue: str = "default"
     master_port: int = 8118
     join_timeout_s: int = 600
     secret: str | None = "irv2-object-store"
-    data_pvc: str | None = "irv2-data"
-    data_mount_path: str = "/data/irv2"
+    scratch: str = "/scratch"  # each pod's own emptyDir: MindRecord copy, run folder
     cluster_domain: str = "cluster.local"
+    grace_s: int = 300  # SIGTERM to SIGKILL: training saves and uploads its step
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,21 +87,15 @@ def master_addr(spec: GangSpec) -> str:
     return f"{spec.name}-{TASK}-0.{spec.name}.{spec.namespace}.svc.{spec.cluster_domain}"
 
 
-def pod_script(spec: GangSpec) -> str:
-    """The shell line every pod runs: wait until pod 0's name resolves (pods start at different
-    times), then msrun with this pod's node rank, joined so the pod lives as long as training."""
-    master = master_addr(spec)
-    msrun = [
-        "msrun", f"--worker_num={spec.nodes * spec.npus_per_node}",
-        f"--local_worker_num={spec.npus_per_node}", f"--master_addr={master}",
-        f"--master_port={spec.master_port}", "--node_rank=$VC_TASK_INDEX", "--join=True",
-        f"--cluster_time_out={spec.join_timeout_s}", "--log_dir=msrun_log/node$VC_TASK_INDEX",
-        "python", "-m", "irv2_core", *spec.train_args,
+def pod_command(spec: GangSpec) -> list[str]:
+    """What every pod runs: ``irv2 gang-pod`` with the job's shape; its node rank comes from
+    ``VC_TASK_INDEX``, which Volcano sets in each pod."""
+    shape = [
+        f"--nodes={spec.nodes}", f"--npus-per-node={spec.npus_per_node}",
+        f"--master-addr={master_addr(spec)}", f"--master-port={spec.master_port}",
+        f"--join-timeout-s={spec.join_timeout_s}", f"--workdir={spec.scratch}/irv2",
     ]  # fmt: skip
-    quoted = " ".join(a if "$VC_TASK_INDEX" in a else shlex.quote(a) for a in msrun)
-    wait = (f"for i in $(seq {spec.join_timeout_s}); do getent hosts {master} >/dev/null && "
-            "break; sleep 1; done")  # fmt: skip
-    return f"{wait}; exec {quoted}"
+    return ["python", "-m", "irv2_core", "gang-pod", *shape, *spec.pod_args]
 
 
 def _pod_template(spec: GangSpec) -> dict:
@@ -92,18 +103,18 @@ def _pod_template(spec: GangSpec) -> dict:
     container = {
         "name": "irv2",
         "image": spec.image,
-        "command": ["sh", "-c", pod_script(spec)],
+        "command": pod_command(spec),
         "env": [{"name": k, "value": v} for k, v in sorted(spec.env.items())],
         "resources": {"requests": dict(npus), "limits": dict(npus)},
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-    }
-    volumes: list[dict] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
+                         {"name": "scratch", "mountPath": spec.scratch}],
+    }  # fmt: skip
+    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory"}},
+               {"name": "scratch", "emptyDir": {}}]  # fmt: skip
     if spec.secret:
         container["envFrom"] = [{"secretRef": {"name": spec.secret}}]
-    if spec.data_pvc:
-        container["volumeMounts"].append({"name": "irv2-data", "mountPath": spec.data_mount_path})
-        volumes.append({"name": "irv2-data", "persistentVolumeClaim": {"claimName": spec.data_pvc}})
-    return {"spec": {"restartPolicy": "Never", "containers": [container], "volumes": volumes}}
+    return {"spec": {"restartPolicy": "Never", "containers": [container], "volumes": volumes,
+                     "terminationGracePeriodSeconds": spec.grace_s}}  # fmt: skip
 
 
 def volcano_job(spec: GangSpec) -> dict:
@@ -127,11 +138,25 @@ def volcano_job(spec: GangSpec) -> dict:
     }  # fmt: skip
 
 
-_DONE, _FAILED = {"Completed"}, {"Failed", "Aborted", "Terminated"}
+NOT_STARTED = {"Pending", "Inqueue"}  # Volcano's phases before its pods are bound
+DONE, FAILED = {"Completed"}, {"Failed", "Aborted", "Terminated"}
 INSTALL_VOLCANO = (
     "install Volcano (https://volcano.sh/en/docs/installation/: its Helm chart or "
     "installer/volcano-development.yaml), or train on several nodes without the gang"
 )
+
+
+def kube_api() -> Any:
+    """A Kubernetes API client: the pod's service account inside a cluster, else the kubeconfig
+    (``KUBECONFIG`` or ``~/.kube/config``), as kubectl and Prefect's worker find it."""
+    import os
+
+    from kubernetes import client, config
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config()
 
 
 class VolcanoGang:
@@ -159,12 +184,24 @@ class VolcanoGang:
                 f"the cluster has no {CRD_NAME} custom resource (Volcano's Job): " + INSTALL_VOLCANO
             ) from None
 
-    def submit(self) -> dict:
-        """Create the Job (after checking the CRD); the object the API server stored."""
+    def submit(self, replace_s: float = 0.0) -> dict:
+        """Create the Job (after checking the CRD); the object the API server stored. With
+        *replace_s*, a Job of the same name (left by an attempt whose process died) is deleted
+        first, waiting up to that long for it to go."""
+        from kubernetes.client.exceptions import ApiException
+
         self.check_crd()
-        return self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.spec.namespace, PLURAL, volcano_job(self.spec)
-        )
+        deadline = time.monotonic() + replace_s
+        while True:
+            try:
+                return self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, self.spec.namespace, PLURAL, volcano_job(self.spec)
+                )
+            except ApiException as exc:
+                if exc.status != 409 or time.monotonic() > deadline:
+                    raise
+            self.delete()
+            time.sleep(0.5)
 
     def read(self) -> dict | None:
         from kubernetes.client.exceptions import ApiException
@@ -190,32 +227,31 @@ class VolcanoGang:
         )
         reasons = []
         for pod in pods.items:
+            name = pod.metadata.name
             for cond in pod.status.conditions or []:
                 if cond.status != "True" and cond.message:
-                    reasons.append(f"{pod.metadata.name}: {cond.reason}: {cond.message}")
+                    reasons.append(f"{name}: {cond.reason}: {cond.message}")
+            for cs in pod.status.container_statuses or []:
+                waiting, ended = cs.state.waiting, cs.state.terminated
+                if waiting is not None and waiting.reason:
+                    reasons.append(f"{name}: {waiting.reason}: {waiting.message or ''}".rstrip())
+                if ended is not None and ended.exit_code:
+                    reasons.append(f"{name}: exited {ended.exit_code} ({ended.reason})")
         return reasons
 
-    def watch(
-        self, timeout_s: float, poll_s: float = 5.0, on_phase: Callable[[str], None] | None = None
-    ) -> str:
-        """Poll until the job completes (its phase), fails (Irv2Error with the pods' reasons) or
-        *timeout_s* passes (TimeoutError, naming the phase and reasons)."""
-        deadline, seen = time.monotonic() + timeout_s, None
-        while True:
-            phase = self.phase()
-            if phase != seen and on_phase is not None:
-                on_phase(phase)
-            seen = phase
-            if phase in _DONE:
-                return phase
-            if phase in _FAILED:
-                reasons = "; ".join(self.pod_reasons()) or "no pod reported a reason"
-                raise Irv2Error(f"gang job {self.spec.name} {phase}: {reasons}")
-            if time.monotonic() > deadline:
-                reasons = "; ".join(self.pod_reasons()) or "no pod yet"
-                raise TimeoutError(f"gang job {self.spec.name} still {phase} after "
-                                   f"{timeout_s:g} s: {reasons}")  # fmt: skip
-            time.sleep(poll_s)
+    def pod_log(self, index: int = 0, since_s: int | None = None) -> str:
+        """The log of pod *index* (``<job>-worker-<index>``) with timestamps, the last *since_s*
+        seconds of it (all when None); '' while the pod has no container started."""
+        from kubernetes.client.exceptions import ApiException
+
+        pod = f"{self.spec.name}-{TASK}-{index}"
+        kwargs = {"timestamps": True, **({"since_seconds": since_s} if since_s else {})}
+        try:
+            return self.core.read_namespaced_pod_log(pod, self.spec.namespace, **kwargs)
+        except ApiException as exc:
+            if exc.status in (400, 404):  # not created yet, or its container not started
+                return ""
+            raise
 
     def delete(self) -> None:
         """Delete the job and, through their owner references, its pods (gone: nothing to do)."""
