@@ -247,7 +247,7 @@ class VolcanoGang:
         pod = f"{self.spec.name}-{TASK}-{index}"
         kwargs = {"timestamps": True, **({"since_seconds": since_s} if since_s else {})}
         try:
-            return self.core.read_namespaced_pod_log(pod, self.spec.namespace, **kwargs)
+            return self.core.read_namespaced_pod_log(pod, self.spec.namespace, **kwargs) or ""
         except ApiException as exc:
             if exc.status in (400, 404):  # not created yet, or its container not started
                 return ""
