@@ -172,11 +172,14 @@ class VolcanoGang:
         self.extensions = client.ApiextensionsV1Api(api)
 
     def check_crd(self) -> None:
-        """Fail before submitting when the cluster does not know Volcano Jobs."""
+        """Fail before submitting when the cluster does not serve Volcano Jobs (asked by listing
+        them in the namespace, which the flow's Role allows; the CRD itself is cluster-scoped)."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.extensions.read_custom_resource_definition(CRD_NAME)
+            self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.spec.namespace, PLURAL, limit=1
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -110,6 +110,12 @@ def test_the_ascend_deployment_submits_its_job_and_a_pod_without_npus_is_cancell
              template)  # fmt: skip
     _prefect(env, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
              "--name", DEPLOYMENT)  # fmt: skip
+    # the gang deployment (README "Several nodes as one gang"): its pods' image from IRV2_IMAGE
+    _prefect(env, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
+             "--name", "ascend-2x8p-gang")  # fmt: skip
+    gang = _deployment(api_url, "ascend-2x8p-gang")
+    assert gang["parameters"]["gang"]["image"] == IMAGE and gang["parameters"]["num_nodes"] == 2
+    assert gang["job_variables"]["npu_count"] == 1
     _automation(env, within_s=20)
     log = tmp_path / "worker.log"
     with log.open("w") as sink:
@@ -184,12 +190,17 @@ def _assert_ascend_job(job: dict) -> None:
     assert not any("SECRET" in name for name in env), "a key in the Job's env"
 
 
+def _deployment(api_url: str, name: str) -> dict:
+    import httpx
+
+    return httpx.get(f"{api_url}/deployments/name/train-eval-export/{name}", timeout=10).json()
+
+
 def _runs(api_url: str) -> list[str]:
     """The ids of the deployment's flow runs (only this test uses it on the shared server)."""
     import httpx
 
-    deployment = httpx.get(f"{api_url}/deployments/name/train-eval-export/{DEPLOYMENT}",
-                           timeout=10).json()  # fmt: skip
+    deployment = _deployment(api_url, DEPLOYMENT)
     body = {"deployments": {"id": {"any_": [deployment["id"]]}}}
     return [
         r["id"] for r in httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json()

@@ -40,16 +40,30 @@ STORE = {"uri": "s3://irv2-out/irv2", "endpoint_url": None}
 LIMITS = {"join_timeout_s": 600.0, "stop_grace_s": 60.0}
 
 
-def _api(plane):
+RBAC = REPO / "deployments" / "k8s" / "gang-rbac.yaml"
+FLOW_ACCOUNT = "system:serviceaccount:default:irv2-flow"  # gang-rbac.yaml's
+
+
+def _api(plane, as_user: str | None = None):
     from kubernetes import config
 
-    return config.new_client_from_config(config_file=str(plane.kubeconfig))
+    api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+    if as_user:  # the admin impersonates the account: RBAC judges the account's rights
+        api.set_default_header("Impersonate-User", as_user)
+    return api
 
 
-def _gang(plane, run_id: str) -> VolcanoGang:
+def _gang(plane, run_id: str, as_user: str | None = None) -> VolcanoGang:
     spec = gang_spec(run_id, {"batch_size": 32}, {"device_num": 8, "num_nodes": 2}, STORE,
                      ("mindrecord/0f", "fp"), GangOptions(image=IMAGE), LIMITS)  # fmt: skip
-    return VolcanoGang(spec, _api(plane))
+    return VolcanoGang(spec, _api(plane, as_user))
+
+
+def _apply_rbac(plane) -> None:
+    """`kubectl apply -f deployments/k8s/gang-rbac.yaml`, as API calls."""
+    from kubernetes import utils
+
+    utils.create_from_yaml(_api(plane), str(RBAC), namespace="default")
 
 
 def _install_crd(gang: VolcanoGang) -> None:
@@ -98,12 +112,16 @@ def _pods(gang: VolcanoGang) -> list:
 
 
 def test_the_gang_is_refused_without_volcano_then_deleted_with_its_pod_when_it_cannot_start(plane):
-    gang = _gang(plane, "run-00000000a001")
+    _apply_rbac(plane)
+    # driven with the flow pod's rights only (gang-rbac.yaml); pod 0 made with the admin's
+    gang, admin = (_gang(plane, "run-00000000a001", as_user) for as_user in (FLOW_ACCOUNT, None))
+    with pytest.raises(Exception, match="Forbidden"):  # the account is not the admin
+        gang.core.list_namespaced_pod("kube-system")
     # a cluster without Volcano: nothing is submitted, and the error says what to install
     with pytest.raises(Irv2Error, match=r"no jobs\.batch\.volcano\.sh custom resource.*Volcano"):
         run_gang(gang, GangLimits(), print)
     assert gang.read() is None
-    _install_crd(gang)
+    _install_crd(admin)
 
     lines: list[str] = []
     stored: list[dict] = []
@@ -111,7 +129,7 @@ def test_the_gang_is_refused_without_volcano_then_deleted_with_its_pod_when_it_c
     def controller() -> None:  # what Volcano's controller would do once, after the submission
         if not stored:
             stored.append(gang.read())
-            _make_pod_0(gang)
+            _make_pod_0(admin)
 
     with pytest.raises(GangNotStarted) as failed:
         run_gang(gang, GangLimits(start_timeout_s=8, poll_s=0.5), lines.append, check=controller)

@@ -32,8 +32,8 @@ def test_invalid_parameters_name_the_field(tmp_path):
 
 def test_deployments_file_defines_the_deployments():
     specs = load_deployment_specs()
-    names = ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "evaluate", "export",
-             "report", "rollback", "process"]  # fmt: skip
+    names = ["local", "nightly-retrain", "ascend-8p", "ascend-8p-k8s", "ascend-2x8p-gang",
+             "evaluate", "export", "report", "rollback", "process"]  # fmt: skip
     assert [s["name"] for s in specs] == names
     node_spec = specs.pop()  # train-node/process: one node of a multi-node job
     rollback = specs.pop()  # rollback: an earlier model back in service
@@ -53,6 +53,8 @@ def test_deployments_file_defines_the_deployments():
     assert all(d.concurrency_limit == 1 for d in deployments.values())
     assert deployments["ascend-8p"].parameters["device_num"] == 8
     assert deployments["ascend-8p"].parameters["preset"] == "zoo-ascend-8p"
+    gang = deployments["ascend-2x8p-gang"].parameters
+    assert (gang["num_nodes"], gang["gang"]["image"]) == (2, "{{ $IRV2_IMAGE }}")
     assert deployments["local"].entrypoint.endswith("train_eval_export.py:train_eval_export")
     with pytest.raises(Irv2Error, match="no deployment named nope"):
         load_deployment_specs(names=["nope"])
