@@ -21,6 +21,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.errors import Irv2Error
 from irv2_core.records import TrainSummary
+from irv2_core.runtime.compile_cache import worker_cache_env
 from irv2_core.runtime.cost import BudgetExceeded
 from irv2_core.runtime.fingerprint import training_code_version
 from irv2_core.runtime.io import read_json, sha256_json
@@ -185,7 +186,7 @@ class _Job:
 
         # this interpreter first on PATH: msrun starts `python`, which must be the one with
         # irv2_core; MindSpore logs errors only, so the run log shows training lines
-        env = {**launch_env(), "PYTHONUNBUFFERED": "1"}
+        env = worker_cache_env({**launch_env(), "PYTHONUNBUFFERED": "1"})
         env.setdefault("GLOG_v", "3")
         try:
             run_supervised(

@@ -38,6 +38,7 @@ def _run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         stop_after_steps=args.stop_after_steps,
         mirror_uri=args.mirror_uri,
+        compile_cache_uri=args.compile_cache_uri,
         endpoint_url=args.endpoint_url,
         lock_wait_s=args.wait_for_lock,
         accept_stack_change=args.accept_stack_change,
@@ -74,7 +75,13 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         "checkpoints are copied there as written, --resume without local checkpoints starts "
         "from the newest there, and a lease there keeps a second worker out",
     )
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint for --mirror-uri (MinIO, OBS)")
+    p.add_argument(
+        "--compile-cache-uri",
+        help="an object store (the flow's output_uri) that shares MindSpore's compile cache "
+        "between workers: fetched before the first compile, published after the first step "
+        "(needs MS_COMPILER_CACHE_ENABLE=1)",
+    )
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint of the store URIs (MinIO, OBS)")
     p.add_argument(
         "--wait-for-lock",
         type=float,

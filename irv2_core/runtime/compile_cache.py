@@ -27,19 +27,33 @@ import mindspore as ms
 from irv2_core.runtime.fingerprint import code_fingerprint
 
 __all__ = [
+    "DEFAULT_PATH",
     "ENABLE_VAR",
     "PATH_VAR",
     "allow_scoped_cache",
     "cache_enabled",
     "configure_compile_cache",
     "set_cache_enabled",
+    "worker_cache_env",
 ]
 
 ENABLE_VAR = "MS_COMPILER_CACHE_ENABLE"
 PATH_VAR = "MS_COMPILER_CACHE_PATH"
 REQUESTED_VAR = "IRV2_COMPILER_CACHE_ENABLE"  # the user's choice, kept for child processes
 
+DEFAULT_PATH = os.path.join(os.path.expanduser("~"), ".cache", "irv2", "ms-compile")
+
 _state = {"allowed": False, "used": False}
+
+
+def worker_cache_env(env: dict[str, str]) -> dict[str, str]:
+    """*env* for a training process that a pipeline stage starts: the scoped cache on (in
+    :data:`DEFAULT_PATH`) unless the environment already says otherwise. Safe there: the
+    process is an ``irv2 train`` command, whose cache folder is scoped to its graphs."""
+    if env.get(REQUESTED_VAR, env.get(ENABLE_VAR)) in (None, ""):  # nobody chose: on
+        env[ENABLE_VAR] = env[REQUESTED_VAR] = "1"
+    env.setdefault(PATH_VAR, DEFAULT_PATH)
+    return env
 
 
 def allow_scoped_cache() -> None:
@@ -73,7 +87,7 @@ def set_cache_enabled(enabled: bool, path: str | None = None) -> None:
 
     Uses the environment variables; the deprecated context API only where a caller already set
     the context flag, since that would otherwise override the environment."""
-    os.environ.setdefault(REQUESTED_VAR, os.environ.get(ENABLE_VAR, "0"))
+    os.environ.setdefault(REQUESTED_VAR, os.environ.get(ENABLE_VAR, ""))  # "": nobody chose
     os.environ[ENABLE_VAR] = "1" if enabled else "0"
     if path is not None:
         os.environ[PATH_VAR] = path

@@ -23,13 +23,13 @@ from irv2_core.runtime.compile_cache import (
 __all__ = ["compile_cache_disabled", "pynative_mode", "setup_context"]
 
 
-def setup_context(cfg, cache_scope: str = "") -> None:
+def setup_context(cfg, cache_scope: str = "") -> str | None:
     """GRAPH (or PyNative) mode on ``cfg.device_target``; a clear error if that device is absent.
 
     *cache_scope* names the graphs this process will compile (see
-    :mod:`irv2_core.runtime.compile_cache`).
+    :mod:`irv2_core.runtime.compile_cache`); returns the compile cache folder in use, or None.
     """
-    configure_compile_cache(f"{cache_scope}|{cfg.model_dump_json()}")
+    cache = configure_compile_cache(f"{cache_scope}|{cfg.model_dump_json()}")
     mode = ms.GRAPH_MODE if cfg.mode == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     try:
@@ -42,6 +42,7 @@ def setup_context(cfg, cache_scope: str = "") -> None:
             f"device_target {cfg.device_target!r} cannot run here ({str(exc).splitlines()[0]}); "
             "use --set device_target=CPU (or --preset cpu-smoke) on a machine without it"
         ) from None
+    return cache
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@
     runs/<run-id>/reruns/<name>/   one stage rerun on the finished run (re-evaluate, re-export,
                                    re-report), beside the run's own outputs, never over them
     exports/<run-id>/<format>/     irv2.mindir, irv2.onnx ...
+    compile-cache/<scope>/rank_<r>/ MindSpore's compile cache of one training scope and rank
     gang/<run-id>/                 a gang job's outputs, from its pod 0 to the train task, which
                                    publishes them under runs/<run-id> and removes these
     prefect/                       Prefect's persisted results and cache records
@@ -21,9 +22,11 @@ Each prefix is trusted only through its commit marker (``storage.publish``).
 from __future__ import annotations
 
 __all__ = [
+    "COMPILE_CACHE",
     "MINDRECORD",
     "PREFECT_RESULTS",
     "RUN_RECORD",
+    "compile_cache_prefix",
     "convert_prefix",
     "eval_prefix",
     "export_prefix",
@@ -36,6 +39,7 @@ __all__ = [
 RUN_RECORD = "run.json"
 PREFECT_RESULTS = "prefect"
 MINDRECORD = "mindrecord"
+COMPILE_CACHE = "compile-cache"
 
 
 def convert_prefix(digest: str) -> str:
@@ -71,3 +75,8 @@ def rerun_prefix(run_id: str, name: str) -> str:
 def gang_prefix(run_id: str) -> str:
     """A gang job's outputs on their way from its pod 0 to the train task."""
     return f"gang/{run_id}"
+
+
+def compile_cache_prefix(scope: str, rank: int) -> str:
+    """One rank's compile cache of the training scope *scope* (its local folder's name)."""
+    return f"{COMPILE_CACHE}/{scope}/rank_{rank}"

@@ -50,7 +50,7 @@ def train_command(
         args += ["--accept-stack-change"]
     if store:  # checkpoints mirrored as written; a fresh worker resumes from them
         mirror = f"{store['uri'].rstrip('/')}/{run_prefix(run_dir.name)}"
-        args += ["--mirror-uri", mirror]
+        args += ["--mirror-uri", mirror, "--compile-cache-uri", store["uri"]]
         if store.get("endpoint_url"):
             args += ["--endpoint-url", store["endpoint_url"]]
         # a worker that died leaves its lease until it expires: wait that out, not a live one

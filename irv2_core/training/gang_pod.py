@@ -23,6 +23,7 @@ from typing import Any
 
 from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.errors import Irv2Error
+from irv2_core.runtime.compile_cache import worker_cache_env
 from irv2_core.runtime.supervise import run_supervised
 from irv2_core.storage import open_store
 from irv2_core.storage.layout import gang_prefix
@@ -137,7 +138,7 @@ def run_pod(job: PodJob, node_rank: int, config: dict[str, Any],
     ref = {"uri": job.store_uri, "endpoint_url": job.endpoint_url}
     command, rank0_log = train_command(str(data), run_dir, config_file, launch, ref,
                                        job.join_timeout_s, job.accept_stack_change)  # fmt: skip
-    env = {**launch_env(), "PYTHONUNBUFFERED": "1", NODE_RANK_ENV: str(node_rank)}
+    env = worker_cache_env({**launch_env(), "PYTHONUNBUFFERED": "1", NODE_RANK_ENV: str(node_rank)})
     env.setdefault("GLOG_v", "3")
     on_line(f"node {node_rank} of {job.nodes}: {' '.join(command)}")
     try:

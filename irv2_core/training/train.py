@@ -33,6 +33,7 @@ from irv2_core.storage import open_store
 from irv2_core.storage.lease import StoreLease
 from irv2_core.storage.mirror import Mirror
 from irv2_core.training import checkpoints as ckpts
+from irv2_core.training.compile_share import SharedCompileCache
 from irv2_core.training.distributed import (
     DistInfo,
     env_world,
@@ -139,6 +140,7 @@ def train(
     endpoint_url: str | None = None,
     lock_wait_s: float = 0.0,
     accept_stack_change: bool = False,
+    compile_cache_uri: str | None = None,
 ) -> TrainSummary | None:
     """Train on *data_dir* (train split; val for evals) into *run_dir*; return the summary.
 
@@ -156,6 +158,8 @@ def train(
     Every checkpoint records the software stack (``runtime.stack``); a resume from one written
     on another stack fails, naming what differs, unless *accept_stack_change*. SIGTERM stops
     training after the step in flight with a checkpoint of it (``training.preempt``).
+    With *compile_cache_uri* (the ``output_uri``), the scoped compile cache is fetched from there
+    before the first compile and published after the first step (``training.compile_share``).
     """
     if is_scheduler():  # msrun runs our command line as its scheduler too: it must not train
         run_scheduler()
@@ -169,7 +173,9 @@ def train(
             if store is not None:
                 lease = StoreLease(store, LEASE_KEY, what="training run").acquire(lock_wait_s)
                 guard.callback(lease.release)
-        run = _Run(cfg, data_dir, run_dir, (resume, accept_stack_change), store, lease)
+        cache_store = open_store(compile_cache_uri, endpoint_url) if compile_cache_uri else None
+        run = _Run(cfg, data_dir, run_dir, (resume, accept_stack_change), store, lease,
+                   cache_store)  # fmt: skip
         guard.callback(run.checkpoints.close)  # every checkpoint written reaches the store
         guard.callback(run.stop.install().uninstall)
         if run.world.is_master:  # device utilisation beside img/s in the report
@@ -188,7 +194,7 @@ class _Run:
 
     def __init__(
         self, cfg: Config, data_dir: Path, run_dir: Path, resume: tuple[bool, bool], store,
-        lease=None,
+        lease=None, cache_store=None,
     ) -> None:  # fmt: skip
         self.started = time.perf_counter()
         self.lease: StoreLease | None = lease  # fencing: a lost lease stops every write
@@ -197,9 +203,12 @@ class _Run:
         check_amp_supported(cfg)
         self.spe = _steps_per_epoch(cfg, data_dir, env_world())
         eval_size = dataset_size(data_dir, "val") if has_split(data_dir, "val") else 0
-        setup_context(cfg, cache_scope=f"train|{self.spe}|{eval_size}")
+        scope = f"train|{self.spe}|{eval_size}|{env_world().size}"
+        cache = setup_context(cfg, cache_scope=scope)
         self.cfg, self.world = cfg, init_distributed()
         self.log = RunLog(run_dir, enabled=self.world.is_master)
+        self.compile_cache = SharedCompileCache(cache_store, cache, self.world.rank, self.log.line)
+        self.compile_cache.fetch()  # before the first step compiles
         resume, accept_stack = resume
         _prepare_run_dir(cfg, run_dir, data_dir, resume, self.world)
         self.epochs = cfg.epoch_size - cfg.start_epoch + 1
@@ -259,6 +268,7 @@ class _Run:
                 if self.last_eval is not None:
                     self.log.eval(self.step, cfg.start_epoch + epoch, self.last_eval)
         self._fence(fresh=True)  # never a final checkpoint or summary from a fenced-off writer
+        self.compile_cache.publish()  # with the evaluation graph, if one was compiled
         final = self.checkpoints.save_final(self.net)
         summary = self._summary().model_copy(
             update={
@@ -296,6 +306,8 @@ class _Run:
             self.log.train_step(self.step, self.total, cfg.start_epoch + epoch, loss,
                                 float(self.lr[self.step - 1]), dt, global_batch / dt,
                                 every=cfg.log_every_steps, force=force)  # fmt: skip
+            if self.step == self.resumed_from + 1:
+                self._first_step_done()
             if stop_at is not None and self.step >= stop_at:
                 break
             if self.step < end and self.checkpoints.recovery_due(self.step):
@@ -305,6 +317,15 @@ class _Run:
                 self._hold()
             if self.stop.agreed():
                 self._last_words(epoch)
+
+    def _first_step_done(self) -> None:
+        """Record how long the process took to its first step, and share the compile cache."""
+        took = time.perf_counter() - self.started
+        state = self.compile_cache.state
+        self.log.line(f"first step after {took:.1f} s (compile cache: {state})")
+        self.log.row({"kind": "first_step", "s": round(took, 3), "compile_cache": state,
+                      "step": self.step, "time": time.time()})  # fmt: skip
+        self.compile_cache.publish()
 
     def _last_words(self, epoch: int) -> None:
         """SIGTERM: this step's checkpoint (weights, optimizer, data position) saved and in the

@@ -95,3 +95,21 @@ def test_the_command_as_its_own_process_opts_in(cache_requested, tmp_path, monke
     monkeypatch.setattr(sys, "argv", ["irv2", *argv])
     assert main() == 2  # no data: refused before any context or graph
     assert cc._state["allowed"] and os.environ[cc.ENABLE_VAR] == "1"
+
+
+def test_training_a_stage_starts_has_the_cache_on_unless_someone_chose(monkeypatch, tmp_path):
+    """Flow runs train with the scoped cache on by default (the process is an ``irv2 train``
+    command); a user's MS_COMPILER_CACHE_ENABLE=0 is kept, and so is a parent's choice that
+    an in-process switch-off hid."""
+    from irv2_core.runtime import compile_cache as cc
+
+    on = cc.worker_cache_env({})
+    assert (on[cc.ENABLE_VAR], on[cc.PATH_VAR]) == ("1", cc.DEFAULT_PATH)
+    assert cc.worker_cache_env({cc.ENABLE_VAR: "0"})[cc.ENABLE_VAR] == "0"
+    hidden = {cc.ENABLE_VAR: "0", cc.REQUESTED_VAR: "1", cc.PATH_VAR: str(tmp_path)}
+    assert cc.worker_cache_env(dict(hidden)) == hidden  # the child turns itself back on
+    # a process that switched the cache off without anyone having asked: still nobody's choice
+    monkeypatch.delenv(cc.ENABLE_VAR, raising=False)
+    monkeypatch.delenv(cc.REQUESTED_VAR, raising=False)
+    cc.set_cache_enabled(False)
+    assert cc.worker_cache_env(dict(os.environ))[cc.ENABLE_VAR] == "1"
