@@ -23,7 +23,8 @@ LIMITS = {"join_timeout_s": 300.0, "stop_grace_s": 60.0, "accept_stack_change": 
 def _spec(**kw) -> GangSpec:
     launch = {"device_num": 8, "num_nodes": 4, "master_port": 9000, **kw.pop("launch", {})}
     return gang_spec("run-0123456789ab", {"lr_max": 0.1, "batch_size": 32}, launch, STORE,
-                     ("mindrecord/f00d", "fp-1"), GangOptions(image="reg/irv2:1", **kw), LIMITS)
+                     ("mindrecord/f00d", "fp-1"), GangOptions(image="reg/irv2:1", **kw),
+                     LIMITS)  # fmt: skip
 
 
 def test_the_gang_is_all_nodes_at_once_and_restarts_whole():
