@@ -19,6 +19,7 @@ how many cores the machine has. Targets (issue 4): staging >= baseline; conversi
 img/s per core; train pipeline >= 500 img/s per core.
 
     python bench/data_throughput.py [--images 600] [--workers 8] [--endpoint-url URL]
+                                    [--skip-pipeline]
     python bench/data_throughput.py --only-pipeline [--epochs 4] [--rounds 2]
 """
 
@@ -116,7 +117,11 @@ def boto3_loop(client, dest: Path) -> None:
             path.write_bytes(client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
 
 
-def bench_stage(endpoint: str, work: Path, n: int, mb: float, workers: int) -> list[tuple]:
+def bench_stage(
+    endpoint: str, work: Path, n: int, mb: float, workers: int, rounds: int = 1
+) -> list[tuple]:
+    """The baselines and ``stage`` on the same objects; ``aws s3 sync`` and ``stage`` alternate
+    *rounds* times so that both see the same machine load."""
     import boto3
 
     from irv2_core.data.stage import stage
@@ -126,14 +131,18 @@ def bench_stage(endpoint: str, work: Path, n: int, mb: float, workers: int) -> l
     wall, cpu = timed(lambda: boto3_loop(client, work / "loop"))
     rows.append(("stage baseline: boto3 loop, sequential, unverified", n, wall, mb, cpu))
     aws = shutil.which("aws")
-    if aws:
-        cmd = [aws, "s3", "sync", f"s3://{BUCKET}/{PREFIX}", str(work / "sync")]
-        cmd += ["--endpoint-url", endpoint, "--only-show-errors"]
-        wall, _ = timed(lambda: subprocess.run(cmd, check=True))  # CPU is in the child
-        rows.append(("stage baseline: aws s3 sync (10 threads, unverified)", n, wall, mb, None))
     src = f"s3://{BUCKET}/{PREFIX}"
-    wall, cpu = timed(lambda: stage(src, work / "staged", endpoint_url=endpoint, workers=workers))
-    rows.append((f"irv2 stage, {workers} workers, MD5+sha256 verified", n, wall, mb, cpu))
+    for r in range(rounds):
+        tag = f" [round {r + 1}]" if rounds > 1 else ""
+        if aws:
+            cmd = [aws, "s3", "sync", src, str(work / f"sync-{r}"), "--only-show-errors"]
+            cmd += ["--endpoint-url", endpoint]
+            wall, _ = timed(lambda cmd=cmd: subprocess.run(cmd, check=True))
+            label = "stage baseline: aws s3 sync (10 threads, unverified)"
+            rows.append((label + tag, n, wall, mb, None))  # its CPU is in the child
+        dest = work / ("staged" if r == 0 else f"staged-{r}")
+        wall, cpu = timed(lambda d=dest: stage(src, d, endpoint_url=endpoint, workers=workers))
+        rows.append((f"irv2 stage, {workers} workers, MD5+sha256 verified{tag}", n, wall, mb, cpu))
     wall, cpu = timed(lambda: stage(src, work / "staged", endpoint_url=endpoint, workers=workers))
     rows.append(("irv2 stage again (incremental: nothing to fetch)", n, wall, None, cpu))
     return rows
@@ -219,11 +228,18 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=8, help="stage workers")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (else a local SeaweedFS)")
     p.add_argument("--epochs", type=int, default=4, help="passes of the train pipeline")
-    p.add_argument("--rounds", type=int, default=2, help="alternations of the pipeline variants")
+    p.add_argument(
+        "--rounds", type=int, default=2, help="alternations (aws s3 sync / stage; pipelines)"
+    )
     p.add_argument(
         "--only-pipeline",
         action="store_true",
         help="skip staging and S3: convert once, then measure the train pipeline",
+    )
+    p.add_argument(
+        "--skip-pipeline",
+        action="store_true",
+        help="staging and conversion only (no train pipeline rounds)",
     )
     args = p.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench-key")
@@ -249,9 +265,10 @@ def main() -> int:
         import boto3
 
         upload(boto3.client("s3", endpoint_url=endpoint), work / "src")
-        rows = bench_stage(endpoint, work, args.images, mb, args.workers)
+        rows = bench_stage(endpoint, work, args.images, mb, args.workers, args.rounds)
         rows += bench_convert(work / "staged", work, args.images)
-        rows += bench_pipeline(work / "mr-0", args.epochs, args.rounds)
+        if not args.skip_pipeline:
+            rows += bench_pipeline(work / "mr-0", args.epochs, args.rounds)
     finally:
         if server is not None:
             server.stop()

@@ -31,6 +31,7 @@ from irv2_core.data.sources import (
     Fail,
     SourceObject,
     hash_file,
+    map_bounded,
     new_hasher,
     part_digests,
     temp_path,
@@ -197,7 +198,7 @@ class S3Source:
         small = [(o, f) for o, f in items if o.size < MULTIPART_THRESHOLD]
         large = [(o, f) for o, f in items if o.size >= MULTIPART_THRESHOLD]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            list(pool.map(lambda pair: self._complete(self._get, pair, done, fail), small))
+            map_bounded(pool, lambda pair: self._complete(self._get, pair, done, fail), small)
         if large:
             self._fetch_large(large, done, fail)
 

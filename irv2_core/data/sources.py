@@ -29,6 +29,20 @@ _LINKED_FOLDER = "symbolic link to a folder: not followed (link its files' real 
 TEMP_PREFIX = ".irv2part-"  # in-progress files; never a final name, swept at the next run
 PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
 MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
+# objects submitted to a fetch pool at once: a future per object of a 100k listing held ~1 KB
+# each until the end (issue 24); a window keeps that flat and the threads busy
+FETCH_WINDOW = 1024
+
+
+def map_bounded(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable) -> None:
+    """``fn(item)`` for every item on *pool*, at most FETCH_WINDOW of them submitted at once."""
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == FETCH_WINDOW:
+            list(pool.map(fn, batch))
+            batch = []
+    list(pool.map(fn, batch))
 
 
 @dataclass(frozen=True)
@@ -207,7 +221,7 @@ class LocalSource:
                 fail(obj, Irv2Error(str(exc)))
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            list(pool.map(one, items))
+            map_bounded(pool, one, items)
 
     def verify_in_place(self, obj: SourceObject, path: Path) -> dict[str, Any] | None:
         """The manifest entry if *path* already holds the source file's bytes, else None."""

@@ -65,8 +65,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write *obj* as indented, key-sorted JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write *obj* as indented, key-sorted JSON atomically.
+
+    Streamed to the file (the same bytes as ``json.dumps``): an indented dump is built from
+    ~10 small strings per entry, which for a 100k-object stage manifest held ~1 KB per object.
+    """
+    with atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
