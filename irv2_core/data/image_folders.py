@@ -14,6 +14,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from irv2_core.data.images import is_image_name
 from irv2_core.errors import Irv2Error
@@ -25,11 +26,12 @@ MIN_HEADER, MAX_HEADER = 64 << 10, 128 << 20
 HEADER_BYTES_PER_PAGE = 512  # measured ~200 B of header per page in MindSpore 2.10; 2.5x margin
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
-    """One candidate image: absolute path, path relative to the data folder, class and size."""
+    """One candidate image: absolute path, path relative to the data folder, class and size.
+    Slim (slots, a plain string path): a conversion holds one per image of the data set."""
 
-    path: Path
+    path: str
     rel: str
     class_name: str
     label: int
@@ -70,7 +72,7 @@ def _scan_class(data_dir: Path, class_dir: Path) -> tuple[list[tuple[Path, str, 
             if not is_image_name(name):
                 ignored += 1
                 continue
-            found.append((path, path.relative_to(data_dir).as_posix(), path.stat().st_size))
+            found.append((str(path), path.relative_to(data_dir).as_posix(), path.stat().st_size))
     return found, ignored
 
 
@@ -151,6 +153,17 @@ def discover_layout(data_dir: Path, val_fraction: float, seed: int) -> Layout:
     return Layout(kind, class_index, [train, val], ignored)
 
 
+def _manifest_sizes(path: Path) -> tuple[str, dict[str, int]]:
+    """A stage manifest's fingerprint and ``{key: size}``: each object's entry is reduced to its
+    size as it is parsed, so a 100k-object manifest is never held whole (issue 24)."""
+
+    def slim(entry: dict) -> Any:
+        return entry["size"] if "sha256" in entry and "size" in entry else entry
+
+    doc = json.loads(path.read_text(encoding="utf-8"), object_hook=slim)
+    return doc["fingerprint"], doc["objects"]
+
+
 def input_fingerprint(data_dir: Path, items: list[Item]) -> tuple[str, str]:
     """Cache key of the input images and where it came from (``manifest`` or ``content``).
 
@@ -161,9 +174,8 @@ def input_fingerprint(data_dir: Path, items: list[Item]) -> tuple[str, str]:
     manifest = data_dir / "manifest.json"
     if manifest.is_file():
         try:
-            doc = json.loads(manifest.read_text(encoding="utf-8"))
-            objects, fp = doc["objects"], doc["fingerprint"]
-            if all(objects.get(i.rel, {}).get("size") == i.size for i in items):
+            fp, sizes = _manifest_sizes(manifest)
+            if all(sizes.get(i.rel) == i.size for i in items):
                 return fp, "manifest"
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # not a usable manifest: fall back to hashing the content
