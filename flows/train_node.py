@@ -21,11 +21,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.compile_cache import worker_cache_env
 from irv2_core.runtime.supervise import TrainingProcessError, run_supervised, worker_error_tail
 from irv2_core.storage.publish import StoreRef
-from irv2_core.training.command import train_command, write_requested_config
-from irv2_core.training.distributed import NODE_RANK_ENV, launch_env
+from irv2_core.training.command import train_command, train_env, write_requested_config
 from tasks.data import fetch_conversion_task
 
 __all__ = ["NODE_FLOW_NAME", "train_node"]
@@ -88,8 +86,7 @@ def train_node(
         config_path = write_requested_config(run, config)
     command, _ = train_command(str(data), run, config_path, launch, store, join_timeout_s)
     logger.info("node %d launching: %s", node_rank, " ".join(command))
-    env = worker_cache_env({**launch_env(), "PYTHONUNBUFFERED": "1", NODE_RANK_ENV: str(node_rank)})
-    env.setdefault("GLOG_v", "3")
+    env = train_env(node_rank)
     try:
         return run_supervised(command, on_line=logger.info, env=env, timeout_s=timeout_s)
     except TrainingProcessError as exc:

@@ -21,7 +21,6 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.errors import Irv2Error
 from irv2_core.records import TrainSummary
-from irv2_core.runtime.compile_cache import worker_cache_env
 from irv2_core.runtime.cost import BudgetExceeded
 from irv2_core.runtime.fingerprint import training_code_version
 from irv2_core.runtime.io import read_json, sha256_json
@@ -30,7 +29,7 @@ from irv2_core.storage.layout import run_prefix
 from irv2_core.storage.outputs import Made, StageOutput, produce_once
 from irv2_core.storage.publish import SMALL_RUN_FILES, StoreRef, ensure_local, open_ref, run_files
 from irv2_core.storage.stamps import stamped_key
-from irv2_core.training.command import train_command, write_requested_config
+from irv2_core.training.command import train_command, train_env, write_requested_config
 from irv2_core.training.gang import GangOptions, VolcanoGang, kube_api
 from irv2_core.training.gang_pod import collect_outputs, gang_spec
 from irv2_core.training.gang_watch import GangLimits, run_gang
@@ -182,12 +181,7 @@ class _Job:
         return check
 
     def _supervise(self, command, rank0_log, nodes: NodeRuns | None, logger: Any) -> None:
-        from irv2_core.training.distributed import launch_env
-
-        # this interpreter first on PATH: msrun starts `python`, which must be the one with
-        # irv2_core; MindSpore logs errors only, so the run log shows training lines
-        env = worker_cache_env({**launch_env(), "PYTHONUNBUFFERED": "1"})
-        env.setdefault("GLOG_v", "3")
+        env = train_env()
         try:
             run_supervised(
                 command,

@@ -19,7 +19,22 @@ from irv2_core.storage.layout import run_prefix
 from irv2_core.storage.lease import DEFAULT_TTL_S
 from irv2_core.storage.publish import StoreRef
 
-__all__ = ["train_command", "write_requested_config"]
+__all__ = ["train_command", "train_env", "write_requested_config"]
+
+
+def train_env(node_rank: int | None = None) -> dict[str, str]:
+    """The environment of a training process a pipeline stage starts: this interpreter first on
+    PATH (msrun starts ``python``, which must be the one with irv2_core), unbuffered output,
+    MindSpore logging errors only (the run log shows training lines), the scoped compile cache
+    on unless someone chose otherwise, and the node's rank when given."""
+    from irv2_core.runtime.compile_cache import worker_cache_env
+    from irv2_core.training.distributed import NODE_RANK_ENV, launch_env
+
+    env = worker_cache_env({**launch_env(), "PYTHONUNBUFFERED": "1"})
+    env.setdefault("GLOG_v", "3")
+    if node_rank is not None:
+        env[NODE_RANK_ENV] = str(node_rank)
+    return env
 
 
 def write_requested_config(run_dir: Path, config: dict[str, Any]) -> Path:

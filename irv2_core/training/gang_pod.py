@@ -23,14 +23,13 @@ from typing import Any
 
 from irv2_core.data.local_copy import ensure_conversion
 from irv2_core.errors import Irv2Error
-from irv2_core.runtime.compile_cache import worker_cache_env
 from irv2_core.runtime.supervise import run_supervised
 from irv2_core.storage import open_store
 from irv2_core.storage.layout import gang_prefix
 from irv2_core.storage.publish import COMMIT_MARKER, fetch_committed, publish_files, run_files
 from irv2_core.storage.store import ObjectStore, join_key
-from irv2_core.training.command import train_command, write_requested_config
-from irv2_core.training.distributed import DEFAULT_MASTER_PORT, NODE_RANK_ENV, launch_env
+from irv2_core.training.command import train_command, train_env, write_requested_config
+from irv2_core.training.distributed import DEFAULT_MASTER_PORT
 from irv2_core.training.gang import GangOptions, GangSpec
 
 __all__ = ["CONFIG_ENV", "RANK_ENV", "PodJob", "collect_outputs", "gang_spec", "pod_config",
@@ -138,8 +137,7 @@ def run_pod(job: PodJob, node_rank: int, config: dict[str, Any],
     ref = {"uri": job.store_uri, "endpoint_url": job.endpoint_url}
     command, rank0_log = train_command(str(data), run_dir, config_file, launch, ref,
                                        job.join_timeout_s, job.accept_stack_change)  # fmt: skip
-    env = worker_cache_env({**launch_env(), "PYTHONUNBUFFERED": "1", NODE_RANK_ENV: str(node_rank)})
-    env.setdefault("GLOG_v", "3")
+    env = train_env(node_rank)
     on_line(f"node {node_rank} of {job.nodes}: {' '.join(command)}")
     try:
         run_supervised(command, on_line=on_line, rank0_log=rank0_log, env=env,
