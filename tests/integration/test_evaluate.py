@@ -14,6 +14,7 @@ from irv2_core.cli import main
 from irv2_core.config import save_config
 from irv2_core.errors import Irv2Error
 from irv2_core.evaluation import MAX_MISCLASSIFIED, evaluate, topk_metrics
+from irv2_core.models.ckpt_io import read_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def test_evaluate_counts_every_image_and_matches_a_plain_forward(run, tmp_path):
     labels = np.array([int(f.parent.name[-1]) for f in files])
     images = np.stack([preprocess_image(f, "zoo", 75) for f in files])
     net = create_model("inception_resnet_v2", num_classes=3, drop_rate=0.0)
-    ms.load_param_into_net(net, ms.load_checkpoint(str(ckpt)))
+    ms.load_param_into_net(net, read_checkpoint(ckpt))
     net.set_train(False)
     ref = topk_metrics(net(ms.Tensor(images)).asnumpy(), labels)
     assert result.top1 == pytest.approx(ref["correct1"] / len(files))

@@ -63,6 +63,15 @@ def _secret_and_volume(plane) -> None:
             },
         }
         api.post("/api/v1/persistentvolumes", json=volume).raise_for_status()
+    # The controller manager binds the claim a moment later; a pod the scheduler sees before then
+    # waits on "unbound immediate PersistentVolumeClaims" instead of the reason under test.
+    wait_for("the data claim to be Bound", lambda: _claim_phase(plane) == "Bound", 120)
+
+
+def _claim_phase(plane) -> str | None:
+    with plane.client() as api:
+        claim = api.get(f"{NS}/persistentvolumeclaims/irv2-data").json()
+    return claim.get("status", {}).get("phase")
 
 
 def _automation(env: dict[str, str], within_s: int) -> None:
