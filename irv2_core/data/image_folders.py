@@ -7,7 +7,6 @@ input's fingerprint is, how big MindRecord pages must be) can be read and tested
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import random
@@ -19,6 +18,7 @@ from typing import Any
 from irv2_core.data.images import is_image_name
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import sha256_file
+from irv2_core.runtime.json_stream import JsonReader
 
 MIN_PAGE = 1 << 20  # small enough that a tiny set is not a 32 MiB (sparse) file per shard
 MAX_PAGE = 256 << 20  # MindRecord's upper bound
@@ -28,14 +28,19 @@ HEADER_BYTES_PER_PAGE = 512  # measured ~200 B of header per page in MindSpore 2
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One candidate image: absolute path, path relative to the data folder, class and size.
-    Slim (slots, a plain string path): a conversion holds one per image of the data set."""
+    """One candidate image: the data folder, its path relative to it, class and size.
+    Slim (slots; *base* is one string shared by every item): a conversion holds one per image."""
 
-    path: str
+    base: str
     rel: str
     class_name: str
     label: int
     size: int
+
+    @property
+    def path(self) -> str:
+        """The image file's absolute path."""
+        return f"{self.base}/{self.rel}"
 
 
 @dataclass
@@ -62,17 +67,20 @@ class Layout:
         return [item for split in self.splits for item in split.items]
 
 
-def _scan_class(data_dir: Path, class_dir: Path) -> tuple[list[tuple[Path, str, int]], int]:
-    """Image files under *class_dir* (recursive, sorted) as (path, rel, size); count the rest."""
+def _scan_class(data_dir: Path, class_dir: Path) -> tuple[list[tuple[str, str, int]], int]:
+    """Image files under *class_dir* (recursive, sorted) as (base, rel, size); count the rest."""
+    base = str(data_dir)  # one string, shared by every item
     found, ignored = [], 0
     for root, dirs, files in os.walk(class_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        # plain strings per file, no Path objects: at 100k+ files their garbage, interleaved with
+        # the strings kept, left the heap fragmented (issue 24: conversion's peak memory)
+        folder = Path(root).relative_to(data_dir).as_posix()
         for name in sorted(files):
-            path = Path(root) / name
             if not is_image_name(name):
                 ignored += 1
                 continue
-            found.append((str(path), path.relative_to(data_dir).as_posix(), path.stat().st_size))
+            found.append((base, f"{folder}/{name}", os.stat(os.path.join(root, name)).st_size))
     return found, ignored
 
 
@@ -90,7 +98,7 @@ def _scan_split_root(data_dir: Path, root: Path) -> tuple[dict[str, list], int]:
 
 
 def _items(files: list, class_name: str, label: int) -> list[Item]:
-    return [Item(p, rel, class_name, label, size) for p, rel, size in files]
+    return [Item(base, rel, class_name, label, size) for base, rel, size in files]
 
 
 def _split_class(files: list, class_name: str, val_fraction: float, seed: int):
@@ -153,15 +161,28 @@ def discover_layout(data_dir: Path, val_fraction: float, seed: int) -> Layout:
     return Layout(kind, class_index, [train, val], ignored)
 
 
-def _manifest_sizes(path: Path) -> tuple[str, dict[str, int]]:
-    """A stage manifest's fingerprint and ``{key: size}``: each object's entry is reduced to its
-    size as it is parsed, so a 100k-object manifest is never held whole (issue 24)."""
+def _manifest_fingerprint(path: Path, items: list[Item]) -> str | None:
+    """The stage manifest's fingerprint if it lists every item with the item's size, else None.
+    Streamed (issue 24): the manifest's text and entries are never held whole, only a
+    ``{rel: size}`` of the items, whose keys are the items' own strings."""
+    want = {i.rel: i.size for i in items}
+    fingerprint = None
+    with path.open(encoding="utf-8") as fh:
+        reader = JsonReader(fh)
+        for key in reader.members():
+            if key != "objects":
+                value = reader.value()
+                fingerprint = value if key == "fingerprint" else fingerprint
+                continue
+            for rel in reader.members():
+                entry = reader.value()
+                if rel in want and not _staged_with_size(entry, want.pop(rel)):
+                    return None
+    return fingerprint if not want and isinstance(fingerprint, str) else None
 
-    def slim(entry: dict) -> Any:
-        return entry["size"] if "sha256" in entry and "size" in entry else entry
 
-    doc = json.loads(path.read_text(encoding="utf-8"), object_hook=slim)
-    return doc["fingerprint"], doc["objects"]
+def _staged_with_size(entry: Any, size: int) -> bool:
+    return isinstance(entry, dict) and "sha256" in entry and entry.get("size") == size
 
 
 def input_fingerprint(data_dir: Path, items: list[Item]) -> tuple[str, str]:
@@ -174,10 +195,10 @@ def input_fingerprint(data_dir: Path, items: list[Item]) -> tuple[str, str]:
     manifest = data_dir / "manifest.json"
     if manifest.is_file():
         try:
-            fp, sizes = _manifest_sizes(manifest)
-            if all(sizes.get(i.rel) == i.size for i in items):
+            fp = _manifest_fingerprint(manifest, items)
+            if fp is not None:
                 return fp, "manifest"
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError):
             pass  # not a usable manifest: fall back to hashing the content
     ordered = sorted(items, key=lambda i: i.rel)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
