@@ -68,7 +68,10 @@ class Mirror:
             key = join_key(self.prefix, rel)
             try:
                 if op == "put":  # the sidecar, the checkpoint's commit, only if still fenced in
-                    self._fenced(self.store.put_file, files[0], key)
+                    # the sidecar's sha256 was taken when training wrote the file: hashing
+                    # ~0.6 GB again here took CPU from training (issue 24)
+                    digest = files[1].read_text(encoding="ascii").strip()
+                    self._fenced(self.store.put_file, files[0], key, digest)
                     self._fenced(self.store.put_file, files[1], key + DIGEST_SUFFIX)
                 else:
                     self._fenced(self.store.delete, key + DIGEST_SUFFIX)

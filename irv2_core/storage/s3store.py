@@ -50,8 +50,8 @@ class S3Store:
     def _error(self, exc: Exception, what: str, key: str = "") -> Irv2Error:
         return self.s3.explain(exc, what, f"{self.uri}/{key}".rstrip("/"), self.bucket)
 
-    def put_file(self, path: Path, key: str) -> StoredObject:
-        digest = sha256_file(path)
+    def put_file(self, path: Path, key: str, sha256: str | None = None) -> StoredObject:
+        digest = sha256 or sha256_file(path)
         # CRC32 (cheap, verified by the server per part) guards the transfer; the whole file's
         # sha256 rides along as metadata and in the commit marker, checked on every download
         extra = {"ChecksumAlgorithm": "CRC32", "Metadata": {"sha256": digest}}

@@ -51,8 +51,9 @@ class ObjectStore(Protocol):
 
     uri: str  # the root, e.g. s3://bucket/prefix or /data/irv2-store
 
-    def put_file(self, path: Path, key: str) -> StoredObject:
-        """Upload *path* to *key*, verified; return what was stored (with its sha256)."""
+    def put_file(self, path: Path, key: str, sha256: str | None = None) -> StoredObject:
+        """Upload *path* to *key*, verified; return what was stored (with its sha256). Give
+        *sha256* when it is known (a checkpoint's sidecar) to save a pass over a big file."""
 
     def get_file(self, key: str, path: Path, sha256: str | None = None) -> Path:
         """Download *key* to *path* atomically; with *sha256*, a mismatch raises Irv2Error."""
@@ -136,8 +137,8 @@ class LocalStore:
         st = target.stat()
         return StoredObject(key, st.st_size, sha256, version_of(st))
 
-    def put_file(self, path: Path, key: str) -> StoredObject:
-        digest = sha256_file(path)
+    def put_file(self, path: Path, key: str, sha256: str | None = None) -> StoredObject:
+        digest = sha256 or sha256_file(path)
 
         def fill(tmp: Path) -> None:
             shutil.copyfile(path, tmp)

@@ -99,9 +99,9 @@ class _Gated:
     def __init__(self, store) -> None:
         self.store, self.gate = store, threading.Event()
 
-    def put_file(self, path, key):
+    def put_file(self, path, key, sha256=None):
         self.gate.wait(30)
-        return self.store.put_file(path, key)
+        return self.store.put_file(path, key, sha256)
 
     def __getattr__(self, name):
         return getattr(self.store, name)
