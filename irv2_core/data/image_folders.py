@@ -170,14 +170,15 @@ def _manifest_fingerprint(path: Path, items: list[Item]) -> str | None:
     with path.open(encoding="utf-8") as fh:
         reader = JsonReader(fh)
         for key in reader.members():
-            if key != "objects":
-                value = reader.value()
-                fingerprint = value if key == "fingerprint" else fingerprint
-                continue
-            for rel in reader.members():
-                entry = reader.value()
-                if rel in want and not _staged_with_size(entry, want.pop(rel)):
-                    return None
+            if key == "fingerprint":
+                fingerprint = reader.value()
+            elif key != "objects":
+                reader.value()
+            else:
+                for rel in reader.members():
+                    entry = reader.value()
+                    if rel in want and not _staged_with_size(entry, want.pop(rel)):
+                        return None
     return fingerprint if not want and isinstance(fingerprint, str) else None
 
 

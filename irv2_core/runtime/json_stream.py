@@ -52,7 +52,7 @@ class JsonReader:
 
     def _take(self, expected: str) -> str:
         found = self.peek()
-        if found not in expected or not found:
+        if not found or found not in expected:
             raise ValueError(f"JSON: expected one of {expected!r}, found {found or 'the end'!r}")
         self._pos += 1
         return found
@@ -69,8 +69,6 @@ class JsonReader:
                 if self._fill():
                     continue  # the value goes on past the window
                 raise
-            if end == len(self._buf) and self._fill():
-                continue  # a number at the window's edge may have more digits
             self._pos = end
             return value
 
