@@ -10,12 +10,14 @@ import hashlib
 import math
 import os
 import random
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from irv2_core.data.images import is_image_name
+from irv2_core.data.item_table import Item, ItemChain, ItemTable, RelIndex
 from irv2_core.errors import Irv2Error
 from irv2_core.runtime.io import sha256_file
 from irv2_core.runtime.json_stream import JsonReader
@@ -26,23 +28,6 @@ MIN_HEADER, MAX_HEADER = 64 << 10, 128 << 20
 HEADER_BYTES_PER_PAGE = 512  # measured ~200 B of header per page in MindSpore 2.10; 2.5x margin
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One candidate image: the data folder, its path relative to it, class and size.
-    Slim (slots; *base* is one string shared by every item): a conversion holds one per image."""
-
-    base: str
-    rel: str
-    class_name: str
-    label: int
-    size: int
-
-    @property
-    def path(self) -> str:
-        """The image file's absolute path."""
-        return f"{self.base}/{self.rel}"
-
-
 @dataclass
 class DataSplit:
     """The items of one split (``train`` or ``val``) and the class names, in label order."""
@@ -50,7 +35,7 @@ class DataSplit:
     name: str
     root: Path
     class_names: list[str]
-    items: list[Item] = field(default_factory=list)
+    items: Sequence[Item] = field(default_factory=list)
 
 
 @dataclass
@@ -62,14 +47,13 @@ class Layout:
     splits: list[DataSplit]
     ignored: int
 
-    def all_items(self) -> list[Item]:
-        """Every candidate image of every split."""
-        return [item for split in self.splits for item in split.items]
+    def all_items(self) -> ItemChain:
+        """Every candidate image of every split (a view, not a copy)."""
+        return ItemChain([split.items for split in self.splits])
 
 
-def _scan_class(data_dir: Path, class_dir: Path) -> tuple[list[tuple[str, str, int]], int]:
-    """Image files under *class_dir* (recursive, sorted) as (base, rel, size); count the rest."""
-    base = str(data_dir)  # one string, shared by every item
+def _scan_class(data_dir: Path, class_dir: Path) -> tuple[list[tuple[str, int]], int]:
+    """Image files under *class_dir* (recursive, sorted) as (rel, size); count the rest."""
     found, ignored = [], 0
     for root, dirs, files in os.walk(class_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -80,25 +64,26 @@ def _scan_class(data_dir: Path, class_dir: Path) -> tuple[list[tuple[str, str, i
             if not is_image_name(name):
                 ignored += 1
                 continue
-            found.append((base, f"{folder}/{name}", os.stat(os.path.join(root, name)).st_size))
+            found.append((f"{folder}/{name}", os.stat(os.path.join(root, name)).st_size))
     return found, ignored
 
 
-def _scan_split_root(data_dir: Path, root: Path) -> tuple[dict[str, list], int]:
-    """Class folder name -> its image files, for every non-hidden folder holding images."""
-    classes, ignored = {}, 0
+def _class_files(data_dir: Path, root: Path, ignored: list[int]):
+    """``(class name, its image files)`` for each non-hidden folder of *root* holding images, in
+    sorted order, one class at a time (issue 24: never every file of the set at once); files
+    that are not images are counted in ``ignored[0]``."""
     for entry in sorted(root.iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):
             continue
         files, n_ignored = _scan_class(data_dir, entry)
-        ignored += n_ignored
+        ignored[0] += n_ignored
         if files:
-            classes[entry.name] = files
-    return classes, ignored
+            yield entry.name, files
 
 
-def _items(files: list, class_name: str, label: int) -> list[Item]:
-    return [Item(base, rel, class_name, label, size) for base, rel, size in files]
+def _add(table: ItemTable, files: list[tuple[str, int]], label: int) -> None:
+    for rel, size in files:
+        table.append(rel, label, size)
 
 
 def _split_class(files: list, class_name: str, val_fraction: float, seed: int):
@@ -113,6 +98,28 @@ def _split_class(files: list, class_name: str, val_fraction: float, seed: int):
     return train, val
 
 
+def _layout_kind(data_dir: Path) -> str:
+    has_train, has_val = (data_dir / "train").is_dir(), (data_dir / "val").is_dir()
+    if not has_train and has_val:
+        raise Irv2Error(f"{data_dir} has a val/ folder but no train/ folder; add train/<class>/*")
+    return "train/val" if has_val else "train+split" if has_train else "class-folders"
+
+
+def _add_val_folder(data_dir: Path, val: DataSplit, class_index: dict, ignored: list) -> None:
+    extra = []
+    for name, files in _class_files(data_dir, val.root, ignored):
+        if name in class_index:
+            _add(val.items, files, class_index[name])
+        else:
+            extra.append(name)
+    if extra:
+        raise Irv2Error(
+            f"val classes missing from train: {', '.join(extra[:10])}"
+            f"{' ...' if len(extra) > 10 else ''} (in {val.root}); every val class needs a "
+            f"train/<class> folder with images, or remove those val folders"
+        )
+
+
 def discover_layout(data_dir: Path, val_fraction: float, seed: int) -> Layout:
     """Classify *data_dir* as ``train/val``, ``train+split`` or ``class-folders`` and list it.
 
@@ -120,52 +127,39 @@ def discover_layout(data_dir: Path, val_fraction: float, seed: int) -> Layout:
     classes must be a subset of them. Without a val folder, each class gives ``val_fraction`` of
     its files (at least one when it has two or more) to val, chosen by a seeded shuffle.
     """
-    train_root, val_root = data_dir / "train", data_dir / "val"
-    has_train = train_root.is_dir()
-    if not has_train and val_root.is_dir():
-        raise Irv2Error(f"{data_dir} has a val/ folder but no train/ folder; add train/<class>/*")
-    classes, ignored = _scan_split_root(data_dir, train_root if has_train else data_dir)
-    where = train_root if has_train else data_dir
-    if len(classes) < 2:
+    kind = _layout_kind(data_dir)
+    where = data_dir if kind == "class-folders" else data_dir / "train"
+    names: list[str] = []  # filled in sorted order as the classes are scanned: the labels
+    train = DataSplit("train", where, names, ItemTable(str(data_dir), names))
+    val_root = data_dir / "val" if kind == "train/val" else where
+    val = DataSplit("val", val_root, names, ItemTable(str(data_dir), names))
+    ignored = [0]
+    for name, files in _class_files(data_dir, where, ignored):
+        names.append(name)
+        if kind == "train/val":
+            _add(train.items, files, len(names) - 1)
+        else:
+            tr, va = _split_class(files, name, val_fraction, seed)
+            _add(train.items, tr, len(names) - 1)
+            _add(val.items, va, len(names) - 1)
+    if len(names) < 2:
         raise Irv2Error(
-            f"found {len(classes)} class folder(s) with images under {where}; need at least 2. "
+            f"found {len(names)} class folder(s) with images under {where}; need at least 2. "
             "Expected layout: train/<class>/<image> (+ val/<class>/<image>) or <class>/<image>"
         )
-    class_index = {name: i for i, name in enumerate(sorted(classes))}
-    names = list(class_index)
-    train, val = DataSplit("train", where, names), DataSplit("val", where, names)
-    if has_train and val_root.is_dir():
-        kind = "train/val"
-        val_classes, n_ignored = _scan_split_root(data_dir, val_root)
-        ignored += n_ignored
-        extra = sorted(set(val_classes) - set(class_index))
-        if extra:
-            raise Irv2Error(
-                f"val classes missing from train: {', '.join(extra[:10])}"
-                f"{' ...' if len(extra) > 10 else ''} (in {val_root}); every val class needs a "
-                f"train/<class> folder with images, or remove those val folders"
-            )
-        val.root = val_root
-        for name, files in val_classes.items():
-            val.items += _items(files, name, class_index[name])
-        for name, files in classes.items():
-            train.items += _items(files, name, class_index[name])
-    else:
-        kind = "train+split" if has_train else "class-folders"
-        for name, files in classes.items():
-            tr, va = _split_class(files, name, val_fraction, seed)
-            train.items += _items(tr, name, class_index[name])
-            val.items += _items(va, name, class_index[name])
+    class_index = {name: i for i, name in enumerate(names)}
+    if kind == "train/val":
+        _add_val_folder(data_dir, val, class_index, ignored)
     # A seeded shuffle mixes classes across shards/pages, so an unshuffled read is not one class.
-    random.Random(seed).shuffle(train.items)
-    return Layout(kind, class_index, [train, val], ignored)
+    train.items.shuffle(random.Random(seed))
+    return Layout(kind, class_index, [train, val], ignored[0])
 
 
-def _manifest_fingerprint(path: Path, items: list[Item]) -> str | None:
+def _manifest_fingerprint(path: Path, items: Sequence[Item]) -> str | None:
     """The stage manifest's fingerprint if it lists every item with the item's size, else None.
-    Streamed (issue 24): the manifest's text and entries are never held whole, only a
-    ``{rel: size}`` of the items, whose keys are the items' own strings."""
-    want = {i.rel: i.size for i in items}
+    Streamed (issue 24): the manifest's text and entries are never held whole, and the items
+    are found by their paths' hashes (:class:`RelIndex`), not through a string per item."""
+    index = RelIndex(items)
     fingerprint = None
     with path.open(encoding="utf-8") as fh:
         reader = JsonReader(fh)
@@ -177,16 +171,17 @@ def _manifest_fingerprint(path: Path, items: list[Item]) -> str | None:
             else:
                 for rel in reader.members():
                     entry = reader.value()
-                    if rel in want and not _staged_with_size(entry, want.pop(rel)):
+                    item = index.claim(rel)
+                    if item is not None and not _staged_with_size(entry, item.size):
                         return None
-    return fingerprint if not want and isinstance(fingerprint, str) else None
+    return fingerprint if index.all_claimed() and isinstance(fingerprint, str) else None
 
 
 def _staged_with_size(entry: Any, size: int) -> bool:
     return isinstance(entry, dict) and "sha256" in entry and entry.get("size") == size
 
 
-def input_fingerprint(data_dir: Path, items: list[Item]) -> tuple[str, str]:
+def input_fingerprint(data_dir: Path, items: Sequence[Item]) -> tuple[str, str]:
     """Cache key of the input images and where it came from (``manifest`` or ``content``).
 
     A staged folder's ``manifest.json`` fingerprint is used when every image is listed in it
@@ -217,9 +212,12 @@ def _pow2_at_least(n: float) -> int:
 def mindrecord_sizes(split: DataSplit, shards: int) -> tuple[int, int]:
     """``(header_size, page_size)`` for a split: pages fit the largest image 4x over, and the
     header has room for every page of a shard with a wide margin (too small fails mid-write)."""
-    sizes = [i.size for i in split.items] or [0]
-    page = min(MAX_PAGE, max(MIN_PAGE, _pow2_at_least(4 * max(sizes))))
-    per_shard = 1.1 * sum(sizes) / shards + page
-    pages = math.ceil(per_shard / (0.75 * page)) + math.ceil(256 * len(sizes) / page) + 4
+    largest = total = 0
+    for item in split.items:
+        largest, total = max(largest, item.size), total + item.size
+    page = min(MAX_PAGE, max(MIN_PAGE, _pow2_at_least(4 * largest)))
+    per_shard = 1.1 * total / shards + page
+    rows = max(len(split.items), 1)
+    pages = math.ceil(per_shard / (0.75 * page)) + math.ceil(256 * rows / page) + 4
     header = min(MAX_HEADER, max(MIN_HEADER, _pow2_at_least(16384 + HEADER_BYTES_PER_PAGE * pages)))
     return header, page
