@@ -148,8 +148,11 @@ class S3Source:
             return algo + ("-composite" if composite else "")
         return None
 
-    def verify(self, obj: SourceObject, path: Path) -> dict[str, Any]:
+    def verify(
+        self, obj: SourceObject, path: Path, digests: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Check the file at *path* against *obj*; return its manifest entry or raise Irv2Error.
+        *digests* are the file's md5 and sha256 when they were taken as it was written.
 
         Size always; then the ETag when it is an MD5 (single-part: the MD5 of the bytes;
         multipart: the MD5 of the parts' MD5s, part sizes from HEAD ?partNumber); for SSE-KMS /
@@ -158,7 +161,7 @@ class S3Source:
         size = path.stat().st_size
         if size != obj.size:
             raise Irv2Error(f"size mismatch: got {size} bytes, S3 lists {obj.size}")
-        digests = hash_file(path, "md5", "sha256")
+        digests = digests or hash_file(path, "md5", "sha256")
         method, parts = None, None
         multipart = MULTIPART_ETAG.match(obj.etag)
         if PLAIN_MD5.match(obj.etag):
@@ -202,16 +205,20 @@ class S3Source:
         if large:
             self._fetch_large(large, done, fail)
 
-    def _get(self, obj: SourceObject, tmp: Path) -> None:
-        """One GET streamed into *tmp*; a body cut off mid-way is fetched again (bounded)."""
+    def _get(self, obj: SourceObject, tmp: Path) -> dict[str, str]:
+        """One GET streamed into *tmp*, hashed (md5, sha256) as it is written, so the file is
+        not read again to verify it; a body cut off mid-way is fetched again (bounded)."""
         attempts = max_attempts()
         for attempt in range(1, attempts + 1):
             try:
                 body = self.client.get_object(Bucket=self.bucket, Key=obj.key)["Body"]
+                md5, sha256 = hashlib.md5(), hashlib.sha256()
                 with open(tmp, "wb") as fh:
                     for chunk in body.iter_chunks(1 << 20):
                         fh.write(chunk)
-                return
+                        md5.update(chunk)
+                        sha256.update(chunk)
+                return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
             except (*S3_RETRYABLE_DOWNLOAD_ERRORS, FlexibleChecksumError):
                 # botocore retries failed requests itself, but not a body that breaks off.
                 if attempt == attempts:
@@ -235,12 +242,12 @@ class S3Source:
                 self._complete(run, (obj, final), done, fail)
 
     def _complete(self, get, pair: tuple[SourceObject, Path], done: Done, fail: Fail) -> None:
-        """Run ``get(obj, tmp)``, verify, rename into place; report success or the reason."""
+        """Run ``get(obj, tmp)`` (it may return the digests it took), verify, rename into place;
+        report success or the reason."""
         obj, final = pair
         tmp = temp_path(final)
         try:
-            get(obj, tmp)
-            entry = self.verify(obj, tmp)
+            entry = self.verify(obj, tmp, get(obj, tmp))
             os.replace(tmp, final)
         except (ClientError, BotoCoreError) as exc:
             tmp.unlink(missing_ok=True)
