@@ -6,7 +6,8 @@ tests/support/seaweedfs.py unless --endpoint-url names another, e.g. MinIO), the
 prints one table:
 
 - staging: ``irv2_core.data.stage.stage`` (verified, parallel) against a plain sequential boto3 loop
-  (no verification) and ``aws s3 sync`` when the AWS CLI is installed, on the same objects;
+  (no verification), ``aws s3 sync`` when the AWS CLI is installed and ``rclone copy`` when
+  rclone is (``apt-get install rclone``), on the same objects;
 - conversion: ``irv2_core.data.convert.convert`` with one checking thread, default and
   --full-decode;
 - the train pipeline: MindDataset -> decode -> random-resized-crop 299 -> flip -> colour jitter
@@ -81,6 +82,23 @@ def start_s3():
     return seaweedfs.start({env["AWS_ACCESS_KEY_ID"]: env["AWS_SECRET_ACCESS_KEY"]})
 
 
+def rclone_env(endpoint: str) -> dict[str, str]:
+    """The environment that gives ``rclone`` (Debian's package) a remote ``bench:`` on *endpoint*
+    with this process's credentials; no config file."""
+    env = os.environ
+    # rclone's AWS SDK refuses AWS_CA_BUNDLE with its own HTTP transport ("unable to load
+    # custom CA bundle"), and the bench endpoint is plain HTTP anyway
+    return {
+        **{k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"},
+        "RCLONE_CONFIG_BENCH_TYPE": "s3",
+        "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+        "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
+        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
+        "RCLONE_CONFIG_BENCH_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
+    }
+
+
 def upload(client, root: Path) -> None:
     import contextlib
 
@@ -140,6 +158,14 @@ def bench_stage(
             wall, _ = timed(lambda cmd=cmd: subprocess.run(cmd, check=True))
             label = "stage baseline: aws s3 sync (10 threads, unverified)"
             rows.append((label + tag, n, wall, mb, None))  # its CPU is in the child
+        if shutil.which("rclone"):
+            cmd = ["rclone", "copy", f"bench:{BUCKET}/{PREFIX}", str(work / f"rclone-{r}")]
+            cmd += ["--transfers", str(workers), "--checkers", str(2 * workers)]
+            wall, _ = timed(
+                lambda cmd=cmd: subprocess.run(cmd, check=True, env=rclone_env(endpoint))
+            )
+            label = f"stage baseline: rclone copy ({workers} transfers, MD5 checked)"
+            rows.append((label + tag, n, wall, mb, None))
         dest = work / ("staged" if r == 0 else f"staged-{r}")
         wall, cpu = timed(lambda d=dest: stage(src, d, endpoint_url=endpoint, workers=workers))
         rows.append((f"irv2 stage, {workers} workers, MD5+sha256 verified{tag}", n, wall, mb, cpu))

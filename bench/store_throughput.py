@@ -2,10 +2,10 @@
 checkpoints costs a training run.
 
 1. A checkpoint set (default 3 files, 600 MB) published with ``irv2_core.storage.publish``
-   (verified: server-checked SHA-256, commit marker last) against ``aws s3 cp --recursive`` of the
-   same folder, alternating, best of N rounds each, to a local SeaweedFS server in its own
-   process (tests/support/seaweedfs.py; or ``--endpoint-url``). Prints MB/s and the ratio
-   (goal: >= 1.0x the CLI).
+   (verified: server-checked SHA-256, commit marker last) against ``aws s3 cp --recursive`` (and
+   ``rclone copy`` where rclone is installed) of the same folder, alternating, best of N rounds
+   each, to a local SeaweedFS server in its own process (tests/support/seaweedfs.py; or
+   ``--endpoint-url``). Prints MB/s and the ratios (goal: >= 1.0x the CLI).
 2. ``--train DATA_DIR``: ``irv2 train`` on a MindRecord folder without and with ``--mirror-uri``
    (alternating), steady img/s from ``train_summary.json``; goal: mirroring <= 3 % slower.
    ``--server-cpus 1 --train-cpus 0`` pins the S3 server and the training to separate cores
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import boto3
-from data_throughput import start_s3
+from data_throughput import rclone_env, start_s3
 
 from irv2_core.storage import open_store
 from irv2_core.storage.publish import folder_files, publish_files
@@ -52,6 +52,7 @@ def bench_publish(endpoint: str, folder: Path, total: int, rounds: int) -> list[
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     cli = ["aws", "s3", "cp", "--recursive", "--only-show-errors", "--endpoint-url", endpoint]
     results: dict[str, list[float]] = {"irv2 publish (verified)": [], "aws s3 cp --recursive": []}
+    results["rclone copy"] = []
     for r in range(rounds):
         t0 = time.perf_counter()
         publish_files(store, f"runs/r{r}", files)
@@ -60,6 +61,11 @@ def bench_publish(endpoint: str, folder: Path, total: int, rounds: int) -> list[
             t0 = time.perf_counter()
             subprocess.run([*cli, str(folder), f"s3://bench-store/cli/r{r}"], check=True, env=env)
             results["aws s3 cp --recursive"].append(time.perf_counter() - t0)
+        if shutil.which("rclone"):
+            t0 = time.perf_counter()
+            cmd = ["rclone", "copy", str(folder), f"bench:bench-store/rclone/r{r}"]
+            subprocess.run(cmd, check=True, env=rclone_env(endpoint))
+            results["rclone copy"].append(time.perf_counter() - t0)
     rows = [(name, total / min(t) / 1e6) for name, t in results.items() if t]
     return rows
 
@@ -133,8 +139,8 @@ def main() -> int:
             print("| method | MB/s |\n|---|---|")
             for name, mbs in rows:
                 print(f"| {name} | {mbs:.1f} |")
-            if len(rows) == 2:
-                print(f"ratio irv2 / aws cli: {rows[0][1] / rows[1][1]:.2f}x (goal >= 1.0x)")
+            for name, mbs in rows[1:]:
+                print(f"ratio irv2 / {name}: {rows[0][1] / mbs:.2f}x (goal >= 1.0x the aws cli)")
             if args.train:
                 train = bench_train(args.train, Path(tmp), endpoint, args.rounds,
                                     args.train_set, args.train_cpus)  # fmt: skip
