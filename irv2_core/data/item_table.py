@@ -37,6 +37,13 @@ class Item:
         return f"{self.base}/{self.rel}"
 
 
+def _position(i: int, n: int) -> int:
+    """Index *i* (negative counts from the end) of a sequence of *n* as 0..n-1, or IndexError."""
+    if not -n <= i < n:
+        raise IndexError(f"item {i} of {n}")
+    return i + n if i < 0 else i
+
+
 class ItemTable(Sequence[Item]):
     """One split's images under *base*: relative paths, labels (indexes of *class_names*), sizes."""
 
@@ -56,18 +63,15 @@ class ItemTable(Sequence[Item]):
     def __len__(self) -> int:
         return len(self._ends)
 
-    def _index(self, i: int) -> int:
-        n = len(self._ends)
-        if not -n <= i < n:
-            raise IndexError(f"item {i} of {n}")
-        return i + n if i < 0 else i
+    def _span(self, i: int) -> slice:
+        """Where path *i* lies in ``_rels``."""
+        return slice(self._ends[i - 1] if i else 0, self._ends[i])
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        i = self._index(i)
-        start = self._ends[i - 1] if i else 0
-        rel = self._rels[start : self._ends[i]].decode()
+        i = _position(i, len(self))
+        rel = self._rels[self._span(i)].decode()
         label = self._labels[i]
         return Item(self.base, rel, self.class_names[label], label, self._sizes[i])
 
@@ -80,7 +84,7 @@ class ItemTable(Sequence[Item]):
         rng.shuffle(order)  # the same swaps on the positions give the same permutation
         rels, ends, view = bytearray(), array("Q"), memoryview(self._rels)
         for i in order:
-            rels += view[self._ends[i - 1] if i else 0 : self._ends[i]]
+            rels += view[self._span(i)]
             ends.append(len(rels))
         view.release()
         self._rels, self._ends = rels, ends
@@ -101,9 +105,7 @@ class ItemChain(Sequence[Item]):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"item {i} of {len(self)}")
-        i = i + len(self) if i < 0 else i
+        i = _position(i, len(self))
         part = bisect.bisect_right(self._starts, i) - 1
         return self._parts[part][i - self._starts[part]]
 
